@@ -1,0 +1,248 @@
+"""The embedded store: requests, steps and events in SQLite, with versioned conditional writes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from adapters.sqlite_base import SqliteDatabase, ts
+from engine.ports import Page
+from models.errors import ConflictError, StaleWriteError
+from models.events import StatusEvent
+from models.records import RequestRecord, RequestStatus, StepRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    team TEXT NOT NULL,
+    status TEXT NOT NULL,
+    workspace_key TEXT,
+    idempotency_key TEXT UNIQUE,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_team ON requests (team, id);
+CREATE INDEX IF NOT EXISTS requests_status ON requests (status, id);
+CREATE INDEX IF NOT EXISTS requests_workspace ON requests (workspace_key, status);
+CREATE TABLE IF NOT EXISTS steps (
+    request_id TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    due TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (request_id, step_id)
+);
+CREATE INDEX IF NOT EXISTS steps_due ON steps (status, due);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_request ON events (request_id, seq);
+"""
+
+_IN_FLIGHT_STEPS = ("queued", "running", "waiting")
+
+
+def _due(step: StepRecord) -> str:
+    # The time after which a stuck step is the sweeper's business.
+    moment = step.lease_until if step.status == "running" else (step.due_at or step.updated_at)
+    return ts(moment or step.updated_at) or ""
+
+
+class SqliteStore:
+    """`Store` on a SQLite file (or `:memory:`), safe for threads and processes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.db = SqliteDatabase(path, SCHEMA)
+
+    def create_request(self, record: RequestRecord, steps: list[StepRecord]) -> tuple[RequestRecord, bool]:
+        """Insert a request and its steps atomically, honouring idempotency keys and name reservations."""
+        with self.db.transaction() as conn:
+            if record.idempotency_key:
+                row = conn.execute(
+                    "SELECT body FROM requests WHERE idempotency_key = ?", (record.idempotency_key,)
+                ).fetchone()
+                if row:
+                    existing = RequestRecord.model_validate_json(row["body"])
+                    if existing.body_hash != record.body_hash:
+                        raise ConflictError(
+                            "this Idempotency-Key was used for a different request body; use a new key.",
+                            code="IdempotencyKeyReused",
+                            existing_id=existing.id,
+                        )
+                    return existing, False
+            if record.workspace_key and record.status.live:
+                row = conn.execute(
+                    "SELECT id FROM requests WHERE workspace_key = ? AND status IN ('accepted','provisioning','succeeded')",
+                    (record.workspace_key,),
+                ).fetchone()
+                if row:
+                    raise ConflictError(
+                        f"workspace '{record.workspace_name}' is already held by request {row['id']}; "
+                        "choose another workspace_name or environment.",
+                        code="WorkspaceNameTaken",
+                        existing_id=row["id"],
+                    )
+            conn.execute(
+                "INSERT INTO requests (id, team, status, workspace_key, idempotency_key, updated_at, version, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.team,
+                    record.status.value,
+                    record.workspace_key,
+                    record.idempotency_key,
+                    ts(record.updated_at),
+                    record.version,
+                    record.model_dump_json(),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO steps (request_id, step_id, seq, status, due, version, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s.request_id, s.step_id, i, s.status.value, _due(s), s.version, s.model_dump_json())
+                    for i, s in enumerate(steps)
+                ],
+            )
+        return record, True
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        """Return one request, or None."""
+        row = self.db.conn().execute("SELECT body FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return RequestRecord.model_validate_json(row["body"]) if row else None
+
+    def list_requests(
+        self,
+        *,
+        team: str | None = None,
+        status: RequestStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """List requests newest first (ids are ULIDs, so id order is time order)."""
+        clauses, args = [], []
+        if team:
+            clauses.append("team = ?")
+            args.append(team)
+        if status:
+            clauses.append("status = ?")
+            args.append(status.value)
+        if cursor:
+            clauses.append("id < ?")
+            args.append(cursor)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = (
+            self.db.conn()
+            .execute(
+                f"SELECT id, body FROM requests {where} ORDER BY id DESC LIMIT ?",  # noqa: S608 (fixed clauses)
+                (*args, limit + 1),
+            )
+            .fetchall()
+        )
+        items = [RequestRecord.model_validate_json(r["body"]) for r in rows[:limit]]
+        return Page(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    def live_requests(self, *, team: str) -> list[RequestRecord]:
+        """Return the team's requests that hold resources."""
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT body FROM requests WHERE team = ? AND status IN ('accepted','provisioning','succeeded')",
+                (team,),
+            )
+            .fetchall()
+        )
+        return [RequestRecord.model_validate_json(r["body"]) for r in rows]
+
+    def update_request(self, record: RequestRecord) -> RequestRecord:
+        """Write if the version is current; return the record with its new version."""
+        new = record.model_copy(update={"version": record.version + 1})
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE requests SET status = ?, updated_at = ?, version = ?, body = ? WHERE id = ? AND version = ?",
+                (new.status.value, ts(new.updated_at), new.version, new.model_dump_json(), record.id, record.version),
+            )
+            if cur.rowcount != 1:
+                raise StaleWriteError(f"request {record.id} changed since version {record.version}")
+        return new
+
+    def get_steps(self, request_id: str) -> list[StepRecord]:
+        """Return every step of a request, in plan order."""
+        rows = (
+            self.db.conn().execute("SELECT body FROM steps WHERE request_id = ? ORDER BY seq", (request_id,)).fetchall()
+        )
+        return [StepRecord.model_validate_json(r["body"]) for r in rows]
+
+    def get_step(self, request_id: str, step_id: str) -> StepRecord | None:
+        """Return one step, or None."""
+        row = (
+            self.db.conn()
+            .execute("SELECT body FROM steps WHERE request_id = ? AND step_id = ?", (request_id, step_id))
+            .fetchone()
+        )
+        return StepRecord.model_validate_json(row["body"]) if row else None
+
+    def update_step(self, step: StepRecord) -> StepRecord:
+        """Write if the version is current (a compare-and-swap on the version)."""
+        new = step.model_copy(update={"version": step.version + 1})
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE steps SET status = ?, due = ?, version = ?, body = ?"
+                " WHERE request_id = ? AND step_id = ? AND version = ?",
+                (
+                    new.status.value,
+                    _due(new),
+                    new.version,
+                    new.model_dump_json(),
+                    step.request_id,
+                    step.step_id,
+                    step.version,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise StaleWriteError(f"step {step.request_id}/{step.step_id} changed since version {step.version}")
+        return new
+
+    def stalled_steps(self, *, before: datetime, limit: int = 500) -> list[StepRecord]:
+        """Return queued, waiting or running steps due (or leased) before `before`."""
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT body FROM steps WHERE status IN (?, ?, ?) AND due < ? ORDER BY due LIMIT ?",
+                (*_IN_FLIGHT_STEPS, ts(before), limit),
+            )
+            .fetchall()
+        )
+        return [StepRecord.model_validate_json(r["body"]) for r in rows]
+
+    def unfinished_requests(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:
+        """Return accepted or provisioning requests last changed before `before`."""
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT body FROM requests WHERE status IN ('accepted','provisioning') AND updated_at < ? LIMIT ?",
+                (ts(before), limit),
+            )
+            .fetchall()
+        )
+        return [RequestRecord.model_validate_json(r["body"]) for r in rows]
+
+    def append_event(self, event: StatusEvent) -> None:
+        """Keep an event for the request's timeline."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO events (request_id, body) VALUES (?, ?)", (event.request_id, event.model_dump_json())
+            )
+
+    def list_events(self, request_id: str) -> list[StatusEvent]:
+        """Return a request's events, oldest first."""
+        rows = (
+            self.db.conn()
+            .execute("SELECT body FROM events WHERE request_id = ? ORDER BY seq", (request_id,))
+            .fetchall()
+        )
+        return [StatusEvent.model_validate_json(r["body"]) for r in rows]

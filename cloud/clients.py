@@ -1,0 +1,149 @@
+"""SDK clients for one cloud (Azure or the emulator), built once each and reused across steps."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+EMULATOR_CLOUD = "WorkspaceVendingEmulator"
+
+
+@dataclass(frozen=True)
+class CloudEndpoint:
+    """Where ARM is and how to trust it."""
+
+    arm_url: str  # e.g. https://management.azure.com/
+    ca_bundle: str | None = None  # a CA bundle to trust (the emulator's), or None for the system's
+    cloud_name: str | None = None  # azure-ai-ml custom cloud name, None for the public cloud
+
+    @property
+    def scope(self) -> str:
+        """The token scope for ARM."""
+        return self.arm_url.rstrip("/") + "/.default"
+
+    def ml_cloud_kwargs(self) -> dict[str, Any]:
+        """Return the custom-cloud keywords azure-ai-ml takes (`cloud=` with `cloud_metadata`)."""
+        if self.cloud_name is None:
+            return {}
+        return {
+            "cloud": self.cloud_name,
+            "cloud_metadata": {
+                "azure_portal": "https://portal.emulator.local/",
+                "resource_manager": self.arm_url,
+                "active_directory": self.arm_url,
+                "aml_resource_id": self.arm_url,
+                "storage_endpoint": "core.windows.net",
+                "registry_discovery_endpoint": self.arm_url,
+            },
+        }
+
+
+class Clients:
+    """Caches one client per (kind, subscription[, group, workspace])."""
+
+    def __init__(self, endpoint: CloudEndpoint, credential: Any) -> None:
+        self.endpoint = endpoint
+        self.credential = credential
+        self._cache: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+        if endpoint.ca_bundle:
+            # azure-ai-ml builds some clients itself (the ARM deployment client of workspace creation)
+            # without passing our keywords through; requests reads its CA bundle from this variable.
+            os.environ["REQUESTS_CA_BUNDLE"] = endpoint.ca_bundle
+
+    def _get(self, key: tuple[str, ...], build: Callable[[], T]) -> T:
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]  # type: ignore[no-any-return]
+
+    def _mgmt_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"base_url": self.endpoint.arm_url, "credential_scopes": [self.endpoint.scope]}
+        if self.endpoint.ca_bundle:
+            kw["connection_verify"] = self.endpoint.ca_bundle
+        return kw
+
+    def resources(self, sub: str) -> Any:
+        """azure-mgmt-resource."""
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        return self._get(
+            ("resources", sub), lambda: ResourceManagementClient(self.credential, sub, **self._mgmt_kwargs())
+        )
+
+    def deployments(self, sub: str) -> Any:
+        """azure-mgmt-resource-deployments."""
+        from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+        return self._get(
+            ("deployments", sub), lambda: DeploymentsMgmtClient(self.credential, sub, **self._mgmt_kwargs())
+        )
+
+    def storage(self, sub: str) -> Any:
+        """azure-mgmt-storage."""
+        from azure.mgmt.storage import StorageManagementClient
+
+        return self._get(("storage", sub), lambda: StorageManagementClient(self.credential, sub, **self._mgmt_kwargs()))
+
+    def key_vault(self, sub: str) -> Any:
+        """azure-mgmt-keyvault."""
+        from azure.mgmt.keyvault import KeyVaultManagementClient
+
+        return self._get(("kv", sub), lambda: KeyVaultManagementClient(self.credential, sub, **self._mgmt_kwargs()))
+
+    def log_analytics(self, sub: str) -> Any:
+        """azure-mgmt-loganalytics."""
+        from azure.mgmt.loganalytics import LogAnalyticsManagementClient
+
+        return self._get(("la", sub), lambda: LogAnalyticsManagementClient(self.credential, sub, **self._mgmt_kwargs()))
+
+    def insights(self, sub: str) -> Any:
+        """azure-mgmt-applicationinsights."""
+        from azure.mgmt.applicationinsights import ApplicationInsightsManagementClient
+
+        return self._get(
+            ("ai", sub), lambda: ApplicationInsightsManagementClient(self.credential, sub, **self._mgmt_kwargs())
+        )
+
+    def registry(self, sub: str) -> Any:
+        """azure-mgmt-containerregistry."""
+        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+        return self._get(
+            ("acr", sub), lambda: ContainerRegistryManagementClient(self.credential, sub, **self._mgmt_kwargs())
+        )
+
+    def authorization(self, sub: str) -> Any:
+        """azure-mgmt-authorization."""
+        from azure.mgmt.authorization import AuthorizationManagementClient
+
+        return self._get(
+            ("auth", sub), lambda: AuthorizationManagementClient(self.credential, sub, **self._mgmt_kwargs())
+        )
+
+    def ml(self, sub: str, group: str, workspace: str | None = None) -> Any:
+        """azure-ai-ml, scoped to a resource group (and a workspace for compute and datastores)."""
+
+        def build() -> Any:
+            import logging
+
+            from azure.ai.ml import MLClient
+            from azure.ai.ml._arm_deployments import arm_deployment_executor
+            from azure.ai.ml.operations import _workspace_operations_base
+
+            # These modules set their loggers to INFO with a console handler at import, and print
+            # deployment progress; a service wants its own log lines only.
+            for module in (arm_deployment_executor, _workspace_operations_base):
+                logging.getLogger(module.__name__).setLevel(logging.WARNING)
+
+            kw: dict[str, Any] = {"enable_telemetry": False, "show_progress": False, **self.endpoint.ml_cloud_kwargs()}
+            if self.endpoint.ca_bundle:
+                kw["connection_verify"] = self.endpoint.ca_bundle
+            return MLClient(self.credential, sub, group, workspace_name=workspace, **kw)
+
+        return self._get(("ml", sub, group, workspace or ""), build)

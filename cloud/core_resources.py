@@ -1,0 +1,261 @@
+"""Reconciles for the resource group and the workspace's dependent resources (azure-mgmt-*).
+
+Each reads the resource, starts a create or update only when it is missing or differs, and
+returns at once: long-running operations are started with `polling=False` and looked at again
+on the next attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from cloud.clients import Clients
+from cloud.common import Timing, call, get_or_none, progress, tags_differ
+from engine.ports import StepContext
+from models.outcomes import Done, Fail, Outcome, Wait
+from models.plan import Step
+from models.request import ARM_ID
+
+
+def _ensure_child(what: str, get: Callable[[], Any], create: Callable[[], Any]) -> None:
+    if get_or_none(f"reading {what}", get) is None:
+        call(f"creating {what}", create)
+
+
+def _parse_existing(step: Step) -> tuple[str, str, str]:
+    m = ARM_ID.match(step.resource_id)
+    if not m:
+        raise ValueError(f"not an ARM id: {step.resource_id}")
+    return m["sub"], m["rg"], m["name"]
+
+
+def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure the resource group exists (or, when policy says so, only check that it does)."""
+    from azure.mgmt.resource.resources.models import ResourceGroup
+
+    n = ctx.names
+    ops = clients.resources(n.subscription_id).resource_groups
+    what = f"resource group '{n.resource_group}'"
+    group = get_or_none(f"reading {what}", lambda: ops.get(n.resource_group))
+    if group is None:
+        if not step.spec.get("create", True):
+            return Fail(
+                f"{what} does not exist in subscription {n.subscription_id}, and policy does not let the service "
+                "create resource groups. Ask the platform team to create it, then submit again.",
+                "ResourceGroupNotFound",
+            )
+        group = call(
+            f"creating {what}",
+            lambda: ops.create_or_update(
+                n.resource_group, ResourceGroup(location=step.spec["location"], tags=step.spec["tags"])
+            ),
+        )
+    elif step.spec.get("create", True) and tags_differ(group.tags, step.spec["tags"]):
+        merged = {**(group.tags or {}), **step.spec["tags"]}
+        group = call(
+            f"tagging {what}",
+            lambda: ops.create_or_update(n.resource_group, ResourceGroup(location=group.location, tags=merged)),
+        )
+    if waiting := progress(group, what, timing):
+        return waiting
+    return Done({"id": group.id, "name": group.name, "location": group.location})
+
+
+def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure the storage account (HNS when ADLS Gen2 is asked for, no shared keys) and its containers and shares."""
+    from azure.mgmt.storage.models import (
+        BlobContainer,
+        ContainerProperties,
+        FileShare,
+        Sku,
+        StorageAccountCreateParameters,
+        StorageAccountPropertiesCreateParameters,
+        StorageAccountUpdateParameters,
+    )
+
+    spec = step.spec
+    sub, rg, name = _parse_existing(step)
+    ops = clients.storage(sub)
+    what = f"storage account '{name}'"
+    account = get_or_none(f"reading {what}", lambda: ops.storage_accounts.get_properties(rg, name))
+    if spec.get("existing"):
+        if account is None:
+            return Fail(
+                f"the existing {what} ({step.resource_id}) does not exist or the service cannot see it. "
+                "Check storage_account_id.",
+                "LinkedResourceNotFound",
+            )
+    elif account is None:
+        params = StorageAccountCreateParameters(
+            sku=Sku(name=spec["sku"]),
+            kind="StorageV2",
+            location=spec["location"],
+            tags=spec["tags"],
+            properties=StorageAccountPropertiesCreateParameters(
+                is_hns_enabled=spec["hierarchical_namespace"],
+                allow_shared_key_access=False,
+                allow_blob_public_access=False,
+                minimum_tls_version="TLS1_2",
+                enable_https_traffic_only=True,
+            ),
+        )
+        call(f"creating {what}", lambda: ops.storage_accounts.begin_create(rg, name, params, polling=False))
+        return Wait(timing.poll_s, f"{what} is being created")
+    elif tags_differ(account.tags, spec["tags"]):
+        merged = {**(account.tags or {}), **spec["tags"]}
+        account = call(
+            f"tagging {what}",
+            lambda: ops.storage_accounts.update(rg, name, StorageAccountUpdateParameters(tags=merged)),
+        )
+    if waiting := progress(account, what, timing):
+        return waiting
+    if spec["hierarchical_namespace"] and not account.is_hns_enabled:
+        return Fail(
+            f"{what} has no hierarchical namespace, which ADLS Gen2 datastores need, and it cannot be turned on "
+            "in place. Use blob datastores, or bring a storage account with hierarchical namespace enabled.",
+            "HierarchicalNamespaceRequired",
+        )
+    private = BlobContainer(container_properties=ContainerProperties(public_access="None"))
+    for container in spec["containers"]:
+        _ensure_child(
+            f"container '{container}' in {what}",
+            partial(ops.blob_containers.get, rg, name, container),
+            partial(ops.blob_containers.create, rg, name, container, private),
+        )
+    for share in spec["shares"]:
+        _ensure_child(
+            f"file share '{share}' in {what}",
+            partial(ops.file_shares.get, rg, name, share),
+            partial(ops.file_shares.create, rg, name, share, FileShare()),
+        )
+    endpoints = account.primary_endpoints
+    return Done(
+        {
+            "id": account.id,
+            "name": account.name,
+            "blob_endpoint": getattr(endpoints, "blob", None),
+            "dfs_endpoint": getattr(endpoints, "dfs", None),
+            "hierarchical_namespace": bool(account.is_hns_enabled),
+            "containers": spec["containers"],
+            "shares": spec["shares"],
+        }
+    )
+
+
+def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure the key vault: RBAC authorisation, soft-delete retention and purge protection from policy."""
+    from azure.mgmt.keyvault.models import Sku, VaultCreateOrUpdateParameters, VaultProperties
+
+    spec = step.spec
+    sub, rg, name = _parse_existing(step)
+    ops = clients.key_vault(sub).vaults
+    what = f"key vault '{name}'"
+    vault = get_or_none(f"reading {what}", lambda: ops.get(rg, name))
+    if spec.get("existing"):
+        if vault is None:
+            return Fail(
+                f"the existing {what} ({step.resource_id}) does not exist or the service cannot see it. "
+                "Check key_vault_id.",
+                "LinkedResourceNotFound",
+            )
+    elif vault is None or tags_differ(vault.tags, spec["tags"]):
+        props = VaultProperties(
+            tenant_id=spec["tenant_id"],
+            sku=Sku(family="A", name="standard"),
+            enable_rbac_authorization=True,
+            enable_soft_delete=True,
+            soft_delete_retention_in_days=spec["soft_delete_retention_days"],
+            enable_purge_protection=True if spec["purge_protection"] else None,
+            access_policies=[],
+        )
+        tags = {**((vault.tags or {}) if vault else {}), **spec["tags"]}
+        params = VaultCreateOrUpdateParameters(location=spec["location"], tags=tags, properties=props)
+        call(f"creating {what}", lambda: ops.begin_create_or_update(rg, name, params, polling=False))
+        if vault is None:
+            return Wait(timing.poll_s, f"{what} is being created")
+        vault = call(f"reading {what}", lambda: ops.get(rg, name))
+    if waiting := progress(vault, what, timing):
+        return waiting
+    return Done({"id": vault.id, "name": vault.name, "vault_uri": vault.properties.vault_uri})
+
+
+def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure the Log Analytics workspace, then Application Insights on it (workspace-based)."""
+    from azure.mgmt.applicationinsights.models import ApplicationInsightsComponent
+    from azure.mgmt.loganalytics.models import Workspace, WorkspaceProperties, WorkspaceSku
+
+    spec = step.spec
+    sub, rg, name = _parse_existing(step)
+    what = f"Application Insights '{name}'"
+    components = clients.insights(sub).components
+    if spec.get("existing"):
+        component = get_or_none(f"reading {what}", lambda: components.get(rg, name))
+        if component is None:
+            return Fail(
+                f"the existing {what} ({step.resource_id}) does not exist or the service cannot see it. "
+                "Check application_insights_id.",
+                "LinkedResourceNotFound",
+            )
+        return Done({"id": component.id, "name": component.name, "app_id": component.app_id})
+    la_name = spec["log_analytics"]
+    la_what = f"Log Analytics workspace '{la_name}'"
+    la_ops = clients.log_analytics(sub).workspaces
+    la = get_or_none(f"reading {la_what}", lambda: la_ops.get(rg, la_name))
+    if la is None:
+        params = Workspace(
+            location=spec["location"],
+            tags=spec["tags"],
+            properties=WorkspaceProperties(sku=WorkspaceSku(name="PerGB2018"), retention_in_days=30),
+        )
+        call(f"creating {la_what}", lambda: la_ops.begin_create_or_update(rg, la_name, params, polling=False))
+        return Wait(timing.poll_s, f"{la_what} is being created")
+    if waiting := progress(la, la_what, timing):
+        return waiting
+    component = get_or_none(f"reading {what}", lambda: components.get(rg, name))
+    if component is None or tags_differ(component.tags, spec["tags"]):
+        tags = {**((component.tags or {}) if component else {}), **spec["tags"]}
+        body = ApplicationInsightsComponent(
+            location=spec["location"],
+            tags=tags,
+            kind="web",
+            application_type="web",
+            workspace_resource_id=la.id,
+            ingestion_mode="LogAnalytics",
+        )
+        component = call(f"creating {what}", lambda: components.create_or_update(rg, name, body))
+    if waiting := progress(component, what, timing):
+        return waiting
+    # The connection string and instrumentation key stay in Azure: outputs are ids only.
+    return Done({"id": component.id, "name": component.name, "app_id": component.app_id, "log_analytics_id": la.id})
+
+
+def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure the container registry (admin user off)."""
+    from azure.mgmt.containerregistry.models import Registry, RegistryProperties, Sku
+
+    spec = step.spec
+    sub, rg, name = _parse_existing(step)
+    ops = clients.registry(sub).registries
+    what = f"container registry '{name}'"
+    registry: Any = get_or_none(f"reading {what}", lambda: ops.get(rg, name))
+    if spec.get("existing"):
+        if registry is None:
+            return Fail(
+                f"the existing {what} ({step.resource_id}) does not exist or the service cannot see it. "
+                "Check container_registry_id.",
+                "LinkedResourceNotFound",
+            )
+    elif registry is None:
+        params = Registry(
+            location=spec["location"],
+            tags=spec["tags"],
+            sku=Sku(name=spec["sku"]),
+            properties=RegistryProperties(admin_user_enabled=False),
+        )
+        call(f"creating {what}", lambda: ops.begin_create(rg, name, params, polling=False))
+        return Wait(timing.poll_s, f"{what} is being created")
+    if waiting := progress(registry, what, timing):
+        return waiting
+    return Done({"id": registry.id, "name": registry.name, "login_server": registry.login_server})

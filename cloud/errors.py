@@ -1,0 +1,198 @@
+"""Azure error translation, in one table: each error is transient (retry) or permanent (explain).
+
+Permanent errors carry a sentence that tells the requester or the platform team what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from models.errors import PermanentError, TransientError, VendingError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one Azure error code is handled."""
+
+    transient: bool
+    advice: str = ""
+
+
+# Keyed by the ARM error code, lowercase. Advice is said after what failed and Azure's own message.
+RULES: dict[str, Rule] = {
+    # Transient: clears by itself.
+    "toomanyrequests": Rule(True, "ARM is throttling; retrying after the time it asked for."),
+    "subscriptionrequeststhrottled": Rule(True, "ARM is throttling the subscription; retrying."),
+    "conflict": Rule(True, "another operation on the resource is in progress; retrying."),
+    "anotheroperationinprogress": Rule(True, "another operation on the resource is in progress; retrying."),
+    "operationnotallowed": Rule(True, "the resource is busy with another operation; retrying."),
+    "resourcegroupbeingdeleted": Rule(True, "the resource group is being deleted; retrying until it is gone."),
+    "internalservererror": Rule(True, "Azure had an internal error; retrying."),
+    "serviceunavailable": Rule(True, "the Azure service is unavailable; retrying."),
+    "gatewaytimeout": Rule(True, "the Azure service timed out; retrying."),
+    "principalnotfound": Rule(
+        True, "the principal is not visible to Azure RBAC yet (new principals take minutes to propagate); retrying."
+    ),
+    "resourcenotfound": Rule(True, "a resource this one needs is not visible yet; retrying."),
+    "parentresourcenotfound": Rule(True, "the parent resource is not visible yet; retrying."),
+    # Permanent: a person must act.
+    "quotaexceeded": Rule(
+        False, "Ask the platform team to raise the subscription's quota, or request fewer or smaller nodes."
+    ),
+    "operationnotallowedquota": Rule(
+        False, "Ask the platform team to raise the vCPU quota for this VM family in this region."
+    ),
+    "storageaccountalreadytaken": Rule(
+        False,
+        "Storage account names are global; set another team name or environment, or bring your own storage account.",
+    ),
+    "storageaccountalreadyexists": Rule(
+        False,
+        "The storage account exists in another resource group; bring it as an existing resource or pick another name.",
+    ),
+    "vaultalreadyexists": Rule(
+        False,
+        "Key vault names are global; a vault (perhaps soft-deleted) holds this name. Purge it or bring your own key vault.",
+    ),
+    "conflicterror": Rule(False, "A soft-deleted resource holds this name; recover or purge it, then submit again."),
+    "alreadyinuse": Rule(False, "The name is taken globally; bring your own resource or change the team name."),
+    "authorizationfailed": Rule(
+        False, "The service's identity lacks permission on this scope; the platform team must grant it."
+    ),
+    "linkedauthorizationfailed": Rule(
+        False, "The service's identity lacks permission on a linked resource; the platform team must grant it."
+    ),
+    "authenticationfailed": Rule(
+        False, "The service could not authenticate to Azure; the platform team must check its identity."
+    ),
+    "invalidauthenticationtokentenant": Rule(
+        False,
+        "The subscription is in another tenant than the service's identity; use a subscription of the service's tenant.",
+    ),
+    "requestdisallowedbypolicy": Rule(
+        False, "An Azure Policy assignment denies this resource; ask the platform team which policy and how to comply."
+    ),
+    "invalidresourcename": Rule(
+        False, "The resource name breaks Azure's naming rules; change the name in the request."
+    ),
+    "accountnameinvalid": Rule(
+        False, "The storage account name breaks Azure's naming rules; change the name in the request."
+    ),
+    "resourcegroupnotfound": Rule(
+        False,
+        "The resource group does not exist and this environment is not allowed to create it; ask the platform team to create it.",
+    ),
+    "missingsubscriptionregistration": Rule(
+        False,
+        "The subscription is not registered for this resource provider; the platform team must register it (az provider register).",
+    ),
+    "linkedinvalidpropertyid": Rule(
+        False, "A linked resource id is not valid; check the existing resource ids in the request."
+    ),
+    "invalidtemplate": Rule(False, "The deployment template was refused; this is a bug in the service: report it."),
+    "invalidtemplatedeployment": Rule(False, "The deployment was refused before it ran; see the details."),
+    "deploymentfailed": Rule(False, "The deployment failed; see the details."),
+    "subscriptionnotfound": Rule(
+        False, "The subscription does not exist or the service cannot see it; check subscription_id."
+    ),
+    "locationnotavailableforresourcetype": Rule(
+        False, "This resource type is not offered in the region; pick another region."
+    ),
+    "skunotavailable": Rule(
+        False, "The VM size or SKU is not offered in this region for this subscription; pick another size or region."
+    ),
+    "badrequest": Rule(False, "Azure refused the request as invalid; see the message."),
+    "invalidrequestcontent": Rule(False, "Azure refused the request body; this is a bug in the service: report it."),
+    "unsupportedaction": Rule(False, "Azure does not support this action here."),
+    "noregisteredproviderfound": Rule(False, "The resource type or API version is not available in this cloud."),
+}
+
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def _code_and_message(exc: Any) -> tuple[str, str]:
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None) or ""
+    message = getattr(error, "message", None) or ""
+    if not code:
+        response = getattr(exc, "response", None)
+        try:
+            body = json.loads(response.text()) if response is not None else {}
+            err = body.get("error") or {}
+            code, message = err.get("code", ""), err.get("message", "")
+        except (ValueError, AttributeError, TypeError):
+            pass
+    if not message:
+        message = str(getattr(exc, "message", "") or exc).split("\n")[0]
+    return code, message
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name in ("Retry-After", "retry-after", "x-ms-retry-after-ms"):
+        value = headers.get(name)
+        if value:
+            try:
+                seconds = float(value)
+            except ValueError:
+                return None
+            return seconds / 1000 if name.endswith("-ms") else seconds
+    return None
+
+
+def classify(
+    code: str, message: str, *, what: str, status: int | None = None, retry_after: float | None = None
+) -> VendingError:
+    """Translate an Azure error code (and HTTP status) into our transient or permanent error."""
+    rule = RULES.get(code.lower())
+    if code.lower() == "operationnotallowed" and "quota" in message.lower():
+        rule = RULES["operationnotallowedquota"]
+    if rule is None:
+        rule = Rule(status in TRANSIENT_STATUS) if status is not None else Rule(False)
+    text = f"{what} failed: {code or status or 'error'}: {message}".rstrip(": ")
+    if rule.transient:
+        return TransientError(
+            f"{text} ({rule.advice})" if rule.advice else text, retry_after_s=retry_after, code=code or f"HTTP{status}"
+        )
+    advice = rule.advice or "See Azure's message; if it is unclear, ask the platform team."
+    return PermanentError(f"{text}. {advice}", code=code or f"HTTP{status}")
+
+
+def translate(exc: Exception, *, what: str) -> VendingError:
+    """Translate an exception from an Azure SDK into our error hierarchy."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    if isinstance(exc, VendingError):
+        return exc
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
+        return PermanentError(
+            f"{what} failed: could not get a token: {str(exc).splitlines()[0]}. "
+            "The platform team must check the service's identity.",
+            code="AuthenticationFailed",
+        )
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError, ConnectionError)):
+        return TransientError(
+            f"{what} failed: could not reach Azure ({type(exc).__name__}); retrying.", code="NetworkError"
+        )
+    if isinstance(exc, HttpResponseError):
+        code, message = _code_and_message(exc)
+        return classify(code, message, what=what, status=exc.status_code, retry_after=_retry_after(exc))
+    name = type(exc).__name__
+    if name in ("ValidationException", "UserErrorException"):
+        return PermanentError(f"{what} failed: {str(exc).splitlines()[0]}", code="InvalidConfiguration")
+    return TransientError(f"{what} failed unexpectedly: {name}: {str(exc)[:300]}", code="InternalError")
+
+
+def is_not_found(exc: Exception) -> bool:
+    """Tell whether an Azure SDK error is a 404."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    return isinstance(exc, ResourceNotFoundError) or getattr(exc, "status_code", None) == 404

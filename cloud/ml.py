@@ -1,0 +1,190 @@
+"""Reconciles for the Azure ML workspace, its compute clusters and its datastores (azure-ai-ml).
+
+Workspace creation in azure-ai-ml deploys an ARM template (`Microsoft.Resources/deployments`);
+the deployment is the long-running operation we look at again on the next attempt. The poller
+azure-ai-ml returns is dropped: it finishes on its own daemon thread, and nothing waits on it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from cloud.clients import Clients
+from cloud.common import Timing, call, get_or_none, progress
+from cloud.errors import classify
+from engine.ports import StepContext
+from models.errors import PermanentError
+from models.outcomes import Done, Fail, Outcome, Wait
+from models.plan import Step
+
+RUNNING_DEPLOYMENT = {"accepted", "running", "created", "creating", "updating", "waiting", "validating", "deploying"}
+
+
+def _same_id(a: str | None, b: str | None) -> bool:
+    return (a or "").lower().rstrip("/") == (b or "").lower().rstrip("/")
+
+
+def _recent_deployments(step: Step, ctx: StepContext, clients: Clients) -> list[Any]:
+    """Return the workspace deployments azure-ai-ml started for this step ('<workspace>-<number>')."""
+    n = ctx.names
+    ops = clients.deployments(n.subscription_id).deployments
+    since = (ctx.step_started_at or datetime.min.replace(tzinfo=None)) - timedelta(seconds=60)
+    found = []
+    for d in call(
+        f"listing deployments in '{n.resource_group}'", lambda: list(ops.list_by_resource_group(n.resource_group))
+    ):
+        if not d.name.startswith(f"{step.resource_name}-"):
+            continue
+        ts = getattr(d.properties, "timestamp", None)
+        if ctx.step_started_at is not None and ts is not None and ts.replace(tzinfo=None) < since.replace(tzinfo=None):
+            continue  # an earlier request's deployment: its outcome is not ours
+        found.append(d)
+    found.sort(key=lambda d: (getattr(d.properties, "timestamp", None) or datetime.min).replace(tzinfo=None))
+    return found
+
+
+def _deployment_error(deployment: Any, what: str) -> Exception:
+    error = getattr(deployment.properties, "error", None)
+    details = list(getattr(error, "details", None) or [])
+    root = details[0] if details else error
+    code = getattr(root, "code", None) or "DeploymentFailed"
+    message = getattr(root, "message", None) or "the deployment failed without details"
+    return classify(code, message, what=what)
+
+
+def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure the workspace, linked to the storage, key vault, insights (and registry) of the plan."""
+    from azure.ai.ml.entities import IdentityConfiguration, Workspace
+
+    n, spec = ctx.names, step.spec
+    what = f"workspace '{step.resource_name}'"
+    ml = clients.ml(n.subscription_id, n.resource_group)
+    deployments = _recent_deployments(step, ctx, clients)
+    latest = deployments[-1] if deployments else None
+    latest_state = str(getattr(latest.properties, "provisioning_state", "") or "").lower() if latest else ""
+    if latest_state in RUNNING_DEPLOYMENT:
+        return Wait(timing.poll_s, f"{what} is being deployed ({latest.name})")  # type: ignore[union-attr]
+    workspace = get_or_none(f"reading {what}", lambda: ml.workspaces.get(step.resource_name))
+    if workspace is not None and latest_state != "failed":
+        if not _same_id(workspace.storage_account, spec["storage_account_id"]):
+            return Fail(
+                f"{what} already exists and is linked to storage account {workspace.storage_account}, not "
+                f"{spec['storage_account_id']}; a workspace's storage cannot change. Choose another workspace_name.",
+                "WorkspaceLinkedElsewhere",
+            )
+        ident = workspace.identity
+        return Done(
+            {
+                "id": workspace.id,
+                "name": workspace.name,
+                "workspace_id": getattr(workspace, "_workspace_id", None),
+                "discovery_url": workspace.discovery_url,
+                "mlflow_tracking_uri": workspace.mlflow_tracking_uri,
+                "principal_id": getattr(ident, "principal_id", None) if ident else None,
+            }
+        )
+    if latest_state == "failed":
+        error = _deployment_error(latest, f"deploying {what}")
+        if isinstance(error, PermanentError):
+            return Fail(str(error), error.code)
+        # Transient: deploy again below.
+    desired = Workspace(
+        name=step.resource_name,
+        location=spec["location"],
+        display_name=spec["display_name"],
+        description=f"Provisioned by Workspace Vending for {spec['tags'].get('team', '')}",
+        tags=dict(spec["tags"]),
+        storage_account=spec["storage_account_id"],
+        key_vault=spec["key_vault_id"],
+        application_insights=spec["application_insights_id"],
+        container_registry=spec.get("container_registry_id"),
+        identity=IdentityConfiguration(type="system_assigned"),
+    )
+    call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
+    return Wait(timing.poll_s, f"{what} deployment started")
+
+
+def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure an AmlCompute cluster with the asked size, tier, scale settings and a system identity."""
+    from azure.ai.ml.entities import AmlCompute, IdentityConfiguration
+
+    n, spec = ctx.names, step.spec
+    what = f"compute cluster '{step.resource_name}'"
+    ml = clients.ml(n.subscription_id, n.resource_group, spec["workspace"])
+    desired = AmlCompute(
+        name=step.resource_name,
+        size=spec["vm_size"],
+        location=spec["location"],
+        min_instances=spec["min_nodes"],
+        max_instances=spec["max_nodes"],
+        idle_time_before_scale_down=spec["idle_seconds"],
+        tier=spec["tier"],
+        identity=IdentityConfiguration(type="system_assigned"),
+    )
+    current = get_or_none(f"reading {what}", lambda: ml.compute.get(step.resource_name))
+    if current is None:
+        call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired))
+        return Wait(timing.poll_s, f"{what} is being created")
+    if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
+        return waiting
+    if (current.size or "").lower() != spec["vm_size"].lower():
+        return Fail(
+            f"{what} exists with VM size {current.size}, not {spec['vm_size']}; a cluster's size cannot change. "
+            "Give the cluster another name, or delete the old one first.",
+            "ComputeSizeImmutable",
+        )
+    drift = (
+        current.min_instances != spec["min_nodes"]
+        or current.max_instances != spec["max_nodes"]
+        or (current.idle_time_before_scale_down or 0) != spec["idle_seconds"]
+    )
+    if drift:
+        call(f"updating {what}", lambda: ml.compute.begin_update(desired))
+        return Wait(timing.poll_s, f"{what} scale settings are being updated")
+    return Done(
+        {
+            "id": current.id,
+            "name": current.name,
+            "vm_size": current.size,
+            "min_nodes": current.min_instances,
+            "max_nodes": current.max_instances,
+            "tier": spec["tier"],
+        }
+    )
+
+
+def reconcile_datastore(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
+    """Ensure a blob, file or ADLS Gen2 datastore with identity-based access (no keys stored)."""
+    from azure.ai.ml.entities import AzureBlobDatastore, AzureDataLakeGen2Datastore, AzureFileDatastore
+
+    n, spec = ctx.names, step.spec
+    what = f"datastore '{step.resource_name}'"
+    ml = clients.ml(n.subscription_id, n.resource_group, spec["workspace"])
+    account = ctx.dependency_outputs.get("storage", {}).get("name") or spec["storage_account"]
+    kind = spec["kind"]
+    desired: Any
+    if kind == "blob":
+        desired = AzureBlobDatastore(name=step.resource_name, account_name=account, container_name=spec["container"])
+    elif kind == "file":
+        desired = AzureFileDatastore(name=step.resource_name, account_name=account, file_share_name=spec["container"])
+    else:
+        desired = AzureDataLakeGen2Datastore(
+            name=step.resource_name, account_name=account, filesystem=spec["container"]
+        )
+    current = get_or_none(f"reading {what}", lambda: ml.datastores.get(step.resource_name))
+    target = (
+        getattr(current, "container_name", None)
+        or getattr(current, "file_share_name", None)
+        or getattr(current, "filesystem", None)
+    )
+    if (
+        current is None
+        or current.account_name != account
+        or target != spec["container"]
+        or current.type != desired.type
+    ):
+        current = call(f"creating {what}", lambda: ml.datastores.create_or_update(desired))
+    return Done(
+        {"id": current.id, "name": current.name, "kind": kind, "account": account, "container": spec["container"]}
+    )

@@ -1,0 +1,65 @@
+"""The Azure provider: dispatches each step to its reconcile, against Azure or the local emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cloud.access import reconcile_access
+from cloud.clients import EMULATOR_CLOUD, Clients, CloudEndpoint
+from cloud.common import Timing
+from cloud.core_resources import (
+    reconcile_insights,
+    reconcile_key_vault,
+    reconcile_registry,
+    reconcile_resource_group,
+    reconcile_storage,
+)
+from cloud.credentials import EmulatorCredential, azure_credential
+from cloud.ml import reconcile_compute, reconcile_datastore, reconcile_workspace
+from engine.ports import StepContext
+from models.outcomes import Outcome
+from models.plan import Step, StepKind
+from models.policy import Policy
+from models.settings import Settings
+
+Reconcile = Callable[[Step, StepContext, Clients, Timing], Outcome]
+
+RECONCILES: dict[StepKind, Reconcile] = {
+    StepKind.RESOURCE_GROUP: reconcile_resource_group,
+    StepKind.STORAGE: reconcile_storage,
+    StepKind.KEY_VAULT: reconcile_key_vault,
+    StepKind.INSIGHTS: reconcile_insights,
+    StepKind.REGISTRY: reconcile_registry,
+    StepKind.WORKSPACE: reconcile_workspace,
+    StepKind.COMPUTE: reconcile_compute,
+    StepKind.DATASTORE: reconcile_datastore,
+    StepKind.ACCESS: reconcile_access,
+}
+
+
+class AzureProvider:
+    """`Cloud` backed by the Azure SDKs."""
+
+    def __init__(self, clients: Clients, timing: Timing) -> None:
+        self.clients = clients
+        self.timing = timing
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, policy: Policy) -> AzureProvider:
+        """Build the provider for the configured cloud (the emulator's endpoint comes from settings)."""
+        if settings.cloud == "emulator":
+            if not settings.emulator_url or not settings.emulator_ca_bundle:
+                raise RuntimeError(
+                    "cloud is 'emulator' but no emulator is running: start the devhost (make run), "
+                    "or set VENDING_EMULATOR_URL and VENDING_EMULATOR_CA_BUNDLE"
+                )
+            endpoint = CloudEndpoint(settings.emulator_url, str(settings.emulator_ca_bundle), EMULATOR_CLOUD)
+            credential: object = EmulatorCredential()
+        else:
+            endpoint = CloudEndpoint(settings.arm_endpoint)
+            credential = azure_credential(settings.azure_client_id)
+        return cls(Clients(endpoint, credential), Timing(poll_s=settings.poll_s))
+
+    def reconcile(self, step: Step, ctx: StepContext) -> Outcome:
+        """Run the step kind's reconcile."""
+        return RECONCILES[step.kind](step, ctx, self.clients, self.timing)

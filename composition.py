@@ -1,0 +1,132 @@
+"""The one composition root: builds the adapters lazily from settings and lets tests swap any of them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from engine.events import EventFanout
+from engine.intake import Intake
+from engine.policy import load_policy
+from engine.ports import Bus, Cloud, EventSink, Store
+from engine.steps import StepEngine, utcnow
+from models.policy import Policy
+from models.settings import Settings
+
+
+class Container:
+    """Holds the service's parts; each is built on first use, or given by the caller."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        bus: Bus | None = None,
+        cloud: Cloud | None = None,
+        policy: Policy | None = None,
+        sinks: list[EventSink] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._given: dict[str, Any] = {"store": store, "bus": bus, "cloud": cloud, "policy": policy, "sinks": sinks}
+        self._built: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def _get(self, name: str, build: Callable[[], Any]) -> Any:
+        if self._given.get(name) is not None:
+            return self._given[name]
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]
+
+    @property
+    def store(self) -> Store:
+        """The state store."""
+
+        def build() -> Store:
+            from adapters.sqlite_store import SqliteStore
+
+            return SqliteStore(self.settings.data_dir / "state.db")
+
+        return self._get("store", build)  # type: ignore[no-any-return]
+
+    @property
+    def bus(self) -> Bus:
+        """The message bus."""
+
+        def build() -> Bus:
+            from adapters.sqlite_bus import SqliteBus
+
+            s = self.settings
+            return SqliteBus(
+                s.data_dir / "bus.db",
+                lock_s=s.bus_lock_s,
+                max_deliveries=s.bus_max_deliveries,
+                duplicate_window_s=s.bus_duplicate_window_s,
+            )
+
+        return self._get("bus", build)  # type: ignore[no-any-return]
+
+    @property
+    def policy(self) -> Policy:
+        """The platform policy, loaded once."""
+        return self._get("policy", lambda: load_policy(self.settings.policy_file))  # type: ignore[no-any-return]
+
+    @property
+    def cloud(self) -> Cloud:
+        """The cloud provider; imports the Azure SDKs on first use only (never on the HTTP path)."""
+
+        def build() -> Cloud:
+            from cloud.provider import AzureProvider
+
+            return AzureProvider.from_settings(self.settings, policy=self.policy)
+
+        return self._get("cloud", build)  # type: ignore[no-any-return]
+
+    @property
+    def events(self) -> EventFanout:
+        """Every event sink behind one emitter."""
+
+        def build() -> EventFanout:
+            from adapters.event_log import ConsoleEventLog, JsonLinesEventLog, StoreEventLog
+
+            sinks = self._given.get("sinks")
+            if sinks is None:
+                sinks = [
+                    StoreEventLog(self.store),
+                    JsonLinesEventLog(self.settings.data_dir / "events.jsonl"),
+                    ConsoleEventLog(),
+                ]
+            return EventFanout(sinks)
+
+        return self._get("events", build)  # type: ignore[no-any-return]
+
+    @property
+    def engine(self) -> StepEngine:
+        """The step engine."""
+        return self._get(  # type: ignore[no-any-return]
+            "engine",
+            lambda: StepEngine(
+                store=self.store,
+                bus=self.bus,
+                cloud=lambda: self.cloud,
+                events=self.events,
+                settings=self.settings,
+                clock=self.clock,
+            ),
+        )
+
+    @property
+    def intake(self) -> Intake:
+        """The intake: validation, policy, plan, record, start."""
+        return self._get(  # type: ignore[no-any-return]
+            "intake",
+            lambda: Intake(
+                store=self.store, engine=self.engine, policy=self.policy, events=self.events, clock=self.clock
+            ),
+        )

@@ -1,0 +1,1 @@
+"""The embedded runtime: API, queue workers and the ARM emulator in one process."""

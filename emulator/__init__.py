@@ -1,0 +1,1 @@
+"""The local ARM emulator: the embedded cloud, speaking the Azure Resource Manager REST protocol."""

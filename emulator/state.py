@@ -1,0 +1,458 @@
+"""The emulator's state: resources, long-running operations and deployments, with provisioning over time."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.sqlite_base import SqliteDatabase
+from emulator import templates
+from emulator.resources import TYPES, decorate, stable_uuid
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL,
+    ready REAL NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent, type);
+CREATE INDEX IF NOT EXISTS resources_name ON resources (type, name);
+CREATE TABLE IF NOT EXISTS operations (
+    id TEXT PRIMARY KEY,
+    resource_key TEXT NOT NULL,
+    ready REAL NOT NULL,
+    error TEXT
+);
+"""
+
+
+class ArmError(Exception):
+    """An ARM error response."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        super().__init__(f"{status} {code}: {message}")
+
+    def body(self) -> dict[str, Any]:
+        """Return the ARM error body."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+@dataclass
+class ArmPath:
+    """A parsed ARM resource path."""
+
+    subscription: str
+    resource_group: str | None
+    type: str  # full type, e.g. Microsoft.Storage/storageAccounts/blobServices/containers
+    name: str | None  # None for a collection
+    parent_id: str  # the id of the scope or parent resource
+    id: str
+
+    @property
+    def key(self) -> str:
+        return self.id.lower()
+
+
+# Deployment operations are also served without the providers segment (azure-ai-ml uses that form).
+_LEGACY_DEPLOYMENTS = re.compile(r"^(/subscriptions/[^/]+/resourcegroups/[^/]+)/deployments", re.IGNORECASE)
+_SUB = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?P<rest>/.*)?$", re.IGNORECASE)
+
+
+def parse_path(path: str) -> ArmPath:
+    """Parse an ARM URL path into scope, type and name."""
+    path = _LEGACY_DEPLOYMENTS.sub(r"\1/providers/Microsoft.Resources/deployments", path.rstrip("/"))
+    m = _SUB.match(path)
+    if not m:
+        raise ArmError(404, "InvalidResourceId", f"'{path}' is not an ARM resource path.")
+    sub, rest = m["sub"], m["rest"] or ""
+    parts = rest.strip("/").split("/") if rest else []
+    rg = None
+    if len(parts) >= 2 and parts[0].lower() == "resourcegroups":
+        rg = parts[1]
+        if len(parts) == 2:
+            return ArmPath(
+                sub,
+                rg,
+                "Microsoft.Resources/resourceGroups",
+                rg,
+                f"/subscriptions/{sub}",
+                f"/subscriptions/{sub}/resourceGroups/{rg}",
+            )
+    if len(parts) == 1 and parts[0].lower() == "resourcegroups":
+        return ArmPath(sub, None, "Microsoft.Resources/resourceGroups", None, f"/subscriptions/{sub}", path)
+    lower = [p.lower() for p in parts]
+    if "providers" not in lower:
+        raise ArmError(404, "InvalidResourceId", f"'{path}' is not an ARM resource path.")
+    pi = len(lower) - 1 - lower[::-1].index("providers")
+    scope = "/subscriptions/" + sub + ("/" + "/".join(parts[:pi]) if pi else "")
+    namespace = parts[pi + 1] if pi + 1 < len(parts) else ""
+    segs = parts[pi + 2 :]
+    types = segs[0::2]
+    names = segs[1::2]
+    rtype = "/".join([namespace, *types])
+    name = names[-1] if len(names) == len(types) and names else None
+    parent_segs = []
+    for t, n in zip(types[:-1], names, strict=False):
+        parent_segs += [t, n]
+    parent = scope + (f"/providers/{namespace}/" + "/".join(parent_segs) if parent_segs else "")
+    rid = scope + f"/providers/{namespace}/" + "/".join(segs)
+    return ArmPath(sub, rg, rtype, name, parent, rid)
+
+
+@dataclass
+class Config:
+    """How the emulated cloud behaves; tests and the devhost change it at run time."""
+
+    latency_s: float = 1.0
+    latency_by_type: dict[str, float] = field(default_factory=dict)
+    retry_after_s: int = 1
+    tenant_id: str = "72f988bf-0000-4000-8000-000000000000"
+
+    def latency(self, rtype: str) -> float:
+        return self.latency_by_type.get(rtype.lower(), self.latency_s)
+
+
+class EmulatorState:
+    """Everything the emulated cloud holds."""
+
+    def __init__(self, path: Path | str = ":memory:", config: Config | None = None) -> None:
+        self.db = SqliteDatabase(path, SCHEMA)
+        self.config = config or Config()
+        self.creates: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    # ----- reads ----------------------------------------------------------------------------
+
+    def _row(self, key: str) -> Any:
+        return self.db.conn().execute("SELECT * FROM resources WHERE key = ?", (key.lower(),)).fetchone()
+
+    def _state(self, row: Any, now: float) -> str:
+        if row["error"]:
+            return "Failed"
+        if now >= row["ready"]:
+            return "Succeeded"
+        return str(row["state"])
+
+    def _view(self, row: Any, now: float) -> dict[str, Any]:
+        body = json.loads(row["body"])
+        if row["type"].lower() == "microsoft.resources/deployments":
+            return self._deployment_view(row, body, now)
+        return decorate(row["type"], row["id"], row["name"], body, self._state(row, now), self.config.tenant_id)
+
+    def get(self, p: ArmPath) -> dict[str, Any]:
+        """Return a resource, or raise a 404 the way ARM words it."""
+        row = self._row(p.key)
+        if row is None:
+            self._require_group(p)
+            short = p.type.split("/", 1)[-1]
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource '{p.type.split('/')[0]}/{short}/{p.name}' under resource group "
+                f"'{p.resource_group}' was not found.",
+            )
+        return self._view(row, time.time())
+
+    def list_children(self, p: ArmPath) -> list[dict[str, Any]]:
+        """Return the resources of one type under a scope or parent."""
+        if p.type.lower() == "microsoft.resources/resourcegroups":
+            parent = f"/subscriptions/{p.subscription}".lower()
+        else:
+            self._require_group(p)
+            parent = p.parent_id.lower()
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT * FROM resources WHERE parent = ? AND lower(type) = ? ORDER BY created",
+                (parent, p.type.lower()),
+            )
+            .fetchall()
+        )
+        now = time.time()
+        return [self._view(r, now) for r in rows]
+
+    def _require_group(self, p: ArmPath) -> None:
+        group = f"/subscriptions/{p.subscription}/resourceGroups/{p.resource_group}"
+        if p.resource_group and p.type.lower() != "microsoft.resources/resourcegroups" and self._row(group) is None:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{p.resource_group}' could not be found.")
+
+    # ----- writes ---------------------------------------------------------------------------
+
+    def put(self, p: ArmPath, body: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
+        """Create or update a resource; return (status, resource view, async operation id or None)."""
+        rtype = TYPES.get(p.type.lower())
+        if rtype is None or p.name is None:
+            raise ArmError(400, "NoRegisteredProviderFound", f"The emulator does not serve resource type '{p.type}'.")
+        if p.type.lower() == "microsoft.resources/deployments":
+            return self._put_deployment(p, body)
+        self._require_group(p)
+        if rtype.needs_location and not body.get("location"):
+            raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
+        now = time.time()
+        with self._lock, self.db.transaction() as conn:
+            parent = p.parent_id.lower()
+            if (
+                p.parent_id.lower()
+                != f"/subscriptions/{p.subscription}/resourcegroups/{(p.resource_group or '').lower()}"
+                and "/providers/" in p.parent_id.lower()
+                and rtype.name != "Microsoft.Authorization/roleAssignments"
+            ):
+                parent_row = conn.execute("SELECT key FROM resources WHERE key = ?", (parent,)).fetchone()
+                if parent_row is None and not self._implicit_parent(parent, conn):
+                    raise ArmError(404, "ParentResourceNotFound", f"Parent resource '{p.parent_id}' was not found.")
+            if rtype.global_name:
+                clash = conn.execute(
+                    "SELECT id FROM resources WHERE lower(type) = ? AND lower(name) = ? AND key != ?",
+                    (rtype.name.lower(), p.name.lower(), p.key),
+                ).fetchone()
+                if clash:
+                    raise ArmError(
+                        409,
+                        rtype.global_name,
+                        f"The name '{p.name}' is already in use by another {rtype.name.split('/')[-1][:-1]}; "
+                        "names of this type are unique across Azure.",
+                    )
+            row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
+            latency = self.config.latency(rtype.name) if rtype.lro else 0.0
+            stored = {
+                k: v for k, v in body.items() if k in ("location", "tags", "properties", "sku", "kind", "identity")
+            }
+            if row is None:
+                conn.execute(
+                    "INSERT INTO resources (key, id, type, name, parent, body, created, ready, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (p.key, p.id, rtype.name, p.name, parent, json.dumps(stored), now, now + latency, "Creating"),
+                )
+                self.creates[p.key] += 1
+                status = rtype.create_status
+            else:
+                old = json.loads(row["body"])
+                if old == stored and not row["error"]:
+                    return 200, self._view(row, now), None
+                ready = max(row["ready"], now + latency) if rtype.lro else now
+                conn.execute(
+                    "UPDATE resources SET body = ?, ready = ?, state = ?, error = NULL WHERE key = ?",
+                    (json.dumps(stored), ready, "Updating", p.key),
+                )
+                status = 200
+            op = None
+            if rtype.lro and latency > 0:
+                op = str(uuid.uuid4())
+                conn.execute(
+                    "INSERT INTO operations (id, resource_key, ready) VALUES (?, ?, ?)", (op, p.key, now + latency)
+                )
+            row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
+        return status, self._view(row, now), op
+
+    def _implicit_parent(self, parent: str, conn: Any) -> bool:
+        # blobServices/default and fileServices/default exist with their storage account.
+        m = re.match(r"^(.*/microsoft\.storage/storageaccounts/[^/]+)/(blobservices|fileservices)/default$", parent)
+        return bool(m and conn.execute("SELECT key FROM resources WHERE key = ?", (m.group(1),)).fetchone())
+
+    def delete(self, p: ArmPath) -> int:
+        """Delete a resource and everything under it; return 200 or 204 (already gone)."""
+        with self._lock, self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM resources WHERE key = ? OR key LIKE ?", (p.key, p.key + "/%"))
+        return 200 if cur.rowcount else 204
+
+    def operation(self, op_id: str) -> dict[str, Any]:
+        """Return an async operation's status document."""
+        row = self.db.conn().execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()
+        if row is None:
+            raise ArmError(404, "OperationNotFound", f"Operation '{op_id}' was not found.")
+        now = time.time()
+        res = self._row(row["resource_key"])
+        if res is not None and res["type"].lower() == "microsoft.resources/deployments":
+            view = self._view(res, now)
+            state = view["properties"]["provisioningState"]
+            doc: dict[str, Any] = {"id": op_id, "name": op_id, "status": "InProgress" if state == "Running" else state}
+            if state == "Failed":
+                doc["error"] = view["properties"].get("error")
+            return doc
+        if row["error"] or (res is not None and res["error"]):
+            err = json.loads(row["error"] or res["error"])
+            return {"id": op_id, "name": op_id, "status": "Failed", "error": err}
+        return {"id": op_id, "name": op_id, "status": "Succeeded" if now >= row["ready"] else "InProgress"}
+
+    # ----- deployments ----------------------------------------------------------------------
+
+    def _put_deployment(self, p: ArmPath, body: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
+        self._require_group(p)
+        props = body.get("properties") or {}
+        template = props.get("template")
+        if isinstance(template, str):
+            template = json.loads(template)
+        if not isinstance(template, dict):
+            raise ArmError(
+                400, "InvalidTemplate", "The deployment needs properties.template (template links are not emulated)."
+            )
+        parameters = props.get("parameters") or {}
+        group = self._row(f"/subscriptions/{p.subscription}/resourceGroups/{p.resource_group}")
+        location = json.loads(group["body"]).get("location", "") if group else ""
+        try:
+            planned = templates.expand(
+                template,
+                parameters,
+                subscription_id=p.subscription,
+                resource_group=p.resource_group or "",
+                location=location,
+                tenant_id=self.config.tenant_id,
+                reference=self._reference,
+            )
+        except templates.TemplateError as exc:
+            raise ArmError(400, "InvalidTemplate", f"Deployment template validation failed: {exc}") from exc
+        now = time.time()
+        results = []
+        for res in planned:
+            try:
+                status, _, _ = self.put(parse_path(res.id), res.body)
+                results.append({"id": res.id, "type": res.type, "statusCode": "Created" if status == 201 else "OK"})
+            except ArmError as exc:
+                results.append(
+                    {
+                        "id": res.id,
+                        "type": res.type,
+                        "statusCode": "Conflict" if exc.status == 409 else "BadRequest",
+                        "error": exc.body()["error"],
+                    }
+                )
+        ready = now
+        for r in results:
+            row = self._row(r["id"])
+            if row is not None:
+                ready = max(ready, row["ready"])
+        failed = [r for r in results if "error" in r]
+        error = None
+        if failed:
+            error = {
+                "code": "DeploymentFailed",
+                "message": "At least one resource deployment operation failed. Please list deployment operations for details.",
+                "details": [r["error"] for r in failed],
+            }
+        stored = {
+            "properties": {
+                "mode": props.get("mode", "Incremental"),
+                "parameters": parameters,
+                "operations": results,
+                "correlationId": str(uuid.uuid4()),
+            }
+        }
+        op = str(uuid.uuid4())
+        with self._lock, self.db.transaction() as conn:
+            existed = conn.execute("SELECT key FROM resources WHERE key = ?", (p.key,)).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO resources (key, id, type, name, parent, body, created, ready, state, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    p.key,
+                    p.id,
+                    "Microsoft.Resources/deployments",
+                    p.name,
+                    p.parent_id.lower(),
+                    json.dumps(stored),
+                    now,
+                    ready,
+                    "Running",
+                    json.dumps(error) if error else None,
+                ),
+            )
+            conn.execute("INSERT INTO operations (id, resource_key, ready) VALUES (?, ?, ?)", (op, p.key, ready))
+            if not existed:
+                self.creates[p.key] += 1
+            row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
+        return (200 if existed else 201), self._view(row, now), op
+
+    def _deployment_view(self, row: Any, body: dict[str, Any], now: float) -> dict[str, Any]:
+        props = body["properties"]
+        if row["error"]:
+            state = "Failed"
+        elif now >= row["ready"]:
+            state = "Succeeded"
+        else:
+            state = "Running"
+        seconds = max(min(now, row["ready"]) - row["created"], 0.0)
+        view = {
+            "id": row["id"],
+            "name": row["name"],
+            "type": "Microsoft.Resources/deployments",
+            "properties": {
+                "provisioningState": state,
+                "mode": props["mode"],
+                "correlationId": props["correlationId"],
+                "parameters": props["parameters"],
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(row["created"])),
+                "duration": f"PT{seconds:.3f}S",
+                "outputResources": [{"id": r["id"]} for r in props["operations"] if "error" not in r],
+            },
+        }
+        if row["error"]:
+            view["properties"]["error"] = json.loads(row["error"])
+        return view
+
+    def deployment_operations(self, p: ArmPath) -> list[dict[str, Any]]:
+        """Return the operations of a deployment, one per resource."""
+        row = self._row(p.key)
+        if row is None:
+            raise ArmError(404, "DeploymentNotFound", f"Deployment '{p.name}' could not be found.")
+        now = time.time()
+        out = []
+        for r in json.loads(row["body"])["properties"]["operations"]:
+            res = self._row(r["id"])
+            state = "Failed" if "error" in r else (self._state(res, now) if res is not None else "Failed")
+            op_id = stable_uuid("op", p.id, r["id"])[:16].upper()
+            entry: dict[str, Any] = {
+                "id": f"{p.id}/operations/{op_id}",
+                "operationId": op_id,
+                "properties": {
+                    "provisioningOperation": "Create",
+                    "provisioningState": "Running" if state in ("Creating", "Updating") else state,
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now)),
+                    "duration": "PT1S",
+                    "serviceRequestId": stable_uuid("req", r["id"]),
+                    "statusCode": r["statusCode"],
+                    "targetResource": {
+                        "id": r["id"],
+                        "resourceType": r["type"],
+                        "resourceName": r["id"].rsplit("/", 1)[-1],
+                    },
+                },
+            }
+            if "error" in r:
+                entry["properties"]["statusMessage"] = {"error": r["error"]}
+            out.append(entry)
+        return out
+
+    def _reference(self, rid: str) -> dict[str, Any]:
+        row = self._row(rid)
+        if row is None:
+            raise templates.TemplateError(f"reference(): resource '{rid}' does not exist")
+        return dict(self._view(row, time.time()).get("properties") or {})
+
+    # ----- introspection for tests and benchmarks ------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Return creates per resource id and calls per method, for tests and benchmarks."""
+        return {"creates": dict(self.creates), "calls": dict(self.calls)}
+
+    def resource_ids(self) -> list[str]:
+        """Every resource id the emulator holds."""
+        return [r["id"] for r in self.db.conn().execute("SELECT id FROM resources ORDER BY created").fetchall()]

@@ -1,0 +1,1 @@
+"""The core: policy, planner, submission and the step engine. Imports ports, never SDKs."""

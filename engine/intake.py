@@ -1,0 +1,249 @@
+"""The one way in: every door turns its input into a `WorkspaceRequest` and calls `submit`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from ulid import ULID
+
+from engine.events import EventFanout
+from engine.planner import plan as make_plan
+from engine.policy import admit, team_vcpus
+from engine.ports import Store
+from engine.steps import StepEngine, utcnow
+from models.errors import ConflictError, InvalidInputError, Problem
+from models.events import EventName, StatusEvent
+from models.plan import Plan
+from models.policy import Policy
+from models.records import RequestRecord, RequestStatus, StepRecord
+from models.request import TeamOnboarding, WorkspaceRequest, parse_request, problems_from
+
+log = logging.getLogger(__name__)
+
+
+def body_hash(request: WorkspaceRequest) -> str:
+    """Hash the validated request, so formatting differences do not matter."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The result of a submission: the record, and whether this call created it."""
+
+    record: RequestRecord
+    created: bool
+
+
+class Intake:
+    """Validate, check policy, plan, record and start requests."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        engine: StepEngine,
+        policy: Policy,
+        events: EventFanout,
+        clock: Callable[[], datetime] = utcnow,
+        new_id: Callable[[], str] = lambda: str(ULID()),
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.policy = policy
+        self.events = events
+        self.clock = clock
+        self.new_id = new_id
+
+    def plan(self, *, request: WorkspaceRequest) -> Plan:
+        """Return the plan a request would get; nothing is created."""
+        resolved = admit(request, self.policy, team_vcpus_in_use=self._team_vcpus(request.team))
+        return make_plan(resolved, self.policy)
+
+    def _team_vcpus(self, team: str) -> int:
+        total = 0
+        for record in self.store.live_requests(team=team):
+            try:
+                total += team_vcpus(WorkspaceRequest.model_validate(record.request), self.policy)
+            except ValidationError:
+                log.warning("request %s has a stored body that no longer validates", record.id)
+        return total
+
+    def submit(
+        self,
+        *,
+        request: WorkspaceRequest,
+        requester: str,
+        source: str,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+    ) -> Submitted:
+        """Admit, plan, record and start a request; raise `InvalidInputError` or `ConflictError`."""
+        resolved = admit(request, self.policy, team_vcpus_in_use=self._team_vcpus(request.team))
+        plan = make_plan(resolved, self.policy)
+        now = self.clock()
+        n = plan.names
+        record = RequestRecord(
+            id=self.new_id(),
+            status=RequestStatus.ACCEPTED,
+            team=request.team,
+            environment=request.environment.value,
+            workspace_name=n.workspace,
+            workspace_key=f"{n.subscription_id}/{n.resource_group}/{n.workspace}".lower(),
+            requester=requester,
+            source=source,
+            request=resolved.model_dump(mode="json"),
+            plan=plan,
+            idempotency_key=idempotency_key,
+            body_hash=body_hash(request),
+            traceparent=traceparent,
+            created_at=now,
+            updated_at=now,
+        )
+        steps = [
+            StepRecord(request_id=record.id, step_id=s.id, kind=s.kind, depends_on=s.depends_on, updated_at=now)
+            for s in plan.steps
+        ]
+        record, created = self.store.create_request(record, steps)
+        if created:
+            self._emit(record, EventName.ACCEPTED, "accepted")
+            self.engine.dispatch_ready(record)
+        return Submitted(record, created)
+
+    def reject(
+        self,
+        *,
+        raw: Any,
+        problems: list[Problem],
+        requester: str,
+        source: str,
+        idempotency_key: str | None = None,
+    ) -> RequestRecord:
+        """Record input that cannot be served as a `rejected` request, with every reason."""
+        now = self.clock()
+        fields = raw if isinstance(raw, dict) else {}
+        team = fields.get("team") if isinstance(fields.get("team"), str) else ""
+        env = fields.get("environment") if isinstance(fields.get("environment"), str) else ""
+        text = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True, default=str)
+        record = RequestRecord(
+            id=self.new_id(),
+            status=RequestStatus.REJECTED,
+            team=str(team)[:64],
+            environment=str(env)[:16],
+            requester=requester,
+            source=source,
+            request={"raw": text[:32768]},
+            problems=[p.as_dict() for p in problems],
+            idempotency_key=idempotency_key,
+            body_hash=hashlib.sha256(text.encode()).hexdigest(),
+            created_at=now,
+            updated_at=now,
+        )
+        record, created = self.store.create_request(record, [])
+        if created:
+            self._emit(record, EventName.REJECTED, "rejected", message="; ".join(p.message for p in problems)[:1000])
+        return record
+
+    def onboard(self, *, body: bytes, message_id: str, source: str = "queue") -> list[RequestRecord]:
+        """Handle one onboarding message: a `WorkspaceRequest` or a `TeamOnboarding`.
+
+        Each resulting request uses an idempotency key built from the message id, so a redelivered
+        message finds the requests it made the first time instead of making new ones. Input that
+        cannot be served is recorded as `rejected` with its reasons; it is never retried.
+        """
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = body.decode("utf-8", errors="replace")
+            problem = Problem("(body)", f"the message body is not JSON ({exc}); send a JSON object.", "json")
+            return [
+                self.reject(
+                    raw=text,
+                    problems=[problem],
+                    requester="queue",
+                    source=source,
+                    idempotency_key=f"queue:{message_id}",
+                )
+            ]
+        if not isinstance(data, dict):
+            problem = Problem("(body)", "the message body must be a JSON object.", "type")
+            return [
+                self.reject(
+                    raw=data,
+                    problems=[problem],
+                    requester="queue",
+                    source=source,
+                    idempotency_key=f"queue:{message_id}",
+                )
+            ]
+        requester = str(data.pop("requested_by", "queue"))[:256]
+        is_onboarding = data.get("kind") == "TeamOnboarding" or "environments" in data
+        try:
+            requests = TeamOnboarding.model_validate(data).requests() if is_onboarding else [parse_request(data)]
+        except ValidationError as exc:
+            return [
+                self.reject(
+                    raw=data,
+                    problems=problems_from(exc),
+                    requester=requester,
+                    source=source,
+                    idempotency_key=f"queue:{message_id}",
+                )
+            ]
+        except InvalidInputError as exc:
+            return [
+                self.reject(
+                    raw=data,
+                    problems=exc.problems,
+                    requester=requester,
+                    source=source,
+                    idempotency_key=f"queue:{message_id}",
+                )
+            ]
+        out = []
+        for req in requests:
+            key = f"queue:{message_id}:{req.environment.value}"
+            try:
+                out.append(self.submit(request=req, requester=requester, source=source, idempotency_key=key).record)
+            except InvalidInputError as exc:
+                out.append(
+                    self.reject(
+                        raw=req.model_dump(mode="json"),
+                        problems=exc.problems,
+                        requester=requester,
+                        source=source,
+                        idempotency_key=key,
+                    )
+                )
+            except ConflictError as exc:
+                problem = Problem("workspace_name", str(exc), exc.code)
+                out.append(
+                    self.reject(
+                        raw=req.model_dump(mode="json"),
+                        problems=[problem],
+                        requester=requester,
+                        source=source,
+                        idempotency_key=key,
+                    )
+                )
+        return out
+
+    def _emit(self, record: RequestRecord, name: EventName, status: str, message: str | None = None) -> None:
+        self.events.emit(
+            StatusEvent(
+                name=name,
+                time=self.clock(),
+                request_id=record.id,
+                team=record.team,
+                environment=record.environment,
+                workspace=record.workspace_name or "",
+                status=status,
+                message=message,
+            )
+        )

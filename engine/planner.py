@@ -1,0 +1,209 @@
+"""Plan a request into a DAG of steps: a pure function, same input, same plan, same names."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from models.plan import Plan, ResourceNames, Step, StepKind
+from models.policy import Policy
+from models.request import ARM_ID, DatastoreKind, Principal, WorkspaceRequest
+
+# Built-in role definitions given to owners and members (ids are the same in every tenant).
+AZUREML_DATA_SCIENTIST = "f6c7c914-8db3-469d-8ca1-694a8f32e121"  # AzureML Data Scientist
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"  # Storage Blob Data Contributor
+
+
+def _hash(*parts: str, length: int) -> str:
+    return hashlib.sha256("|".join(parts).lower().encode()).hexdigest()[:length]
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def derive_names(request: WorkspaceRequest) -> ResourceNames:
+    """Derive every resource name from the (resolved) request."""
+    sub = str(request.subscription_id)
+    rg = request.resource_group or f"rg-ml-{request.team}-{request.environment.value}"
+    team, env = request.team, request.environment.value
+    h6 = _hash(sub, rg, team, env, length=6)
+    h4 = h6[:4]
+    storage = "st" + _alnum(team)[: 24 - 2 - len(env) - 6] + env + h6
+    kv_team = team[: 24 - len("kv---") - len(env) - 4].strip("-")
+    key_vault = re.sub(r"-{2,}", "-", f"kv-{kv_team}-{env}-{h4}")
+    registry = None
+    if request.existing.container_registry_id:
+        m = ARM_ID.match(request.existing.container_registry_id)
+        registry = m["name"] if m else None
+    elif request.container_registry:
+        registry = "cr" + _alnum(team)[:32] + env + h6
+    return ResourceNames(
+        subscription_id=sub,
+        resource_group=rg,
+        location=request.region,
+        workspace=request.workspace_name or f"mlw-{team}-{env}",
+        storage_account=_existing_name(request.existing.storage_account_id) or storage,
+        key_vault=_existing_name(request.existing.key_vault_id) or key_vault,
+        application_insights=_existing_name(request.existing.application_insights_id) or f"appi-{team}-{env}",
+        log_analytics=f"log-{team}-{env}",
+        container_registry=registry,
+    )
+
+
+def _existing_name(arm_id: str | None) -> str | None:
+    m = ARM_ID.match(arm_id) if arm_id else None
+    return m["name"] if m else None
+
+
+def _rid(names: ResourceNames, provider_type: str, name: str) -> str:
+    return (
+        f"/subscriptions/{names.subscription_id}/resourceGroups/{names.resource_group}/providers/{provider_type}/{name}"
+    )
+
+
+def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
+    """Return the plan for a resolved request (see `engine.policy.admit`)."""
+    n = derive_names(request)
+    tags = {**request.tags, "managed-by": "workspace-vending", "team": request.team, "environment": request.environment}
+    rg_id = f"/subscriptions/{n.subscription_id}/resourceGroups/{n.resource_group}"
+    storage_id = request.existing.storage_account_id or _rid(n, "Microsoft.Storage/storageAccounts", n.storage_account)
+    kv_id = request.existing.key_vault_id or _rid(n, "Microsoft.KeyVault/vaults", n.key_vault)
+    ai_id = request.existing.application_insights_id or _rid(n, "Microsoft.Insights/components", n.application_insights)
+    ws_id = _rid(n, "Microsoft.MachineLearningServices/workspaces", n.workspace)
+    common = {"location": n.location, "tags": tags}
+
+    steps = [
+        Step(
+            id="resource-group",
+            kind=StepKind.RESOURCE_GROUP,
+            resource_name=n.resource_group,
+            resource_id=rg_id,
+            spec={**common, "create": policy.create_resource_groups},
+        ),
+        Step(
+            id="storage",
+            kind=StepKind.STORAGE,
+            depends_on=["resource-group"],
+            resource_name=n.storage_account,
+            resource_id=storage_id,
+            spec={
+                **common,
+                "existing": request.existing.storage_account_id is not None,
+                "sku": "Standard_LRS",
+                "hierarchical_namespace": any(d.kind == DatastoreKind.ADLS_GEN2 for d in request.datastores),
+                "containers": sorted({d.container for d in request.datastores if d.kind != DatastoreKind.FILE}),
+                "shares": sorted({d.container for d in request.datastores if d.kind == DatastoreKind.FILE}),
+            },
+        ),
+        Step(
+            id="key-vault",
+            kind=StepKind.KEY_VAULT,
+            depends_on=["resource-group"],
+            resource_name=n.key_vault,
+            resource_id=kv_id,
+            spec={
+                **common,
+                "existing": request.existing.key_vault_id is not None,
+                "tenant_id": str(policy.tenant_id),
+                "soft_delete_retention_days": policy.key_vault.soft_delete_retention_days,
+                "purge_protection": policy.key_vault.purge_protection,
+            },
+        ),
+        Step(
+            id="insights",
+            kind=StepKind.INSIGHTS,
+            depends_on=["resource-group"],
+            resource_name=n.application_insights,
+            resource_id=ai_id,
+            spec={
+                **common,
+                "existing": request.existing.application_insights_id is not None,
+                "log_analytics": n.log_analytics,
+                "log_analytics_id": _rid(n, "Microsoft.OperationalInsights/workspaces", n.log_analytics),
+            },
+        ),
+    ]
+    ws_deps = ["storage", "key-vault", "insights"]
+    registry_id = None
+    if n.container_registry:
+        registry_id = request.existing.container_registry_id or _rid(
+            n, "Microsoft.ContainerRegistry/registries", n.container_registry
+        )
+        steps.append(
+            Step(
+                id="registry",
+                kind=StepKind.REGISTRY,
+                depends_on=["resource-group"],
+                resource_name=n.container_registry,
+                resource_id=registry_id,
+                spec={**common, "existing": request.existing.container_registry_id is not None, "sku": "Basic"},
+            )
+        )
+        ws_deps.append("registry")
+    steps.append(
+        Step(
+            id="workspace",
+            kind=StepKind.WORKSPACE,
+            depends_on=ws_deps,
+            resource_name=n.workspace,
+            resource_id=ws_id,
+            spec={
+                **common,
+                "display_name": f"{request.team} ({request.environment.value})",
+                "storage_account_id": storage_id,
+                "key_vault_id": kv_id,
+                "application_insights_id": ai_id,
+                "container_registry_id": registry_id,
+            },
+        )
+    )
+    for c in request.compute:
+        steps.append(
+            Step(
+                id=f"compute:{c.name}",
+                kind=StepKind.COMPUTE,
+                depends_on=["workspace"],
+                resource_name=c.name,
+                resource_id=f"{ws_id}/computes/{c.name}",
+                spec={"workspace": n.workspace, "location": n.location, **c.model_dump(mode="json")},
+            )
+        )
+    for d in request.datastores:
+        steps.append(
+            Step(
+                id=f"datastore:{d.name}",
+                kind=StepKind.DATASTORE,
+                depends_on=["workspace", "storage"],
+                resource_name=d.name,
+                resource_id=f"{ws_id}/datastores/{d.name}",
+                spec={"workspace": n.workspace, "storage_account": n.storage_account, **d.model_dump(mode="json")},
+            )
+        )
+    for p in _principals(request):
+        steps.append(
+            Step(
+                id=f"access:{p.object_id}",
+                kind=StepKind.ACCESS,
+                depends_on=["workspace"],
+                resource_name=str(p.object_id),
+                resource_id=ws_id,
+                spec={
+                    "principal_id": str(p.object_id),
+                    "principal_type": p.type.value,
+                    "assignments": [
+                        {"role_definition": AZUREML_DATA_SCIENTIST, "role": "AzureML Data Scientist", "scope": ws_id},
+                        {
+                            "role_definition": STORAGE_BLOB_DATA_CONTRIBUTOR,
+                            "role": "Storage Blob Data Contributor",
+                            "scope": storage_id,
+                        },
+                    ],
+                },
+            )
+        )
+    return Plan(names=n, steps=steps, tags=tags)
+
+
+def _principals(request: WorkspaceRequest) -> list[Principal]:
+    return [*request.owners, *request.members]

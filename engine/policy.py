@@ -1,0 +1,135 @@
+"""Load the policy and check requests against it, reporting every violation at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from models.errors import InvalidInputError, Problem
+from models.policy import Policy
+from models.request import ComputeSpec, DatastoreSpec, WorkspaceRequest, field_path
+
+
+class PolicyFileError(Exception):
+    """The policy file cannot be read or does not validate; the service must not start with it."""
+
+
+def load_policy(path: Path) -> Policy:
+    """Read a policy from a YAML or JSON file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyFileError(f"cannot read policy file {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise PolicyFileError(f"policy file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        lines = "; ".join(f"{field_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise PolicyFileError(f"policy file {path} is not valid: {lines}") from exc
+
+
+def _merge(base: list[ComputeSpec] | list[DatastoreSpec], own: list[ComputeSpec] | list[DatastoreSpec]) -> list:  # type: ignore[type-arg]
+    names = {x.name.lower() for x in own}
+    return [x for x in base if x.name.lower() not in names] + list(own)
+
+
+def resolve(request: WorkspaceRequest, policy: Policy) -> WorkspaceRequest:
+    """Fill in what the request leaves to policy: profile presets, subscription and resource group.
+
+    The request's own compute and datastores win over the profile's by name. Unknown profiles and
+    environments are left for `check` to report.
+    """
+    update: dict[str, object] = {}
+    profile = policy.profiles.get(request.profile) if request.profile else None
+    if profile is not None:
+        update["compute"] = _merge(profile.compute, request.compute)
+        update["datastores"] = _merge(profile.datastores, request.datastores)
+        update["container_registry"] = request.container_registry or profile.container_registry
+    env = policy.environments.get(request.environment)
+    if env is not None:
+        if request.subscription_id is None:
+            update["subscription_id"] = env.subscription_id
+        if request.resource_group is None:
+            update["resource_group"] = env.resource_group.format(
+                team=request.team, environment=request.environment.value
+            )
+    return request.model_copy(update=update)
+
+
+def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int = 0) -> list[Problem]:
+    """Return every way a resolved request breaks policy (empty when it complies)."""
+    problems: list[Problem] = []
+    if request.profile and request.profile not in policy.profiles:
+        known = ", ".join(sorted(policy.profiles)) or "none are defined"
+        problems.append(
+            Problem("profile", f"profile '{request.profile}' does not exist; use one of: {known}.", "policy")
+        )
+    if request.region not in policy.allowed_regions:
+        problems.append(
+            Problem(
+                "region",
+                f"region '{request.region}' is not allowed; use one of: {', '.join(policy.allowed_regions)}.",
+                "policy",
+            )
+        )
+    if request.environment not in policy.environments:
+        problems.append(
+            Problem("environment", f"policy has no settings for environment '{request.environment}'.", "policy")
+        )
+    vcpus = 0
+    for i, c in enumerate(request.compute):
+        size = policy.vm_size(c.vm_size)
+        if size is None:
+            problems.append(
+                Problem(
+                    f"compute[{i}].vm_size",
+                    f"vm size '{c.vm_size}' is not in the catalogue; use one of: {', '.join(policy.vm_sizes)}.",
+                    "policy",
+                )
+            )
+        else:
+            vcpus += size.vcpus * c.max_nodes
+        if c.max_nodes > policy.max_nodes_per_cluster:
+            problems.append(
+                Problem(
+                    f"compute[{i}].max_nodes",
+                    f"max_nodes {c.max_nodes} is above the policy limit of {policy.max_nodes_per_cluster} per cluster.",
+                    "policy",
+                )
+            )
+    if vcpus and team_vcpus_in_use + vcpus > policy.max_team_vcpus:
+        problems.append(
+            Problem(
+                "compute",
+                f"at max scale these clusters use {vcpus} vCPUs and team '{request.team}' already has "
+                f"{team_vcpus_in_use} in live workspaces; the team limit is {policy.max_team_vcpus}. "
+                "Lower max_nodes or pick smaller VM sizes.",
+                "policy",
+            )
+        )
+    missing = [t for t in policy.required_tags if t not in request.tags]
+    if missing:
+        problems.append(Problem("tags", f"add the required tags: {', '.join(missing)}.", "policy"))
+    if request.workspace_name is None and len(f"mlw-{request.team}-{request.environment.value}") > 33:
+        problems.append(Problem("team", "the derived workspace name is too long; set workspace_name.", "policy"))
+    return problems
+
+
+def team_vcpus(request: WorkspaceRequest, policy: Policy) -> int:
+    """Return the vCPUs a request's clusters use at max scale (sizes not in the catalogue count 0)."""
+    return sum((s.vcpus if (s := policy.vm_size(c.vm_size)) else 0) * c.max_nodes for c in request.compute)
+
+
+def admit(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int = 0) -> WorkspaceRequest:
+    """Resolve a request and check it; raise `InvalidInputError` with every violation."""
+    resolved = resolve(request, policy)
+    problems = check(resolved, policy, team_vcpus_in_use=team_vcpus_in_use)
+    if problems:
+        raise InvalidInputError(problems, title="The request does not comply with the platform policy.")
+    return resolved

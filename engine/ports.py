@@ -1,0 +1,183 @@
+"""The small interfaces the core needs; adapters implement them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from models.events import StatusEvent
+from models.outcomes import Outcome
+from models.plan import ResourceNames, Step
+from models.records import RequestRecord, RequestStatus, StepRecord
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing; `next_cursor` is None on the last page."""
+
+    items: list[RequestRecord]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    """Request and step records with conditional (versioned) writes."""
+
+    def create_request(self, record: RequestRecord, steps: list[StepRecord]) -> tuple[RequestRecord, bool]:
+        """Insert a request and its steps atomically; return (record, created).
+
+        With an idempotency key already used for the same body, return that record and False; for
+        another body raise `ConflictError(code="IdempotencyKeyReused")`. A workspace key held by a
+        live request raises `ConflictError(code="WorkspaceNameTaken")`.
+        """
+        ...
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        """Return one request, or None."""
+        ...
+
+    def list_requests(
+        self,
+        *,
+        team: str | None = None,
+        status: RequestStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """List requests newest first."""
+        ...
+
+    def live_requests(self, *, team: str) -> list[RequestRecord]:
+        """Return the team's requests that hold resources (accepted, provisioning, succeeded)."""
+        ...
+
+    def update_request(self, record: RequestRecord) -> RequestRecord:
+        """Write `record` if its version is still current; return it with the next version."""
+        ...
+
+    def get_steps(self, request_id: str) -> list[StepRecord]:
+        """Return every step of a request, in plan order."""
+        ...
+
+    def get_step(self, request_id: str, step_id: str) -> StepRecord | None:
+        """Return one step, or None."""
+        ...
+
+    def update_step(self, step: StepRecord) -> StepRecord:
+        """Write `step` if its version is still current (else `StaleWriteError`)."""
+        ...
+
+    def stalled_steps(self, *, before: datetime, limit: int = 500) -> list[StepRecord]:
+        """Return queued, waiting or running steps whose due time or lease is older than `before`."""
+        ...
+
+    def unfinished_requests(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:
+        """Return accepted or provisioning requests last changed before `before`."""
+        ...
+
+    def append_event(self, event: StatusEvent) -> None:
+        """Keep an event for the request's timeline."""
+        ...
+
+    def list_events(self, request_id: str) -> list[StatusEvent]:
+        """Return a request's events, oldest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message to send; `message_id` is what duplicate detection keys on."""
+
+    message_id: str
+    body: bytes
+    correlation_id: str | None = None
+    application_properties: dict[str, str] = field(default_factory=dict)
+    scheduled_at: datetime | None = None
+
+
+@dataclass
+class ReceivedMessage:
+    """A message under a peek-lock."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    correlation_id: str | None
+    application_properties: dict[str, str]
+    delivery_count: int
+    lock_token: str
+    locked_until: datetime
+    enqueued_at: datetime
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message moved aside, with why."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    reason: str
+    description: str
+    delivery_count: int
+    dead_lettered_at: datetime
+    application_properties: dict[str, str] = field(default_factory=dict)
+
+
+class Sender(Protocol):
+    """What the core needs of a bus: send a message, perhaps for later."""
+
+    def send(self, queue: str, message: OutgoingMessage) -> None:
+        """Send one message (dropped silently by the bus if its id was seen in the duplicate window)."""
+        ...
+
+
+class Bus(Sender, Protocol):
+    """A queueing bus with peek-lock semantics (what workers need)."""
+
+    def receive(self, queue: str, *, max_messages: int = 1) -> list[ReceivedMessage]:
+        """Lock and return up to `max_messages` available messages."""
+        ...
+
+    def complete(self, message: ReceivedMessage) -> None:
+        """Remove a locked message for good."""
+        ...
+
+    def abandon(self, message: ReceivedMessage) -> None:
+        """Release the lock so the message is delivered again."""
+        ...
+
+    def dead_letter(self, message: ReceivedMessage, *, reason: str, description: str) -> None:
+        """Move a locked message to the dead-letter queue with a reason."""
+        ...
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """Return the queue's dead-lettered messages."""
+        ...
+
+
+class EventSink(Protocol):
+    """Where status events go (log file, store, Azure Monitor)."""
+
+    def emit(self, event: StatusEvent) -> None:
+        """Record one event; may raise, the caller keeps going."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a reconcile knows besides its step: the names and its prerequisites' outputs."""
+
+    request_id: str
+    names: ResourceNames
+    attempt: int
+    step_started_at: datetime | None = None
+    dependency_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Cloud(Protocol):
+    """The cloud: one reconcile per step kind."""
+
+    def reconcile(self, step: Step, ctx: StepContext) -> Outcome:
+        """Bring the step's resource towards its desired state and say where it stands."""
+        ...

@@ -1,0 +1,69 @@
+"""Queue handlers: the onboarding queue and the step queue, and how their messages are settled.
+
+Settlement, in one place (`settle_for`):
+- handled, or recorded as rejected: complete. Invalid onboarding input becomes a `rejected`
+  request with every reason, so it is completed, never retried.
+- a step message that does not parse: dead-letter with the reason (nothing to record it against).
+- a transient failure (store or bus unavailable, lost lock): abandon, so the message is delivered
+  again; after the queue's max deliveries it is dead-lettered by the bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+from engine.intake import Intake
+from engine.steps import StepEngine, StepResult
+from models.errors import InvalidInputError, Problem
+from models.messages import StepMessage
+from models.records import RequestRecord
+from models.request import problems_from
+
+log = logging.getLogger(__name__)
+
+
+class Settlement(StrEnum):
+    """What to do with a message after its handler ran."""
+
+    COMPLETE = "complete"
+    ABANDON = "abandon"
+    DEAD_LETTER = "dead-letter"
+
+
+def handle_onboarding(*, body: bytes, message_id: str, intake: Intake) -> list[RequestRecord]:
+    """Turn one onboarding message into requests (or rejected records)."""
+    records = intake.onboard(body=body, message_id=message_id)
+    for r in records:
+        log.info("onboarding message %s -> request %s (%s)", message_id, r.id, r.status.value)
+    return records
+
+
+def parse_step_message(body: bytes) -> StepMessage:
+    """Parse a step message body; raise `InvalidInputError` when it is not one."""
+    try:
+        return StepMessage.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidInputError(problems_from(exc), title="Not a step message.") from exc
+    except ValueError as exc:
+        raise InvalidInputError([Problem("(body)", str(exc))], title="Not a step message.") from exc
+
+
+def handle_step(*, body: bytes, engine: StepEngine) -> StepResult:
+    """Run the step a step message names."""
+    message = parse_step_message(body)
+    result = engine.run_step(message=message)
+    if result.disposition != "ran":
+        log.info("step message %s %s", message.message_id, result.disposition)
+    return result
+
+
+def settle_for(exc: BaseException | None) -> tuple[Settlement, str]:
+    """Decide a message's settlement from how its handler ended, with the reason to record."""
+    if exc is None:
+        return Settlement.COMPLETE, ""
+    if isinstance(exc, InvalidInputError):
+        return Settlement.DEAD_LETTER, str(exc)[:1024]
+    return Settlement.ABANDON, f"{type(exc).__name__}: {exc}"[:1024]

@@ -1,0 +1,68 @@
+"""One error hierarchy, split by what the caller must do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: where (a field path) and what to change."""
+
+    field: str
+    message: str
+    code: str = "invalid"
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the JSON shape used in problem+json bodies and rejected records."""
+        return {"field": self.field, "message": self.message, "code": self.code}
+
+
+class VendingError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class InvalidInputError(VendingError):
+    """The input is wrong: reject it, never retry it."""
+
+    def __init__(self, problems: list[Problem], title: str = "The request is not valid.") -> None:
+        self.problems = problems
+        self.title = title
+        super().__init__(title + " " + " ".join(f"{p.field}: {p.message}" for p in problems))
+
+
+class TransientError(VendingError):
+    """A failure that may clear by itself: retry later."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, code: str = "Transient") -> None:
+        self.retry_after_s = retry_after_s
+        self.code = code
+        super().__init__(message)
+
+
+class PermanentError(VendingError):
+    """A failure that needs a person to act: stop and explain what to do."""
+
+    def __init__(self, message: str, *, code: str = "Permanent") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class NotFoundError(VendingError):
+    """The thing asked for does not exist."""
+
+
+class ConflictError(VendingError):
+    """A write lost a race or would break a uniqueness rule."""
+
+    def __init__(self, message: str, *, code: str = "Conflict", existing_id: str | None = None) -> None:
+        self.code = code
+        self.existing_id = existing_id
+        super().__init__(message)
+
+
+class StaleWriteError(ConflictError):
+    """A conditional write found a newer version than the one it read."""
+
+    def __init__(self, message: str = "The record changed since it was read.") -> None:
+        super().__init__(message, code="StaleWrite")

@@ -1,0 +1,40 @@
+"""Status events: one per transition, the same objects for every sink."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class EventName(StrEnum):
+    """The events of DESIGN section 8."""
+
+    ACCEPTED = "WorkspaceRequestAccepted"
+    REJECTED = "WorkspaceRequestRejected"
+    STEP_STARTED = "WorkspaceStepStarted"
+    STEP_WAITING = "WorkspaceStepWaiting"
+    STEP_RETRYING = "WorkspaceStepRetrying"
+    STEP_SUCCEEDED = "WorkspaceStepSucceeded"
+    STEP_FAILED = "WorkspaceStepFailed"
+    PROVISIONED = "WorkspaceProvisioned"
+    PROVISIONING_FAILED = "WorkspaceProvisioningFailed"
+
+
+class StatusEvent(BaseModel):
+    """One status transition, with the dimensions Azure Monitor gets."""
+
+    name: EventName
+    time: datetime
+    request_id: str
+    team: str = ""
+    environment: str = ""
+    workspace: str = ""
+    step: str | None = None
+    kind: str | None = None
+    status: str = ""
+    attempt: int | None = None
+    duration_ms: float | None = None
+    error_code: str | None = None
+    message: str | None = Field(None, description="A plain sentence for people; never a secret.")

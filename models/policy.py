@@ -1,0 +1,77 @@
+"""The platform team's policy: where workspaces may go, what they may hold, and presets."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.request import ComputeSpec, DatastoreSpec, Environment
+
+
+class PolicyModel(BaseModel):
+    """Base for policy models: a typo in the policy file is an error at start, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class VmSize(PolicyModel):
+    """One entry of the VM size catalogue."""
+
+    vcpus: int = Field(ge=1)
+    gpus: int = Field(0, ge=0)
+    family: str = Field(description="The quota family, e.g. standardDSv2Family.")
+
+
+class EnvironmentDefaults(PolicyModel):
+    """Where an environment's workspaces go when the request does not say."""
+
+    subscription_id: UUID
+    resource_group: str = Field("rg-ml-{team}-{environment}", description="A template with {team} and {environment}.")
+
+
+class Profile(PolicyModel):
+    """A named preset that fills in compute and datastores."""
+
+    description: str = ""
+    compute: list[ComputeSpec] = Field(default_factory=list)
+    datastores: list[DatastoreSpec] = Field(default_factory=list)
+    container_registry: bool = False
+
+
+class KeyVaultPolicy(PolicyModel):
+    """How key vaults are created."""
+
+    soft_delete_retention_days: int = Field(90, ge=7, le=90)
+    purge_protection: bool = True
+
+
+class Policy(PolicyModel):
+    """Everything the platform team decides for the teams."""
+
+    allowed_regions: list[str] = Field(min_length=1)
+    environments: dict[Environment, EnvironmentDefaults]
+    vm_sizes: dict[str, VmSize] = Field(min_length=1)
+    max_nodes_per_cluster: int = Field(10, ge=1)
+    max_team_vcpus: int = Field(200, ge=1, description="Total vCPUs at max scale across a team's live workspaces.")
+    required_tags: list[str] = Field(default_factory=list)
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    create_resource_groups: bool = Field(True, description="False: resource groups must already exist.")
+    key_vault: KeyVaultPolicy = Field(default_factory=KeyVaultPolicy)
+    tenant_id: UUID = Field(UUID("00000000-0000-0000-0000-000000000000"))
+
+    @model_validator(mode="after")
+    def _profiles_use_catalogue(self) -> Policy:
+        lowered = {k.lower() for k in self.vm_sizes}
+        for name, profile in self.profiles.items():
+            for c in profile.compute:
+                if c.vm_size.lower() not in lowered:
+                    raise ValueError(f"profile '{name}' uses vm size '{c.vm_size}' that is not in vm_sizes")
+        return self
+
+    def vm_size(self, name: str) -> VmSize | None:
+        """Look a VM size up in the catalogue, ignoring case as Azure does."""
+        for key, value in self.vm_sizes.items():
+            if key.lower() == name.lower():
+                return value
+        return None

@@ -1,0 +1,101 @@
+"""What the store keeps: one `RequestRecord` per request and one `StepRecord` per step."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from models.plan import Plan, StepKind
+
+
+class RequestStatus(StrEnum):
+    """Life of a request."""
+
+    ACCEPTED = "accepted"
+    PROVISIONING = "provisioning"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def terminal(self) -> bool:
+        """True when the request will not change any more."""
+        return self in (RequestStatus.SUCCEEDED, RequestStatus.FAILED, RequestStatus.REJECTED)
+
+    @property
+    def live(self) -> bool:
+        """True while the request holds its workspace name."""
+        return self in (RequestStatus.ACCEPTED, RequestStatus.PROVISIONING, RequestStatus.SUCCEEDED)
+
+
+class StepStatus(StrEnum):
+    """Life of a step."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        """True when the step will not change any more."""
+        return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED)
+
+
+class ErrorInfo(BaseModel):
+    """A failure as the requester sees it: a code and a sentence saying what to do."""
+
+    code: str
+    message: str
+
+
+class RequestRecord(BaseModel):
+    """One workspace request and where it stands."""
+
+    id: str
+    status: RequestStatus
+    team: str
+    environment: str
+    workspace_name: str | None = None
+    workspace_key: str | None = Field(None, description="subscription/resource group/workspace, lowercase.")
+    requester: str = "anonymous"
+    source: str = Field("rest", description="Which door it came through: rest, queue, slack, teams.")
+    request: dict[str, Any] = Field(default_factory=dict, description="The validated request (or raw input).")
+    plan: Plan | None = None
+    problems: list[dict[str, str]] = Field(default_factory=list, description="Why it was rejected.")
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    idempotency_key: str | None = None
+    body_hash: str | None = None
+    traceparent: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    version: int = 0
+
+
+class StepRecord(BaseModel):
+    """One step of one request and where it stands."""
+
+    request_id: str
+    step_id: str
+    kind: StepKind
+    status: StepStatus = StepStatus.PENDING
+    depends_on: list[str] = Field(default_factory=list)
+    attempt: int = Field(0, description="Dispatch number; the step message id ends with it.")
+    retries: int = 0
+    waited_s: float = 0.0
+    due_at: datetime | None = Field(None, description="When its current message is due to be worked on.")
+    lease_until: datetime | None = Field(None, description="While running: when another worker may take over.")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+    error: ErrorInfo | None = None
+    status_reason: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    version: int = 0

@@ -1,0 +1,52 @@
+"""One typed settings object, read from the environment once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policy" / "default.yaml"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; environment variables are `VENDING_<NAME>` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="VENDING_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(Path(".local"), description="Where the embedded store, bus and event log live.")
+    policy_file: Path = Field(DEFAULT_POLICY, description="The policy, YAML or JSON.")
+    host: str = "127.0.0.1"
+    port: int = Field(7071, validation_alias=AliasChoices("PORT", "VENDING_PORT"))
+
+    onboarding_queue: str = Field("onboarding", validation_alias=AliasChoices("OnboardingQueueName"))
+    steps_queue: str = Field("steps", validation_alias=AliasChoices("StepsQueueName"))
+
+    store: Literal["sqlite"] = "sqlite"
+    bus: Literal["sqlite"] = "sqlite"
+    cloud: Literal["emulator", "azure"] = Field("emulator", description="emulator: the local ARM emulator.")
+    arm_endpoint: str = Field("https://management.azure.com/", description="Used when cloud is azure.")
+    azure_client_id: str | None = Field(None, validation_alias=AliasChoices("AZURE_CLIENT_ID"))
+
+    emulator_url: str | None = Field(None, description="Set by the devhost when it starts the emulator.")
+    emulator_ca_bundle: Path | None = Field(None, description="The CA bundle that trusts the emulator's certificate.")
+    poll_s: float = Field(5.0, gt=0, description="How long a step waits before looking again at work in progress.")
+
+    workers: int = Field(8, ge=1, le=256, description="Step worker threads in the devhost.")
+    emulator_port: int = Field(0, description="0 picks a free port.")
+    emulator_latency_s: float = Field(1.0, ge=0, description="How long emulated resources take to provision.")
+
+    bus_lock_s: float = Field(60.0, gt=0, description="Peek-lock duration; a step's lease is shorter.")
+    bus_max_deliveries: int = Field(10, ge=1)
+    bus_duplicate_window_s: float = Field(600.0, ge=0)
+
+    step_max_retries: int = Field(8, ge=0, description="Retry outcomes allowed before a step fails.")
+    step_max_wait_s: float = Field(7200.0, gt=0, description="Total Wait time allowed before a step fails.")
+    retry_base_s: float = Field(2.0, ge=0)
+    retry_cap_s: float = Field(300.0, ge=0)
+    sweep_interval_s: float = Field(30.0, gt=0)
+    sweep_grace_s: float = Field(300.0, ge=0, description="How late a step may be before the sweeper re-sends it.")
+
+    studio_url: str = "https://ml.azure.com"

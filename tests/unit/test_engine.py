@@ -1,0 +1,192 @@
+"""The step engine with an in-memory fake cloud: ordering, fan-in, retries, failures, recovery."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from composition import Container
+from devhost.workers import QueueWorkers
+from models.outcomes import Fail
+from models.records import RequestStatus, StepStatus
+from models.request import parse_request
+from tests.conftest import example, poll
+from tests.fakes import FakeCloud
+
+
+def _finished(container: Container, rid: str) -> bool:
+    record = container.store.get_request(rid)
+    return record is not None and record.status.terminal
+
+
+def test_request_reaches_succeeded_with_every_step_succeeded(
+    service: tuple[Container, QueueWorkers], fake_cloud: FakeCloud
+) -> None:
+    container, _ = service
+    sub = container.intake.submit(request=parse_request(example("gpu-research.json")), requester="t", source="test")
+    poll(lambda: _finished(container, sub.record.id), what="request to finish")
+    record = container.store.get_request(sub.record.id)
+    assert record is not None and record.status == RequestStatus.SUCCEEDED
+    steps = container.store.get_steps(record.id)
+    assert {s.status for s in steps} == {StepStatus.SUCCEEDED}
+    assert record.outputs["config_json"]["workspace_name"] == "mlw-vision-test"
+    assert record.outputs["studio_url"].startswith("https://ml.azure.com/home?wsid=/subscriptions/")
+    assert all(n == 1 for n in fake_cloud.creates.values())
+    assert fake_cloud.overlaps == []
+    # Every step ran after its prerequisites finished.
+    by_id = {s.step_id: s for s in steps}
+    for s in steps:
+        for d in s.depends_on:
+            assert by_id[d].finished_at is not None and s.started_at is not None
+            assert by_id[d].finished_at <= s.started_at
+    names = [e.name.value for e in container.store.list_events(record.id)]
+    assert names[0] == "WorkspaceRequestAccepted" and names[-1] == "WorkspaceProvisioned"
+    assert names.count("WorkspaceProvisioned") == 1
+
+
+def test_transient_errors_are_retried_and_unexpected_errors_too(
+    service: tuple[Container, QueueWorkers], fake_cloud: FakeCloud
+) -> None:
+    container, _ = service
+    fake_cloud.retry_first["storage"] = 2
+    fake_cloud.raise_first["key-vault"] = 1
+    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="test")
+    poll(lambda: _finished(container, sub.record.id), what="request to finish")
+    record = container.store.get_request(sub.record.id)
+    assert record is not None and record.status == RequestStatus.SUCCEEDED
+    storage = container.store.get_step(record.id, "storage")
+    assert storage is not None and storage.retries == 2
+    kv = container.store.get_step(record.id, "key-vault")
+    assert kv is not None and kv.retries == 1
+    names = Counter(e.name.value for e in container.store.list_events(record.id))
+    assert names["WorkspaceStepRetrying"] == 3
+
+
+def test_permanent_failure_skips_dependents_and_fails_request(
+    service: tuple[Container, QueueWorkers], fake_cloud: FakeCloud
+) -> None:
+    container, _ = service
+    fake_cloud.fail["key-vault"] = Fail("the vault name is held by a soft-deleted vault; purge it.", "VaultSoftDeleted")
+    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="test")
+    poll(lambda: _finished(container, sub.record.id), what="request to finish")
+    record = container.store.get_request(sub.record.id)
+    assert record is not None and record.status == RequestStatus.FAILED
+    assert record.error is not None and record.error.code == "VaultSoftDeleted"
+    assert "key-vault" in record.error.message
+    steps = {s.step_id: s for s in container.store.get_steps(record.id)}
+    assert steps["key-vault"].status == StepStatus.FAILED
+    assert steps["storage"].status == StepStatus.SUCCEEDED  # independent branches finish
+    for sid, s in steps.items():
+        if sid.startswith(("workspace", "compute:", "datastore:", "access:")):
+            assert s.status == StepStatus.SKIPPED, sid
+            assert s.status_reason == "skipped because 'key-vault' failed"
+
+
+def test_retries_are_capped(service: tuple[Container, QueueWorkers], fake_cloud: FakeCloud) -> None:
+    container, _ = service
+    container.settings.step_max_retries = 3
+    fake_cloud.retry_first["insights"] = 100
+    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="test")
+    poll(lambda: _finished(container, sub.record.id), what="request to finish")
+    step = container.store.get_step(sub.record.id, "insights")
+    assert step is not None and step.status == StepStatus.FAILED
+    assert step.error is not None and "gave up after 3 retries" in step.error.message
+    assert fake_cloud.calls[f"{sub.record.id}/insights"] == 4
+
+
+def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once(settings: object) -> None:
+    """Concurrency, proven: many requests, 8 workers, slow reconciles so steps finish together."""
+    from adapters.sqlite_bus import SqliteBus
+    from adapters.sqlite_store import SqliteStore
+    from handlers.queues import handle_step
+    from models.settings import Settings
+
+    assert isinstance(settings, Settings)
+    cloud = FakeCloud(work_s=0.002)
+    store = SqliteStore(":memory:")
+    sent: Counter[str] = Counter()
+
+    class CountingBus(SqliteBus):
+        def send(self, queue, message):  # type: ignore[no-untyped-def]
+            sent[message.message_id] += 1
+            super().send(queue, message)
+
+    bus = CountingBus(":memory:")
+    container = Container(settings, store=store, bus=bus, cloud=cloud)
+    workers = QueueWorkers(
+        bus=bus,
+        queue=settings.steps_queue,
+        handle=lambda m: handle_step(body=m.body, engine=container.engine),
+        threads=8,
+        name="w",
+    )
+    workers.start()
+    try:
+        ids = []
+        for i in range(30):
+            body = example("gpu-research.json") | {"team": f"team-{i:02d}"}
+            ids.append(container.intake.submit(request=parse_request(body), requester="t", source="test").record.id)
+        poll(lambda: all(_finished(container, r) for r in ids), timeout=120, what="30 requests to finish")
+    finally:
+        workers.stop()
+    for rid in ids:
+        record = store.get_request(rid)
+        assert record is not None and record.status == RequestStatus.SUCCEEDED
+        for step in store.get_steps(rid):
+            # Attempt 1 dispatch (the fan-in claim) was sent exactly once per step.
+            assert sent[f"{rid}/{step.step_id}/1"] == 1, step.step_id
+    assert cloud.overlaps == []
+    planned = sum(len(store.get_steps(rid)) for rid in ids)
+    assert planned == 30 * 13
+    assert len(cloud.creates) == planned and set(cloud.creates.values()) == {1}
+
+
+def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) -> None:
+    from adapters.sqlite_bus import SqliteBus
+    from adapters.sqlite_store import SqliteStore
+    from handlers.queues import handle_step
+    from models.settings import Settings
+
+    assert isinstance(settings, Settings)
+    cloud = FakeCloud()
+    store = SqliteStore(":memory:")
+
+    class LosingBus(SqliteBus):
+        lost = 0
+
+        def send(self, queue, message):  # type: ignore[no-untyped-def]
+            if message.message_id.endswith("/storage/1"):
+                LosingBus.lost += 1
+                return  # a crash between the status write and the send
+            super().send(queue, message)
+
+    bus = LosingBus(":memory:")
+    container = Container(settings, store=store, bus=bus, cloud=cloud)
+    workers = QueueWorkers(
+        bus=bus,
+        queue=settings.steps_queue,
+        handle=lambda m: handle_step(body=m.body, engine=container.engine),
+        threads=2,
+        name="w",
+    )
+    workers.start()
+    try:
+        rid = container.intake.submit(
+            request=parse_request(example("cpu-small.json")), requester="t", source="test"
+        ).record.id
+        poll(
+            lambda: (
+                (s := store.get_step(rid, "storage")) is not None
+                and s.status == StepStatus.QUEUED
+                and all(x.status.terminal for x in store.get_steps(rid) if x.step_id in ("key-vault", "insights"))
+            ),
+            what="stuck",
+        )
+        assert LosingBus.lost == 1
+        assert container.engine.sweep() >= 1
+        poll(lambda: _finished(container, rid), what="request to finish after the sweep")
+    finally:
+        workers.stop()
+    record = store.get_request(rid)
+    assert record is not None and record.status == RequestStatus.SUCCEEDED
+    storage = store.get_step(rid, "storage")
+    assert storage is not None and storage.attempt >= 2
