@@ -36,6 +36,15 @@ class Container:
         self._built: dict[str, Any] = {}
         self._lock = threading.RLock()
 
+    def swap(self, **parts: Any) -> None:
+        """Replace parts (store, bus, cloud, policy, sinks) before first use; for tests and tools."""
+        unknown = set(parts) - set(self._given)
+        if unknown:
+            raise TypeError(f"cannot swap {sorted(unknown)}; parts are {sorted(self._given)}")
+        with self._lock:
+            self._given.update(parts)
+            self._built.clear()
+
     def _get(self, name: str, build: Callable[[], Any]) -> Any:
         if self._given.get(name) is not None:
             return self._given[name]

@@ -152,7 +152,7 @@ def classify(
         rule = RULES["operationnotallowedquota"]
     if rule is None:
         rule = Rule(status in TRANSIENT_STATUS) if status is not None else Rule(False)
-    text = f"{what} failed: {code or status or 'error'}: {message}".rstrip(": ")
+    text = f"{what} failed: {code or status or 'error'}: {message}".rstrip(": .")
     if rule.transient:
         return TransientError(
             f"{text} ({rule.advice})" if rule.advice else text, retry_after_s=retry_after, code=code or f"HTTP{status}"

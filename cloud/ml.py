@@ -7,7 +7,7 @@ azure-ai-ml returns is dropped: it finishes on its own daemon thread, and nothin
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud.clients import Clients
@@ -25,22 +25,27 @@ def _same_id(a: str | None, b: str | None) -> bool:
     return (a or "").lower().rstrip("/") == (b or "").lower().rstrip("/")
 
 
+def _aware(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _recent_deployments(step: Step, ctx: StepContext, clients: Clients) -> list[Any]:
-    """Return the workspace deployments azure-ai-ml started for this step ('<workspace>-<number>')."""
+    """Return the workspace deployments azure-ai-ml started for this step ('<workspace>-<number>'), oldest first."""
     n = ctx.names
     ops = clients.deployments(n.subscription_id).deployments
-    since = (ctx.step_started_at or datetime.min.replace(tzinfo=None)) - timedelta(seconds=60)
-    found = []
-    for d in call(
-        f"listing deployments in '{n.resource_group}'", lambda: list(ops.list_by_resource_group(n.resource_group))
-    ):
-        if not d.name.startswith(f"{step.resource_name}-"):
-            continue
-        ts = getattr(d.properties, "timestamp", None)
-        if ctx.step_started_at is not None and ts is not None and ts.replace(tzinfo=None) < since.replace(tzinfo=None):
-            continue  # an earlier request's deployment: its outcome is not ours
-        found.append(d)
-    found.sort(key=lambda d: (getattr(d.properties, "timestamp", None) or datetime.min).replace(tzinfo=None))
+    # A deployment from before this step started belongs to an earlier request: its outcome is not ours.
+    since = _aware(ctx.step_started_at) - timedelta(seconds=60) if ctx.step_started_at else None
+    found = [
+        d
+        for d in call(
+            f"listing deployments in '{n.resource_group}'", lambda: list(ops.list_by_resource_group(n.resource_group))
+        )
+        if d.name.startswith(f"{step.resource_name}-")
+        and (since is None or _aware(getattr(d.properties, "timestamp", None)) >= since)
+    ]
+    found.sort(key=lambda d: _aware(getattr(d.properties, "timestamp", None)))
     return found
 
 

@@ -133,6 +133,7 @@ class StepEngine:
                 step.model_copy(
                     update={
                         "status": StepStatus.RUNNING,
+                        "status_reason": None,
                         "lease_until": now + self.lease,
                         "started_at": step.started_at or now,
                         "updated_at": now,

@@ -1,0 +1,52 @@
+"""`python -m devhost`: the whole service on embedded defaults, on http://127.0.0.1:7071."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from devhost.runtime import Runtime
+from engine.policy import PolicyFileError
+from handlers.api import create_api
+from models.settings import Settings
+
+
+def main() -> int:
+    """Run the devhost until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("azure", "httpx", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings()
+    try:
+        runtime = Runtime.start(settings)
+        runtime.container.policy  # noqa: B018 - fail now, not on the first request, if the policy is wrong
+    except PolicyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = runtime.settings
+    base = f"http://{s.host}:{s.port}"
+    print(
+        f"""
+Workspace Vending devhost
+  API            {base}/api   (docs: {base}/api/docs)
+  ARM emulator   {s.emulator_url or s.arm_endpoint}   (resources take {s.emulator_latency_s:g} s)
+  state          {s.data_dir.resolve()}   (store, bus, events.jsonl)
+  policy         {s.policy_file}
+  workers        {s.workers} step workers, 2 onboarding workers
+
+Try:
+  .venv/bin/python -m cli submit examples/cpu-small.json --wait
+""",
+        flush=True,
+    )
+    try:
+        uvicorn.run(create_api(lambda: runtime.container), host=s.host, port=s.port, log_level="warning")
+    finally:
+        runtime.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

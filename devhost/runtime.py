@@ -1,0 +1,87 @@
+"""The embedded runtime: the ARM emulator, queue workers, the sweeper and the API, in one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from composition import Container
+from devhost.workers import QueueWorkers
+from emulator.server import EmulatorServer
+from emulator.state import Config
+from handlers.queues import handle_onboarding, handle_step
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything the devhost runs besides the HTTP server."""
+
+    settings: Settings
+    container: Container
+    emulator: EmulatorServer | None
+    workers: list[QueueWorkers] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sweeper: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        """Start the emulator (when the cloud is the emulator), the workers and the sweeper."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        emulator = None
+        if settings.cloud == "emulator":
+            emulator = EmulatorServer(
+                data_dir=settings.data_dir,
+                port=settings.emulator_port,
+                config=Config(latency_s=settings.emulator_latency_s),
+            ).start()
+            update: dict[str, object] = {"emulator_url": emulator.url, "emulator_ca_bundle": emulator.ca_bundle}
+            if "poll_s" not in settings.model_fields_set:
+                # Look again about when the emulator will be done, not Azure's five seconds.
+                update["poll_s"] = max(0.2, settings.emulator_latency_s / 2)
+            settings = settings.model_copy(update=update)
+        container = Container(settings)
+        rt = cls(settings=settings, container=container, emulator=emulator)
+        rt.workers = [
+            QueueWorkers(
+                bus=container.bus,
+                queue=settings.steps_queue,
+                handle=lambda m: handle_step(body=m.body, engine=container.engine),
+                threads=settings.workers,
+                name="steps",
+            ),
+            QueueWorkers(
+                bus=container.bus,
+                queue=settings.onboarding_queue,
+                handle=lambda m: handle_onboarding(body=m.body, message_id=m.message_id, intake=container.intake),
+                threads=2,
+                name="onboarding",
+            ),
+        ]
+        for w in rt.workers:
+            w.start()
+        rt._sweeper = threading.Thread(target=rt._sweep_loop, name="sweeper", daemon=True)
+        rt._sweeper.start()
+        # Load the Azure SDKs now, off the request path, so the first step does not pay for the import.
+        threading.Thread(target=lambda: container.cloud, name="warm-up", daemon=True).start()
+        return rt
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.sweep_interval_s):
+            try:
+                repaired = self.container.engine.sweep()
+                if repaired:
+                    log.warning("sweeper repaired %d steps or requests", repaired)
+            except Exception:
+                log.exception("sweep failed")
+
+    def stop(self) -> None:
+        """Stop workers, sweeper and emulator."""
+        self._stop.set()
+        for w in self.workers:
+            w.stop()
+        if self.emulator:
+            self.emulator.stop()

@@ -1,0 +1,34 @@
+"""Azure Functions entry: composes the app. No logic here (see handlers/)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from composition import Container
+from handlers import functions
+from handlers.api import create_api
+from models.settings import Settings
+
+container = Container(Settings())
+app = func.AsgiFunctionApp(app=create_api(lambda: container), http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.function_name("onboarding")
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%OnboardingQueueName%", connection="ServiceBusConnection")
+def onboarding(msg: func.ServiceBusMessage) -> None:
+    """Turn an onboarding message into workspace requests."""
+    functions.onboarding_message(msg, container)
+
+
+@app.function_name("steps")
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%StepsQueueName%", connection="ServiceBusConnection")
+def steps(msg: func.ServiceBusMessage) -> None:
+    """Run one provisioning step."""
+    functions.step_message(msg, container)
+
+
+@app.function_name("sweeper")
+@app.timer_trigger(arg_name="timer", schedule="%SweepSchedule%", run_on_startup=False)
+def sweeper(timer: func.TimerRequest) -> None:
+    """Repair what crashes and lost messages left behind."""
+    functions.sweep(timer, container)

@@ -1,0 +1,244 @@
+"""The REST API (DESIGN section 7): a FastAPI app, problem+json errors, idempotency, pagination."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from composition import Container
+from models.api import (
+    Accepted,
+    EventList,
+    Health,
+    PlannedStep,
+    PlanView,
+    ProblemDetails,
+    RequestList,
+    RequestSummary,
+    RequestView,
+    links,
+)
+from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from models.records import RequestStatus
+from models.request import WorkspaceRequest, field_path, parse_request
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ProblemDetails, "content": {PROBLEM: {}}, "description": text}
+    for code, text in ((404, "Not found"), (409, "Conflict"), (422, "Invalid input"))
+}
+
+
+def problem(
+    status: int,
+    title: str,
+    *,
+    detail: str | None = None,
+    errors: list[Problem] | None = None,
+    existing_id: str | None = None,
+    instance: str | None = None,
+) -> JSONResponse:
+    """Build an RFC 9457 problem+json response."""
+    body = ProblemDetails(
+        title=title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        errors=[p.as_dict() for p in errors] if errors is not None else None,  # type: ignore[misc]
+        existing_id=existing_id,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _traceparent(value: str | None) -> str:
+    if value and TRACEPARENT.match(value) and value[3:35] != "0" * 32:
+        return value
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def create_api(container: Callable[[], Container]) -> FastAPI:
+    """Build the API; `container` gives the service's parts (built lazily, swappable in tests)."""
+    api = FastAPI(
+        title="Workspace Vending",
+        version="1.0.0",
+        description="Self-service Azure Machine Learning workspaces: ask for one, follow its steps, get its config.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+
+    @api.exception_handler(InvalidInputError)
+    async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
+        return problem(
+            422,
+            exc.title,
+            detail="Fix every listed field and send the request again.",
+            errors=exc.problems,
+            instance=request.url.path,
+        )
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        body = exc.body
+        if isinstance(body, (str, bytes)):
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            try:
+                body = json.loads(text)
+            except ValueError as bad:
+                return problem(
+                    422,
+                    "The request is not valid.",
+                    errors=[
+                        Problem(
+                            "(body)",
+                            f"the body is not JSON ({bad}); send a JSON object with Content-Type: application/json.",
+                            "json_invalid",
+                        )
+                    ],
+                    instance=request.url.path,
+                )
+        if request.url.path.rstrip("/") in ("/api/workspaces", "/api/plan") and request.method == "POST":
+            # Report the body's problems as the model's own validation words them: all at once, with paths.
+            try:
+                parse_request(body)
+            except InvalidInputError as full:
+                return await _invalid(request, full)
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err.get("loc", ()))
+            where = loc[0] if loc else "body"
+            path = field_path(loc[1:]) if len(loc) > 1 else str(where)
+            message = (
+                "The body is not valid JSON: " + str(err.get("msg"))
+                if err.get("type") == "json_invalid"
+                else str(err.get("msg"))
+            )
+            problems.append(Problem(path if where == "body" else f"{where}.{path}", message, str(err.get("type"))))
+        return problem(422, "The request is not valid.", errors=problems, instance=request.url.path)
+
+    @api.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return problem(409, "Conflict", detail=str(exc), existing_id=exc.existing_id, instance=request.url.path)
+
+    @api.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return problem(404, "Not found", detail=str(exc), instance=request.url.path)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), instance=request.url.path)
+
+    @api.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", detail="The service failed; the error is logged. Try again later.")
+
+    @api.post(
+        "/api/workspaces",
+        status_code=202,
+        response_model=Accepted,
+        responses={200: {"model": Accepted}, **PROBLEM_RESPONSES},
+    )
+    def submit_workspace(
+        body: WorkspaceRequest,
+        request: Request,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+        traceparent: Annotated[str | None, Header()] = None,
+        x_ms_client_principal_name: Annotated[str | None, Header()] = None,
+    ) -> Accepted:
+        """Ask for a workspace; provisioning starts at once and is followed with GET."""
+        c = container()
+        result = c.intake.submit(
+            request=body,
+            requester=(x_ms_client_principal_name or "anonymous")[:256],
+            source="rest",
+            idempotency_key=idempotency_key,
+            traceparent=_traceparent(traceparent),
+        )
+        base = _base(request)
+        response.headers["Location"] = f"{base}/api/workspaces/{result.record.id}"
+        if not result.created:
+            response.status_code = 200
+        return Accepted(id=result.record.id, status=result.record.status, links=links(result.record.id, base))
+
+    @api.get("/api/workspaces/{request_id}", response_model=RequestView, responses=PROBLEM_RESPONSES)
+    def get_workspace(request_id: str, request: Request) -> RequestView:
+        """Show a request: its status, every step, and its outputs."""
+        c = container()
+        record = c.store.get_request(request_id)
+        if record is None:
+            raise NotFoundError(f"there is no workspace request with id '{request_id}'.")
+        return RequestView.full(record, c.store.get_steps(request_id), _base(request))
+
+    @api.get("/api/workspaces", response_model=RequestList, responses=PROBLEM_RESPONSES)
+    def list_workspaces(
+        request: Request,
+        team: Annotated[str | None, Query(max_length=64)] = None,
+        status: RequestStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> RequestList:
+        """List requests, newest first; follow `next` for more."""
+        page = container().store.list_requests(team=team, status=status, limit=limit, cursor=cursor)
+        base = _base(request)
+        nxt = None
+        if page.next_cursor:
+            nxt = str(request.url.include_query_params(cursor=page.next_cursor))
+        return RequestList(items=[RequestSummary.of(r, base) for r in page.items], next=nxt)
+
+    @api.get("/api/workspaces/{request_id}/events", response_model=EventList, responses=PROBLEM_RESPONSES)
+    def list_events(request_id: str) -> EventList:
+        """Show a request's status-event timeline."""
+        c = container()
+        if c.store.get_request(request_id) is None:
+            raise NotFoundError(f"there is no workspace request with id '{request_id}'.")
+        return EventList(items=c.store.list_events(request_id))
+
+    @api.post("/api/plan", response_model=PlanView, responses=PROBLEM_RESPONSES)
+    def plan_workspace(body: WorkspaceRequest) -> PlanView:
+        """Show what a request would create (steps, dependencies, names); nothing is created."""
+        plan = container().intake.plan(request=body)
+        return PlanView(
+            names=plan.names,
+            steps=[
+                PlannedStep(
+                    id=s.id,
+                    kind=s.kind,
+                    depends_on=s.depends_on,
+                    resource_name=s.resource_name,
+                    resource_id=s.resource_id,
+                )
+                for s in plan.steps
+            ],
+            tags=plan.tags,
+        )
+
+    @api.get("/api/health", response_model=Health)
+    def health() -> Health:
+        """Say the service is up and what it runs on."""
+        s = container().settings
+        return Health(status="ok", store=s.store, bus=s.bus, cloud=s.cloud)
+
+    return api
+
+
+def dumps(data: Any) -> str:
+    """Serialise for logs and CLI output."""
+    return json.dumps(data, indent=2, default=str)

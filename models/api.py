@@ -1,0 +1,182 @@
+"""What the REST API answers: views of records, and RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from models.events import StatusEvent
+from models.plan import ResourceNames, StepKind
+from models.records import ErrorInfo, RequestRecord, RequestStatus, StepRecord, StepStatus
+
+
+class Links(BaseModel):
+    """Where to look next."""
+
+    self: str
+    events: str
+
+
+class Accepted(BaseModel):
+    """The answer to a submission."""
+
+    id: str
+    status: RequestStatus
+    links: Links
+
+
+class StepView(BaseModel):
+    """One step as the requester sees it."""
+
+    id: str
+    kind: StepKind
+    status: StepStatus
+    depends_on: list[str]
+    attempts: int
+    retries: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    status_reason: str | None = None
+    error: ErrorInfo | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, s: StepRecord) -> StepView:
+        """Build the view of a step record."""
+        return cls(
+            id=s.step_id,
+            kind=s.kind,
+            status=s.status,
+            depends_on=s.depends_on,
+            attempts=s.attempt,
+            retries=s.retries,
+            started_at=s.started_at,
+            finished_at=s.finished_at,
+            updated_at=s.updated_at,
+            status_reason=s.status_reason,
+            error=s.error,
+            outputs=s.outputs,
+        )
+
+
+class RequestSummary(BaseModel):
+    """A request in a listing."""
+
+    id: str
+    status: RequestStatus
+    team: str
+    environment: str
+    workspace_name: str | None
+    requester: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    links: Links
+
+    @classmethod
+    def of(cls, r: RequestRecord, base: str) -> RequestSummary:
+        """Build the summary of a request record."""
+        return cls(
+            id=r.id,
+            status=r.status,
+            team=r.team,
+            environment=r.environment,
+            workspace_name=r.workspace_name,
+            requester=r.requester,
+            source=r.source,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            links=links(r.id, base),
+        )
+
+
+class RequestView(RequestSummary):
+    """A request in full: what was asked, every step, and the outputs."""
+
+    request: dict[str, Any]
+    names: ResourceNames | None = None
+    problems: list[dict[str, str]] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    steps: list[StepView] = Field(default_factory=list)
+
+    @classmethod
+    def full(cls, r: RequestRecord, steps: list[StepRecord], base: str) -> RequestView:
+        """Build the full view of a request and its steps."""
+        return cls(
+            **RequestSummary.of(r, base).model_dump(),
+            request=r.request,
+            names=r.plan.names if r.plan else None,
+            problems=r.problems,
+            error=r.error,
+            outputs=r.outputs,
+            steps=[StepView.of(s) for s in steps],
+        )
+
+
+class RequestList(BaseModel):
+    """One page of requests, newest first."""
+
+    items: list[RequestSummary]
+    next: str | None = Field(None, description="The URL of the next page, if there is one.")
+
+
+class EventList(BaseModel):
+    """A request's status events, oldest first."""
+
+    items: list[StatusEvent]
+
+
+class PlannedStep(BaseModel):
+    """One step of a plan."""
+
+    id: str
+    kind: StepKind
+    depends_on: list[str]
+    resource_name: str
+    resource_id: str
+
+
+class PlanView(BaseModel):
+    """What a request would create; nothing is created."""
+
+    names: ResourceNames
+    steps: list[PlannedStep]
+    tags: dict[str, str]
+
+
+class FieldProblem(BaseModel):
+    """One problem with the input."""
+
+    field: str
+    message: str
+    code: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+    existing_id: str | None = None
+
+
+class Health(BaseModel):
+    """Liveness and what the service runs on."""
+
+    status: str
+    store: str
+    bus: str
+    cloud: str
+
+
+def links(request_id: str, base: str) -> Links:
+    """Build the links of a request."""
+    return Links(self=f"{base}/api/workspaces/{request_id}", events=f"{base}/api/workspaces/{request_id}/events")

@@ -1,0 +1,161 @@
+"""The Functions entry, called as the host calls it: registered functions with real azure.functions types."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+from adapters.sqlite_bus import SqliteBus
+from adapters.sqlite_store import SqliteStore
+from models.records import RequestStatus, StepStatus
+from tests.conftest import ROOT, example, poll
+from tests.fakes import FakeCloud
+
+
+@pytest.fixture
+def function_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    # The module is imported once (the host does the same); each test swaps in fresh parts.
+    monkeypatch.setenv("VENDING_DATA_DIR", str(tmp_path))
+    module = importlib.import_module("function_app")
+    module.container.swap(
+        store=SqliteStore(tmp_path / "state.db"),
+        bus=SqliteBus(tmp_path / "bus.db"),
+        cloud=FakeCloud(),
+        sinks=[StoreEventLogLater()],
+    )
+    return module
+
+
+class StoreEventLogLater:
+    """Events go nowhere here; the store-backed timeline is tested elsewhere."""
+
+    def emit(self, event: object) -> None:
+        pass
+
+
+_INDEXED: dict[int, dict[str, Any]] = {}
+
+
+def _functions(module: ModuleType) -> dict[str, Any]:
+    # The worker indexes an app once; a second get_functions() on the same app refuses duplicate names.
+    if id(module.app) not in _INDEXED:
+        _INDEXED[id(module.app)] = {f.get_function_name(): f for f in module.app.get_functions()}
+    return _INDEXED[id(module.app)]
+
+
+class _Context:
+    invocation_id = "test-invocation"
+    function_name = "http_app_func"
+    function_directory = str(ROOT)
+    trace_context = None
+    retry_context = None
+
+
+def _http(
+    module: ModuleType, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    import asyncio
+
+    fn = _functions(module)["http_app_func"].get_user_function()
+    request = func.HttpRequest(
+        method=method,
+        url=f"http://localhost{path}",
+        headers={"content-type": "application/json", **(headers or {})},
+        body=json.dumps(body).encode() if body is not None else b"",
+    )
+    return asyncio.run(fn(request, _Context()))
+
+
+def _sb(
+    body: bytes, message_id: str, delivery_count: int = 1, properties: dict[str, Any] | None = None
+) -> ServiceBusMessage:
+    """A message as the Python worker builds it for a Service Bus trigger."""
+    return ServiceBusMessage(
+        body=body,
+        message_id=message_id,
+        delivery_count=delivery_count,
+        content_type="application/json",
+        application_properties=properties or {},
+        user_properties=properties or {},
+    )
+
+
+def test_registered_functions_and_bindings(function_app: ModuleType) -> None:
+    fns = _functions(function_app)
+    assert set(fns) == {"http_app_func", "onboarding", "steps", "sweeper"}
+    bindings = {name: json.loads(f.get_function_json())["bindings"] for name, f in fns.items()}
+    trigger = bindings["onboarding"][0]
+    assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
+        "serviceBusTrigger",
+        "%OnboardingQueueName%",
+        "ServiceBusConnection",
+    )
+    assert bindings["steps"][0]["queueName"] == "%StepsQueueName%"
+    assert bindings["sweeper"][0]["schedule"] == "%SweepSchedule%"
+
+
+def test_http_through_the_asgi_function(function_app: ModuleType) -> None:
+    resp = _http(function_app, "POST", "/api/workspaces", example("cpu-small.json"))
+    assert resp.status_code == 202, resp.get_body()
+    accepted = json.loads(resp.get_body())
+    assert resp.headers["location"].endswith(f"/api/workspaces/{accepted['id']}")
+    view = json.loads(_http(function_app, "GET", f"/api/workspaces/{accepted['id']}").get_body())
+    assert view["status"] == "accepted" and len(view["steps"]) == 8
+    bad = _http(function_app, "POST", "/api/workspaces", example("bad-request.json"))
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+
+
+def test_onboarding_then_steps_through_the_queue_functions(function_app: ModuleType) -> None:
+    fns = _functions(function_app)
+    container = function_app.container
+    fns["onboarding"].get_user_function()(_sb(json.dumps(example("onboarding.json")).encode(), "m-1"))
+    fns["onboarding"].get_user_function()(_sb(json.dumps(example("onboarding.json")).encode(), "m-1"))  # redelivery
+    records = container.store.list_requests(team="churn").items
+    assert sorted(r.environment for r in records) == ["dev", "prod", "test"]
+    steps_fn = fns["steps"].get_user_function()
+
+    def pump() -> bool:
+        # Play the Functions host: deliver each step message to the steps function, complete on return.
+        for m in container.bus.receive("steps", max_messages=10):
+            steps_fn(_sb(m.body, m.message_id, m.delivery_count, m.application_properties))
+            container.bus.complete(m)
+        return all(container.store.get_request(r.id).status.terminal for r in records)
+
+    poll(pump, timeout=60, what="three requests to finish through the steps function")
+    for r in records:
+        assert container.store.get_request(r.id).status == RequestStatus.SUCCEEDED
+        assert {s.status for s in container.store.get_steps(r.id)} == {StepStatus.SUCCEEDED}
+
+
+def test_bad_messages_are_recorded_or_dropped_with_a_reason_never_retried(
+    function_app: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    fns = _functions(function_app)
+    fns["onboarding"].get_user_function()(_sb(b"not json at all", "m-bad"))
+    [rejected] = function_app.container.store.list_requests(status=RequestStatus.REJECTED).items
+    assert "not JSON" in rejected.problems[0]["message"]
+    fns["steps"].get_user_function()(_sb(b'{"nonsense": true}', "m-bad-step"))  # returns: completed, not retried
+    assert "cannot be processed and is dropped" in caplog.text
+
+
+def test_http_path_does_not_import_azure_ai_ml() -> None:
+    code = (
+        "import sys, json, asyncio\n"
+        "import function_app\n"
+        "from tests.contract.test_function_app import _http\n"
+        "r = _http(function_app, 'POST', '/api/plan', json.load(open('examples/cpu-small.json')))\n"
+        "assert r.status_code == 200, r.get_body()\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('azure.ai.ml') or m.startswith('azure.mgmt'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

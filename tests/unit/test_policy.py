@@ -1,0 +1,76 @@
+"""Policy: loading, resolving profiles and defaults, and reporting every violation at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.policy import PolicyFileError, admit, check, load_policy, resolve
+from models.errors import InvalidInputError
+from models.request import parse_request
+from tests.conftest import ROOT, example
+
+POLICY = load_policy(ROOT / "policy" / "default.yaml")
+
+
+def test_default_policy_loads_and_json_works_too(tmp_path: Path) -> None:
+    assert "cpu-small" in POLICY.profiles
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(POLICY.model_dump(mode="json")))
+    assert load_policy(path) == POLICY
+
+
+def test_bad_policy_files_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(PolicyFileError, match="cannot read"):
+        load_policy(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("allowed_regions: [westeurope\n")
+    with pytest.raises(PolicyFileError, match="not valid"):
+        load_policy(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("allowed_regions: []\nenvironments: {}\nvm_sizes: {}\ncolour: blue\n")
+    with pytest.raises(PolicyFileError) as info:
+        load_policy(wrong)
+    assert "allowed_regions" in str(info.value) and "colour" in str(info.value)
+
+
+def test_profile_fills_in_and_request_wins_by_name() -> None:
+    req = parse_request(
+        example("cpu-small.json") | {"compute": [{"name": "cpu-cluster", "vm_size": "Standard_DS4_v2", "max_nodes": 2}]}
+    )
+    resolved = resolve(req, POLICY)
+    assert [c.name for c in resolved.compute] == ["cpu-cluster"]
+    assert resolved.compute[0].vm_size == "Standard_DS4_v2"
+    assert [d.name for d in resolved.datastores] == ["training_data"]
+    assert str(resolved.subscription_id) == "11111111-1111-1111-1111-111111111111"
+    assert resolved.resource_group == "rg-ml-fraud-detection-dev"
+
+
+def test_every_violation_is_reported() -> None:
+    body = example("cpu-small.json") | {
+        "region": "australiaeast",
+        "profile": "nope",
+        "tags": {},
+        "compute": [
+            {"name": "big", "vm_size": "Standard_M128s", "max_nodes": 2},
+            {"name": "wide", "vm_size": "Standard_DS3_v2", "max_nodes": 50},
+        ],
+    }
+    with pytest.raises(InvalidInputError) as info:
+        admit(parse_request(body), POLICY)
+    fields = {p.field: p.message for p in info.value.problems}
+    assert "not allowed" in fields["region"]
+    assert "does not exist" in fields["profile"]
+    assert "required tags: cost-center" in fields["tags"]
+    assert "not in the catalogue" in fields["compute[0].vm_size"]
+    assert "above the policy limit of 10" in fields["compute[1].max_nodes"]
+
+
+def test_team_vcpu_limit_counts_live_workspaces() -> None:
+    req = resolve(parse_request(example("gpu-research.json")), POLICY)
+    assert check(req, POLICY, team_vcpus_in_use=0) == []
+    problems = check(req, POLICY, team_vcpus_in_use=POLICY.max_team_vcpus - 10)
+    assert [p.field for p in problems] == ["compute"]
+    assert "team limit is 400" in problems[0].message
