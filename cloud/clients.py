@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,16 @@ class Clients:
             # azure-ai-ml builds some clients itself (the ARM deployment client of workspace creation)
             # without passing our keywords through; requests reads its CA bundle from this variable.
             os.environ["REQUESTS_CA_BUNDLE"] = endpoint.ca_bundle
+        if endpoint.cloud_name:
+            # azure-ai-ml keeps its current cloud in AZUREML_CURRENT_CLOUD and resolves it when it is
+            # imported. A value inherited from a parent process names a cloud this process has not
+            # registered yet, and unknown clouds are looked up at ARM_CLOUD_METADATA_URL: point that
+            # at the emulator so that no lookup ever leaves this machine, and forget the stale name.
+            os.environ["ARM_CLOUD_METADATA_URL"] = (
+                endpoint.arm_url.rstrip("/") + "/metadata/endpoints?api-version=2019-05-01"
+            )
+            if os.environ.get("AZUREML_CURRENT_CLOUD") == endpoint.cloud_name and "azure.ai.ml" not in sys.modules:
+                del os.environ["AZUREML_CURRENT_CLOUD"]
 
     def _get(self, key: tuple[str, ...], build: Callable[[], T]) -> T:
         with self._lock:

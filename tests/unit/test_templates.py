@@ -24,7 +24,7 @@ def test_functions_and_property_access() -> None:
         "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st1"
     )
     assert evaluate(parse("resourceId('s2', 'rg2', 'Microsoft.Web/sites/slots', 'a', 'b')"), s) == (
-        "/subscriptions/s2/resourceGroups/rg2/providers/Microsoft.Web/sites/slots/a/b"
+        "/subscriptions/s2/resourceGroups/rg2/providers/Microsoft.Web/sites/a/slots/b"
     )
     assert evaluate(parse("subscription().subscriptionId"), s) == "sub"
     assert evaluate(parse("toLower(parameters('kind'))"), s) == "default"
