@@ -10,7 +10,7 @@ from typing import Any
 from engine.events import EventFanout
 from engine.intake import Intake
 from engine.policy import load_policy
-from engine.ports import Bus, Cloud, EventSink, Store
+from engine.ports import Bus, Cloud, EventSink, Notifier, Store
 from engine.steps import StepEngine, utcnow
 from models.policy import Policy
 from models.settings import Settings
@@ -26,13 +26,21 @@ class Container:
         store: Store | None = None,
         bus: Bus | None = None,
         cloud: Cloud | None = None,
+        notifier: Notifier | None = None,
         policy: Policy | None = None,
         sinks: list[EventSink] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._given: dict[str, Any] = {"store": store, "bus": bus, "cloud": cloud, "policy": policy, "sinks": sinks}
+        self._given: dict[str, Any] = {
+            "store": store,
+            "bus": bus,
+            "cloud": cloud,
+            "notifier": notifier,
+            "policy": policy,
+            "sinks": sinks,
+        }
         self._built: dict[str, Any] = {}
         self._lock = threading.RLock()
 
@@ -96,6 +104,17 @@ class Container:
             return AzureProvider.from_settings(self.settings, policy=self.policy)
 
         return self._get("cloud", build)  # type: ignore[no-any-return]
+
+    @property
+    def notifier(self) -> Notifier:
+        """Callback delivery."""
+
+        def build() -> Notifier:
+            from adapters.webhook import HttpNotifier
+
+            return HttpNotifier(timeout_s=self.settings.callback_timeout_s)
+
+        return self._get("notifier", build)  # type: ignore[no-any-return]
 
     @property
     def events(self) -> EventFanout:

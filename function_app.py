@@ -27,6 +27,13 @@ def steps(msg: func.ServiceBusMessage) -> None:
     functions.step_message(msg, container)
 
 
+@app.function_name("notifications")
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%NotificationsQueueName%", connection="ServiceBusConnection")
+def notifications(msg: func.ServiceBusMessage) -> None:
+    """Post a finished request's result to its callback URL."""
+    functions.notification_message(msg, container)
+
+
 @app.function_name("sweeper")
 @app.timer_trigger(arg_name="timer", schedule="%SweepSchedule%", run_on_startup=False)
 def sweeper(timer: func.TimerRequest) -> None:

@@ -231,6 +231,19 @@ class SqliteStore:
         )
         return [RequestRecord.model_validate_json(r["body"]) for r in rows]
 
+    def pending_notifications(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:
+        """Return finished requests, last changed before `before`, whose callback is still pending."""
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT body FROM requests WHERE status IN ('succeeded','failed') AND updated_at < ?"
+                " AND json_extract(body, '$.notification.status') = 'pending' LIMIT ?",
+                (ts(before), limit),
+            )
+            .fetchall()
+        )
+        return [RequestRecord.model_validate_json(r["body"]) for r in rows]
+
     def append_event(self, event: StatusEvent) -> None:
         """Keep an event for the request's timeline."""
         with self.db.transaction() as conn:

@@ -34,7 +34,7 @@ Workspace Vending devhost
   ARM emulator   {s.emulator_url or s.arm_endpoint}   (resources take {s.emulator_latency_s:g} s)
   state          {s.data_dir.resolve()}   (store, bus, events.jsonl)
   policy         {s.policy_file}
-  workers        {s.workers} step workers, 2 onboarding workers
+  workers        {s.workers} step workers, 2 onboarding workers, 2 notification workers
 
 Try:
   .venv/bin/python -m cli submit examples/cpu-small.json --wait

@@ -10,7 +10,7 @@ from composition import Container
 from devhost.workers import QueueWorkers
 from emulator.server import EmulatorServer
 from emulator.state import Config
-from handlers.queues import handle_onboarding, handle_step
+from handlers.queues import handle_notification, handle_onboarding, handle_step
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,13 @@ class Runtime:
                 handle=lambda m: handle_step(body=m.body, engine=container.engine),
                 threads=settings.workers,
                 name="steps",
+            ),
+            QueueWorkers(
+                bus=container.bus,
+                queue=settings.notifications_queue,
+                handle=lambda m: handle_notification(body=m.body, delivery_count=m.delivery_count, container=container),
+                threads=2,
+                name="notifications",
             ),
             QueueWorkers(
                 bus=container.bus,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 
@@ -113,6 +114,15 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
                 "policy",
             )
         )
+    if request.callback_url is not None:
+        host = (request.callback_url.host or "").lower()
+        if not any(fnmatch.fnmatch(host, pattern.lower()) for pattern in policy.allowed_callback_hosts):
+            allowed = ", ".join(policy.allowed_callback_hosts) or "none: callbacks are turned off"
+            problems.append(
+                Problem(
+                    "callback_url", f"callbacks to host '{host}' are not allowed; allowed hosts: {allowed}.", "policy"
+                )
+            )
     missing = [t for t in policy.required_tags if t not in request.tags]
     if missing:
         problems.append(Problem("tags", f"add the required tags: {', '.join(missing)}.", "policy"))

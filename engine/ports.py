@@ -75,6 +75,10 @@ class Store(Protocol):
         """Return accepted or provisioning requests last changed before `before`."""
         ...
 
+    def pending_notifications(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:
+        """Return finished requests, last changed before `before`, whose callback is still pending."""
+        ...
+
     def append_event(self, event: StatusEvent) -> None:
         """Keep an event for the request's timeline."""
         ...
@@ -153,6 +157,14 @@ class Bus(Sender, Protocol):
 
     def dead_letters(self, queue: str) -> list[DeadLetter]:
         """Return the queue's dead-lettered messages."""
+        ...
+
+
+class Notifier(Protocol):
+    """Where finished requests are announced (a requester's callback URL)."""
+
+    def post(self, url: str, payload: dict[str, Any]) -> None:
+        """Deliver one payload; raise `TransientError` to be retried, `PermanentError` to give up."""
         ...
 
 

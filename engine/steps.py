@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.events import EventFanout
+from engine.notify_message import notification_message
 from engine.ports import Cloud, OutgoingMessage, Sender, StepContext, Store
 from models.errors import PermanentError, StaleWriteError, TransientError
 from models.events import EventName, StatusEvent
@@ -305,8 +306,9 @@ class StepEngine:
                 code=first.error.code if first.error else "StepFailed",
                 message=f"step '{first.step_id}' failed: {first.error.message if first.error else 'unknown error'}",
             )
-            done = self._set_request(current, status=RequestStatus.FAILED, error=error)
+            done = self._set_request(current, status=RequestStatus.FAILED, error=error, **self._notify(current))
             if done:
+                self._announce(done)
                 self._emit(
                     done,
                     EventName.PROVISIONING_FAILED,
@@ -317,10 +319,19 @@ class StepEngine:
                 )
             return done is not None
         outputs = self._outputs(current, steps)
-        done = self._set_request(current, status=RequestStatus.SUCCEEDED, outputs=outputs)
+        done = self._set_request(current, status=RequestStatus.SUCCEEDED, outputs=outputs, **self._notify(current))
         if done:
+            self._announce(done)
             self._emit(done, EventName.PROVISIONED, None, status="succeeded", duration_ms=self._request_ms(done))
         return done is not None
+
+    def _notify(self, record: RequestRecord) -> dict[str, Any]:
+        # Marked pending in the same write that finishes the request, so the sweeper can resend it.
+        return {"notification": {"status": "pending"}} if record.request.get("callback_url") else {}
+
+    def _announce(self, record: RequestRecord) -> None:
+        if record.notification:
+            self.bus.send(self.settings.notifications_queue, notification_message(record))
 
     def _outputs(self, record: RequestRecord, steps: list[StepRecord]) -> dict[str, Any]:
         assert record.plan is not None
@@ -381,6 +392,10 @@ class StepEngine:
                 continue
             log.warning("sweeper re-dispatched %s/%s (was %s)", step.request_id, step.step_id, step.status.value)
             self._send(record, fresh, at=None)
+            repaired += 1
+        for record in self.store.pending_notifications(before=before):
+            # Resent with the same id: the bus drops it if the first one is still within its window.
+            self._announce(record)
             repaired += 1
         for record in self.store.unfinished_requests(before=before):
             steps = self.store.get_steps(record.id)

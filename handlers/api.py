@@ -237,8 +237,3 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
         return Health(status="ok", store=s.store, bus=s.bus, cloud=s.cloud)
 
     return api
-
-
-def dumps(data: Any) -> str:
-    """Serialise for logs and CLI output."""
-    return json.dumps(data, indent=2, default=str)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import azure.functions as func
 
 from composition import Container
-from handlers.queues import Settlement, handle_onboarding, handle_step, settle_for
+from handlers.queues import Settlement, handle_notification, handle_onboarding, handle_step, settle_for
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,15 @@ def onboarding_message(msg: func.ServiceBusMessage, container: Container) -> Non
 def step_message(msg: func.ServiceBusMessage, container: Container) -> None:
     """Handle one step queue message."""
     _settle(msg, "steps", lambda: handle_step(body=msg.get_body(), engine=container.engine))
+
+
+def notification_message(msg: func.ServiceBusMessage, container: Container) -> None:
+    """Handle one notification queue message (a callback to post)."""
+    _settle(
+        msg,
+        "notifications",
+        lambda: handle_notification(body=msg.get_body(), delivery_count=msg.delivery_count or 1, container=container),
+    )
 
 
 def sweep(timer: func.TimerRequest, container: Container) -> None:

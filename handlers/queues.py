@@ -10,12 +10,15 @@ Settlement, in one place (`settle_for`):
 
 from __future__ import annotations
 
+import json
 import logging
 from enum import StrEnum
 
 from pydantic import ValidationError
 
+from composition import Container
 from engine.intake import Intake
+from engine.notify import deliver
 from engine.steps import StepEngine, StepResult
 from models.errors import InvalidInputError, Problem
 from models.messages import StepMessage
@@ -39,6 +42,22 @@ def handle_onboarding(*, body: bytes, message_id: str, intake: Intake) -> list[R
     for r in records:
         log.info("onboarding message %s -> request %s (%s)", message_id, r.id, r.status.value)
     return records
+
+
+def handle_notification(*, body: bytes, delivery_count: int, container: Container) -> str:
+    """Post a finished request's result to its callback URL."""
+    try:
+        request_id = str(json.loads(body)["request_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError([Problem("(body)", f"not a notification message: {exc}")]) from exc
+    result = deliver(
+        request_id=request_id,
+        store=container.store,
+        notifier=container.notifier,
+        last_delivery=delivery_count >= container.settings.bus_max_deliveries,
+    )
+    log.info("notification for %s: %s", request_id, result)
+    return result
 
 
 def parse_step_message(body: bytes) -> StepMessage:

@@ -59,6 +59,10 @@ class Policy(PolicyModel):
     create_resource_groups: bool = Field(True, description="False: resource groups must already exist.")
     key_vault: KeyVaultPolicy = Field(default_factory=KeyVaultPolicy)
     tenant_id: UUID = Field(UUID("00000000-0000-0000-0000-000000000000"))
+    allowed_callback_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host patterns (fnmatch) that callback_url may point at; empty: callbacks are refused.",
+    )
 
     @model_validator(mode="after")
     def _profiles_use_catalogue(self) -> Policy:

@@ -74,6 +74,7 @@ class RequestRecord(BaseModel):
     idempotency_key: str | None = None
     body_hash: str | None = None
     traceparent: str | None = None
+    notification: dict[str, Any] | None = Field(None, description="How the callback went: status, time, error.")
     created_at: datetime
     updated_at: datetime
     version: int = 0

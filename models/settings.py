@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     onboarding_queue: str = Field("onboarding", validation_alias=AliasChoices("OnboardingQueueName"))
     steps_queue: str = Field("steps", validation_alias=AliasChoices("StepsQueueName"))
+    notifications_queue: str = Field("notifications", validation_alias=AliasChoices("NotificationsQueueName"))
+    callback_timeout_s: float = Field(10.0, gt=0, description="How long a callback POST may take.")
 
     store: Literal["sqlite"] = "sqlite"
     bus: Literal["sqlite"] = "sqlite"

@@ -13,7 +13,7 @@ from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
 from composition import Container
 from devhost.workers import QueueWorkers
-from handlers.queues import handle_step
+from handlers.queues import handle_notification, handle_step
 from models.settings import Settings
 from tests.fakes import FakeCloud
 
@@ -54,9 +54,18 @@ def service(settings: Settings, fake_cloud: FakeCloud) -> Iterator[tuple[Contain
         threads=4,
         name="steps",
     )
+    notifications = QueueWorkers(
+        bus=bus,
+        queue=settings.notifications_queue,
+        handle=lambda m: handle_notification(body=m.body, delivery_count=m.delivery_count, container=container),
+        threads=1,
+        name="notifications",
+    )
     workers.start()
+    notifications.start()
     yield container, workers
     workers.stop()
+    notifications.stop()
 
 
 def example(name: str) -> dict[str, Any]:

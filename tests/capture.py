@@ -1,0 +1,60 @@
+"""A local HTTP endpoint that records what is posted to it (callbacks, webhooks), on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Capture:
+    """Records requests; answers with the queued statuses first, then 200."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        self.lock = threading.Lock()
+        self.url = ""
+
+    def answer(self) -> int:
+        with self.lock:
+            return self.statuses.pop(0) if self.statuses else 200
+
+
+@contextmanager
+def capture_server() -> Iterator[Capture]:
+    cap = Capture()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", 0))
+            body = self.rfile.read(length)
+            status = cap.answer()
+            with cap.lock:
+                cap.received.append(
+                    {
+                        "path": self.path,
+                        "status": status,
+                        "headers": dict(self.headers),
+                        "json": json.loads(body) if body else None,
+                    }
+                )
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    cap.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield cap
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,84 @@
+"""Callbacks: a finished request is posted to its callback_url, retried when the receiver is down, and recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.webhook import HttpNotifier
+from composition import Container
+from devhost.workers import QueueWorkers
+from models.errors import InvalidInputError, PermanentError, TransientError
+from models.outcomes import Fail
+from models.request import parse_request
+from tests.capture import capture_server
+from tests.conftest import example, poll
+from tests.fakes import FakeCloud
+
+
+def _notified(container: Container, rid: str) -> dict | None:
+    record = container.store.get_request(rid)
+    note = record.notification if record else None
+    return note if note and note.get("status") != "pending" else None
+
+
+def test_the_callback_gets_the_result_once(service: tuple[Container, QueueWorkers]) -> None:
+    container, _ = service
+    with capture_server() as cap:
+        body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hooks/ws"}
+        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        note = poll(lambda: _notified(container, rid), what="the callback to be delivered")
+        assert note["status"] == "delivered"
+        [call] = cap.received
+    assert call["path"] == "/hooks/ws"
+    assert call["json"]["id"] == rid and call["json"]["status"] == "succeeded"
+    assert call["json"]["outputs"]["config_json"]["workspace_name"] == "mlw-fraud-detection-dev"
+    assert {s["status"] for s in call["json"]["steps"]} == {"succeeded"}
+
+
+def test_a_failed_request_is_announced_too_and_a_down_receiver_is_retried(
+    service: tuple[Container, QueueWorkers], fake_cloud: FakeCloud
+) -> None:
+    container, _ = service
+    fake_cloud.fail["storage"] = Fail("quota exceeded; ask the platform team", "QuotaExceeded")
+    with capture_server() as cap:
+        cap.statuses = [503, 503]
+        body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
+        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        poll(lambda: _notified(container, rid), what="the callback to be delivered")
+        assert [c["status"] for c in cap.received] == [503, 503, 200]
+        assert cap.received[-1]["json"]["status"] == "failed"
+        assert "QuotaExceeded" in cap.received[-1]["json"]["error"]["code"]
+
+
+def test_a_refusing_receiver_is_recorded_not_retried(service: tuple[Container, QueueWorkers]) -> None:
+    container, _ = service
+    with capture_server() as cap:
+        cap.statuses = [404]
+        body = example("cpu-small.json") | {"callback_url": f"{cap.url}/gone"}
+        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        note = poll(lambda: _notified(container, rid), what="the callback outcome")
+        assert note["status"] == "failed" and "answered 404" in note["error"]
+        assert len(cap.received) == 1
+
+
+def test_notifier_translates_answers() -> None:
+    notifier = HttpNotifier(timeout_s=2)
+    with capture_server() as cap:
+        cap.statuses = [429, 400]
+        with pytest.raises(TransientError):
+            notifier.post(cap.url, {"a": 1})
+        with pytest.raises(PermanentError):
+            notifier.post(cap.url, {"a": 1})
+        notifier.post(cap.url, {"a": 1})
+        url = cap.url
+    with pytest.raises(TransientError):
+        notifier.post(url, {"a": 1})  # nobody listens any more
+
+
+def test_callbacks_only_to_allowed_hosts(service: tuple[Container, QueueWorkers]) -> None:
+    container, _ = service
+    body = example("cpu-small.json") | {"callback_url": "https://attacker.invalid/x"}
+    with pytest.raises(InvalidInputError) as info:
+        container.intake.submit(request=parse_request(body), requester="t", source="test")
+    [problem] = info.value.problems
+    assert problem.field == "callback_url" and "'attacker.invalid' are not allowed" in problem.message
