@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 from engine.ports import EventSink
-from models.events import StatusEvent
+from models.events import EventName, StatusEvent
+from models.records import RequestRecord, StepRecord
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +30,32 @@ class EventFanout:
                 if key not in self._reported:
                     self._reported.add(key)
                     log.warning("event sink %s failed (%s); events to it may be lost", type(sink).__name__, exc)
+
+
+def status_event(
+    record: RequestRecord,
+    name: EventName,
+    *,
+    time: datetime,
+    status: str,
+    step: StepRecord | None = None,
+    duration_ms: float | None = None,
+    error_code: str | None = None,
+    message: str | None = None,
+) -> StatusEvent:
+    """Build a status event with the request's (and the step's) dimensions."""
+    return StatusEvent(
+        name=name,
+        time=time,
+        request_id=record.id,
+        team=record.team,
+        environment=record.environment,
+        workspace=record.workspace_name or "",
+        step=step.step_id if step else None,
+        kind=step.kind.value if step else None,
+        status=status,
+        attempt=step.attempt if step else None,
+        duration_ms=duration_ms,
+        error_code=error_code,
+        message=message,
+    )

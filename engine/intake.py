@@ -13,13 +13,13 @@ from typing import Any
 from pydantic import ValidationError
 from ulid import ULID
 
-from engine.events import EventFanout
+from engine.events import EventFanout, status_event
 from engine.planner import plan as make_plan
 from engine.policy import admit, team_vcpus
 from engine.ports import Store
 from engine.steps import StepEngine, utcnow
 from models.errors import ConflictError, InvalidInputError, Problem
-from models.events import EventName, StatusEvent
+from models.events import EventName
 from models.plan import Plan
 from models.policy import Policy
 from models.records import RequestRecord, RequestStatus, StepRecord
@@ -157,93 +157,48 @@ class Intake:
         message finds the requests it made the first time instead of making new ones. Input that
         cannot be served is recorded as `rejected` with its reasons; it is never retried.
         """
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            text = body.decode("utf-8", errors="replace")
-            problem = Problem("(body)", f"the message body is not JSON ({exc}); send a JSON object.", "json")
+        key = f"queue:{message_id}"
+        data, requester, parsed = _decode_onboarding(body)
+        if isinstance(parsed, InvalidInputError):
             return [
-                self.reject(
-                    raw=text,
-                    problems=[problem],
-                    requester="queue",
-                    source=source,
-                    idempotency_key=f"queue:{message_id}",
-                )
-            ]
-        if not isinstance(data, dict):
-            problem = Problem("(body)", "the message body must be a JSON object.", "type")
-            return [
-                self.reject(
-                    raw=data,
-                    problems=[problem],
-                    requester="queue",
-                    source=source,
-                    idempotency_key=f"queue:{message_id}",
-                )
-            ]
-        requester = str(data.pop("requested_by", "queue"))[:256]
-        is_onboarding = data.get("kind") == "TeamOnboarding" or "environments" in data
-        try:
-            requests = TeamOnboarding.model_validate(data).requests() if is_onboarding else [parse_request(data)]
-        except ValidationError as exc:
-            return [
-                self.reject(
-                    raw=data,
-                    problems=problems_from(exc),
-                    requester=requester,
-                    source=source,
-                    idempotency_key=f"queue:{message_id}",
-                )
-            ]
-        except InvalidInputError as exc:
-            return [
-                self.reject(
-                    raw=data,
-                    problems=exc.problems,
-                    requester=requester,
-                    source=source,
-                    idempotency_key=f"queue:{message_id}",
-                )
+                self.reject(raw=data, problems=parsed.problems, requester=requester, source=source, idempotency_key=key)
             ]
         out = []
-        for req in requests:
-            key = f"queue:{message_id}:{req.environment.value}"
+        for req in parsed:
+            env_key = f"{key}:{req.environment.value}"
             try:
-                out.append(self.submit(request=req, requester=requester, source=source, idempotency_key=key).record)
-            except InvalidInputError as exc:
-                out.append(
-                    self.reject(
-                        raw=req.model_dump(mode="json"),
-                        problems=exc.problems,
-                        requester=requester,
-                        source=source,
-                        idempotency_key=key,
-                    )
+                out.append(self.submit(request=req, requester=requester, source=source, idempotency_key=env_key).record)
+            except (InvalidInputError, ConflictError) as exc:
+                problems = (
+                    exc.problems
+                    if isinstance(exc, InvalidInputError)
+                    else [Problem("workspace_name", str(exc), exc.code)]
                 )
-            except ConflictError as exc:
-                problem = Problem("workspace_name", str(exc), exc.code)
+                raw = req.model_dump(mode="json")
                 out.append(
-                    self.reject(
-                        raw=req.model_dump(mode="json"),
-                        problems=[problem],
-                        requester=requester,
-                        source=source,
-                        idempotency_key=key,
-                    )
+                    self.reject(raw=raw, problems=problems, requester=requester, source=source, idempotency_key=env_key)
                 )
         return out
 
     def _emit(self, record: RequestRecord, name: EventName, status: str, message: str | None = None) -> None:
-        self.events.emit(
-            StatusEvent(
-                name=name,
-                time=self.clock(),
-                request_id=record.id,
-                team=record.team,
-                environment=record.environment,
-                workspace=record.workspace_name or "",
-                status=status,
-                message=message,
-            )
-        )
+        self.events.emit(status_event(record, name, time=self.clock(), status=status, message=message))
+
+
+def _decode_onboarding(body: bytes) -> tuple[Any, str, list[WorkspaceRequest] | InvalidInputError]:
+    """Parse an onboarding message into requests; return the raw data, the requester, and requests or problems."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = Problem("(body)", f"the message body is not JSON ({exc}); send a JSON object.", "json")
+        return body.decode("utf-8", errors="replace"), "queue", InvalidInputError([problem])
+    if not isinstance(data, dict):
+        return data, "queue", InvalidInputError([Problem("(body)", "the message body must be a JSON object.", "type")])
+    requester = str(data.pop("requested_by", "queue"))[:256]
+    try:
+        if data.get("kind") == "TeamOnboarding" or "environments" in data:
+            return data, requester, TeamOnboarding.model_validate(data).requests()
+        return data, requester, [parse_request(data)]
+    except ValidationError as exc:
+        return data, requester, InvalidInputError(problems_from(exc))
+    except InvalidInputError as exc:
+        return data, requester, exc

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from engine.events import EventFanout
+from engine.events import EventFanout, status_event
 from engine.notify_message import notification_message
 from engine.ports import Cloud, OutgoingMessage, Sender, StepContext, Store
 from models.errors import PermanentError, StaleWriteError, TransientError
-from models.events import EventName, StatusEvent
+from models.events import EventName
 from models.messages import StepMessage
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.records import ErrorInfo, RequestRecord, RequestStatus, StepRecord, StepStatus
@@ -92,16 +93,45 @@ class StepEngine:
         return sent
 
     def _dispatch(self, record: RequestRecord, step: StepRecord) -> int:
-        now = self.clock()
-        claimed = step.model_copy(
-            update={"status": StepStatus.QUEUED, "attempt": step.attempt + 1, "due_at": now, "updated_at": now}
-        )
         try:
-            claimed = self.store.update_step(claimed)
+            self._advance(record, step, status=StepStatus.QUEUED)
         except StaleWriteError:
             return 0  # another finisher dispatched it
-        self._send(record, claimed, at=None)
         return 1
+
+    def _advance(
+        self,
+        record: RequestRecord,
+        step: StepRecord,
+        *,
+        status: StepStatus,
+        delay_s: float = 0.0,
+        announce: Callable[[], None] | None = None,
+        **update: Any,
+    ) -> StepRecord:
+        """Move a step to its next attempt (a conditional write), then send that attempt's message.
+
+        `announce` emits the transition's event between the write and the send, so that a worker
+        taking the next attempt at once cannot emit its events before this one.
+        """
+        now = self.clock()
+        due = now + timedelta(seconds=delay_s)
+        step = self.store.update_step(
+            step.model_copy(
+                update={
+                    **update,
+                    "status": status,
+                    "attempt": step.attempt + 1,
+                    "due_at": due,
+                    "lease_until": None,
+                    "updated_at": now,
+                }
+            )
+        )
+        if announce is not None:
+            announce()
+        self._send(record, step, at=due if delay_s > 0 else None)
+        return step
 
     def _send(self, record: RequestRecord, step: StepRecord, *, at: datetime | None) -> None:
         msg = StepMessage(
@@ -191,8 +221,17 @@ class StepEngine:
                     "StepTimedOut",
                 )
             else:
-                self._reschedule(record, step, outcome.after_s, {"waited_s": waited, "status_reason": outcome.reason})
-                self._emit(record, EventName.STEP_WAITING, step, status="waiting", message=outcome.reason)
+                self._advance(
+                    record,
+                    step,
+                    status=StepStatus.WAITING,
+                    delay_s=outcome.after_s,
+                    waited_s=waited,
+                    status_reason=outcome.reason,
+                    announce=partial(
+                        self._emit, record, EventName.STEP_WAITING, step, status="waiting", message=outcome.reason
+                    ),
+                )
                 return
         if isinstance(outcome, Retry):
             retries = step.retries + 1
@@ -202,14 +241,23 @@ class StepEngine:
                 backoff = min(s.retry_cap_s, s.retry_base_s * 2 ** (retries - 1)) * (0.5 + self.rng() / 2)
                 delay = max(outcome.after_s, backoff)
                 error = ErrorInfo(code=outcome.code, message=outcome.error)
-                self._reschedule(record, step, delay, {"retries": retries, "error": error, "status_reason": "retrying"})
-                self._emit(
+                self._advance(
                     record,
-                    EventName.STEP_RETRYING,
                     step,
-                    status="waiting",
-                    error_code=outcome.code,
-                    message=outcome.error,
+                    status=StepStatus.WAITING,
+                    delay_s=delay,
+                    retries=retries,
+                    error=error,
+                    status_reason="retrying",
+                    announce=partial(
+                        self._emit,
+                        record,
+                        EventName.STEP_RETRYING,
+                        step,
+                        status="waiting",
+                        error_code=outcome.code,
+                        message=outcome.error,
+                    ),
                 )
                 return
         if isinstance(outcome, Done):
@@ -248,23 +296,6 @@ class StepEngine:
             )
             steps = self._skip_dependents(record, step)
         self.finish_if_done(record, steps)
-
-    def _reschedule(self, record: RequestRecord, step: StepRecord, delay_s: float, update: dict[str, Any]) -> None:
-        now = self.clock()
-        due = now + timedelta(seconds=delay_s)
-        step = self.store.update_step(
-            step.model_copy(
-                update={
-                    **update,
-                    "status": StepStatus.WAITING,
-                    "attempt": step.attempt + 1,
-                    "due_at": due,
-                    "lease_until": None,
-                    "updated_at": now,
-                }
-            )
-        )
-        self._send(record, step, at=due if delay_s > 0 else None)
 
     def _skip_dependents(self, record: RequestRecord, failed: StepRecord) -> list[StepRecord]:
         assert record.plan is not None
@@ -374,24 +405,11 @@ class StepEngine:
             record = records.setdefault(step.request_id, self.store.get_request(step.request_id))
             if record is None or record.status.terminal:
                 continue
-            now = self.clock()
             try:
-                fresh = self.store.update_step(
-                    step.model_copy(
-                        update={
-                            "status": StepStatus.QUEUED,
-                            "attempt": step.attempt + 1,
-                            "due_at": now,
-                            "lease_until": None,
-                            "updated_at": now,
-                            "status_reason": "re-dispatched by the sweeper",
-                        }
-                    )
-                )
+                self._advance(record, step, status=StepStatus.QUEUED, status_reason="re-dispatched by the sweeper")
             except StaleWriteError:
                 continue
             log.warning("sweeper re-dispatched %s/%s (was %s)", step.request_id, step.step_id, step.status.value)
-            self._send(record, fresh, at=None)
             repaired += 1
         for record in self.store.pending_notifications(before=before):
             # Resent with the same id: the bus drops it if the first one is still within its window.
@@ -428,17 +446,12 @@ class StepEngine:
         message: str | None = None,
     ) -> None:
         self.events.emit(
-            StatusEvent(
-                name=name,
+            status_event(
+                record,
+                name,
                 time=self.clock(),
-                request_id=record.id,
-                team=record.team,
-                environment=record.environment,
-                workspace=record.workspace_name or "",
-                step=step.step_id if step else None,
-                kind=step.kind.value if step else None,
                 status=status,
-                attempt=step.attempt if step else None,
+                step=step,
                 duration_ms=duration_ms,
                 error_code=error_code,
                 message=message,
