@@ -74,7 +74,13 @@ class Clients:
             return self._cache[key]  # type: ignore[no-any-return]
 
     def _mgmt_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"base_url": self.endpoint.arm_url, "credential_scopes": [self.endpoint.scope]}
+        # No retries inside the SDK: a 429 or 5xx becomes a Retry outcome, and the step engine schedules
+        # the next attempt without holding a worker (and the throttle slows the whole subscription).
+        kw: dict[str, Any] = {
+            "base_url": self.endpoint.arm_url,
+            "credential_scopes": [self.endpoint.scope],
+            "retry_total": 0,
+        }
         if self.endpoint.ca_bundle:
             kw["connection_verify"] = self.endpoint.ca_bundle
         return kw
@@ -152,7 +158,12 @@ class Clients:
             for module in (arm_deployment_executor, _workspace_operations_base):
                 logging.getLogger(module.__name__).setLevel(logging.WARNING)
 
-            kw: dict[str, Any] = {"enable_telemetry": False, "show_progress": False, **self.endpoint.ml_cloud_kwargs()}
+            kw: dict[str, Any] = {
+                "enable_telemetry": False,
+                "show_progress": False,
+                "retry_total": 0,
+                **self.endpoint.ml_cloud_kwargs(),
+            }
             if self.endpoint.ca_bundle:
                 kw["connection_verify"] = self.endpoint.ca_bundle
             return MLClient(self.credential, sub, group, workspace_name=workspace, **kw)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cloud.errors import is_not_found, translate
+from cloud.throttle import CURRENT
+from models.errors import TransientError
 from models.outcomes import Retry, Wait
 
 T = TypeVar("T")
@@ -56,22 +59,35 @@ def progress(resource: Any, what: str, timing: Timing) -> Wait | Retry | None:
     return Wait(timing.poll_s, f"{what} is {state}")
 
 
+THROTTLE_CODES = {"toomanyrequests", "subscriptionrequeststhrottled", "resourcerequeststhrottled"}
+
+
+def _guarded(what: str, fn: Callable[[], T], *, missing_ok: bool) -> T | None:
+    scope = CURRENT.get()
+    with scope.throttle.slot(scope.subscription) if scope else nullcontext():
+        try:
+            return fn()
+        except Exception as exc:
+            if missing_ok and is_not_found(exc):
+                return None
+            error = translate(exc, what=what)
+            if (
+                scope
+                and isinstance(error, TransientError)
+                and (getattr(exc, "status_code", None) == 429 or error.code.lower() in THROTTLE_CODES)
+            ):
+                scope.throttle.throttled(scope.subscription, error.retry_after_s)
+            raise error from exc
+
+
 def call(what: str, fn: Callable[[], T]) -> T:
-    """Call Azure; translate any failure into our transient or permanent error."""
-    try:
-        return fn()
-    except Exception as exc:
-        raise translate(exc, what=what) from exc
+    """Call Azure (throttled per subscription); translate any failure into our transient or permanent error."""
+    return _guarded(what, fn, missing_ok=False)  # type: ignore[return-value]
 
 
 def get_or_none(what: str, fn: Callable[[], T]) -> T | None:
     """Read a resource; None when it does not exist, translated errors otherwise."""
-    try:
-        return fn()
-    except Exception as exc:
-        if is_not_found(exc):
-            return None
-        raise translate(exc, what=what) from exc
+    return _guarded(what, fn, missing_ok=True)
 
 
 def tags_differ(current: dict[str, str] | None, desired: dict[str, str]) -> bool:

@@ -145,7 +145,11 @@ def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Ti
 
 
 def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
-    """Ensure the key vault: RBAC authorisation, soft-delete retention and purge protection from policy."""
+    """Ensure the key vault: RBAC authorisation, soft-delete retention and purge protection from policy.
+
+    A soft-deleted vault holding the name is recovered, purged, side-stepped with a fresh name
+    suffix, or reported, as policy says; the step's outputs and status say which.
+    """
     from azure.mgmt.keyvault.models import Sku, VaultCreateOrUpdateParameters, VaultProperties
 
     spec = step.spec
@@ -160,7 +164,19 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
                 "Check key_vault_id.",
                 "LinkedResourceNotFound",
             )
-    elif vault is None or tags_differ(vault.tags, spec["tags"]):
+        return Done({"id": vault.id, "name": vault.name, "vault_uri": vault.properties.vault_uri})
+    action = None
+    if vault is None:
+        deleted = get_or_none(f"reading deleted {what}", lambda: ops.get_deleted(name, spec["location"]))
+        if deleted is not None:
+            handled = _soft_deleted_vault(step, deleted, clients, timing)
+            if not isinstance(handled, str):
+                return handled
+            name, action = handled, spec["on_soft_deleted"]
+            what = f"key vault '{name}'"
+            vault = get_or_none(f"reading {what}", lambda: ops.get(rg, name))
+    if vault is None or tags_differ(vault.tags, spec["tags"]):
+        recovering = action == "recover"
         props = VaultProperties(
             tenant_id=spec["tenant_id"],
             sku=Sku(family="A", name="standard"),
@@ -169,16 +185,80 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
             soft_delete_retention_in_days=spec["soft_delete_retention_days"],
             enable_purge_protection=True if spec["purge_protection"] else None,
             access_policies=[],
+            create_mode="recover" if recovering else None,
         )
         tags = {**((vault.tags or {}) if vault else {}), **spec["tags"]}
         params = VaultCreateOrUpdateParameters(location=spec["location"], tags=tags, properties=props)
-        call(f"creating {what}", lambda: ops.begin_create_or_update(rg, name, params, polling=False))
+        call(
+            f"{'recovering' if recovering else 'creating'} {what}",
+            lambda: ops.begin_create_or_update(rg, name, params, polling=False),
+        )
         if vault is None:
-            return Wait(timing.poll_s, f"{what} is being created")
+            verb = "recovered from soft-delete" if recovering else "created"
+            return Wait(timing.poll_s, f"{what} is being {verb}")
         vault = call(f"reading {what}", lambda: ops.get(rg, name))
     if waiting := progress(vault, what, timing):
         return waiting
-    return Done({"id": vault.id, "name": vault.name, "vault_uri": vault.properties.vault_uri})
+    outputs = {"id": vault.id, "name": vault.name, "vault_uri": vault.properties.vault_uri}
+    if name != step.resource_name:
+        outputs["renamed_from"] = step.resource_name
+    if (vault.tags or {}).get("vending-soft-delete"):
+        outputs["soft_delete_action"] = vault.tags["vending-soft-delete"]
+    return Done(outputs)
+
+
+def _soft_deleted_vault(step: Step, deleted: Any, clients: Clients, timing: Timing) -> Outcome | str:
+    """Apply the policy for a soft-deleted vault holding the name: return an outcome, or the name to use."""
+    from azure.mgmt.keyvault.models import VaultCheckNameAvailabilityParameters
+
+    spec = step.spec
+    sub, rg, name = _parse_existing(step)
+    ops = clients.key_vault(sub).vaults
+    props = deleted.properties
+    owner = str(getattr(props, "vault_id", "") or "")
+    policy = spec["on_soft_deleted"]
+    holder = f"a soft-deleted key vault ({owner or 'unknown owner'}, purge date {getattr(props, 'scheduled_purge_date', '?')})"
+    if policy == "fail":
+        return Fail(
+            f"{holder} holds the name '{name}'. Recover it or purge it (az keyvault recover / purge), "
+            "or ask the platform team to set key_vault.on_soft_deleted, then submit again.",
+            "VaultSoftDeleted",
+        )
+    if policy == "recover":
+        if owner.lower() != step.resource_id.lower():
+            return Fail(
+                f"{holder} holds the name '{name}' but belonged to another resource group, so it cannot be recovered "
+                "here. Purge it, or ask the platform team to set key_vault.on_soft_deleted to rename.",
+                "VaultSoftDeleted",
+            )
+        spec["tags"] = {**spec["tags"], "vending-soft-delete": "recovered"}
+        return name
+    if policy == "purge":
+        if getattr(props, "purge_protection_enabled", False):
+            return Fail(
+                f"{holder} holds the name '{name}' and has purge protection, so it cannot be purged before its purge "
+                "date. Ask the platform team to set key_vault.on_soft_deleted to recover or rename.",
+                "VaultPurgeProtected",
+            )
+        call(
+            f"purging soft-deleted key vault '{name}'",
+            lambda: ops.begin_purge_deleted(name, spec["location"], polling=False),
+        )
+        return Wait(timing.poll_s, f"purging the soft-deleted key vault '{name}' before creating it again")
+    # rename: the first free '<name>-N', the same one on every attempt.
+    for n in range(2, 10):
+        candidate = f"{name[:21].rstrip('-')}-{n}"
+        if get_or_none(f"reading key vault '{candidate}'", partial(ops.get, rg, candidate)) is not None:
+            spec["tags"] = {**spec["tags"], "vending-soft-delete": f"renamed from {name}"}
+            return candidate
+        check = call(
+            f"checking the name '{candidate}'",
+            partial(ops.check_name_availability, VaultCheckNameAvailabilityParameters(name=candidate)),
+        )
+        if check.name_available:
+            spec["tags"] = {**spec["tags"], "vending-soft-delete": f"renamed from {name}"}
+            return candidate
+    return Fail(f"{holder} holds the name '{name}' and no fresh suffix is free; purge old vaults.", "VaultSoftDeleted")
 
 
 def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:

@@ -148,8 +148,8 @@ def classify(
 ) -> VendingError:
     """Translate an Azure error code (and HTTP status) into our transient or permanent error."""
     rule = RULES.get(code.lower())
-    if code.lower() == "operationnotallowed" and "quota" in message.lower():
-        rule = RULES["operationnotallowedquota"]
+    if code.lower() in ("operationnotallowed", "badrequest", "") and "quota" in message.lower():
+        rule = RULES["operationnotallowedquota"]  # Azure ML says quota in a BadRequest's message
     if rule is None:
         rule = Rule(status in TRANSIENT_STATUS) if status is not None else Rule(False)
     text = f"{what} failed: {code or status or 'error'}: {message}".rstrip(": .")

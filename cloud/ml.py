@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud.clients import Clients
-from cloud.common import Timing, call, get_or_none, progress
+from cloud.common import Timing, call, get_or_none, progress, state_of
 from cloud.errors import classify
 from engine.ports import StepContext
 from models.errors import PermanentError
@@ -65,17 +65,25 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
     n, spec = ctx.names, step.spec
     what = f"workspace '{step.resource_name}'"
     ml = clients.ml(n.subscription_id, n.resource_group)
+    # The ids the prerequisite steps report win over the planned ones (a key vault may have been renamed).
+    planned = {
+        "storage": spec["storage_account_id"],
+        "key-vault": spec["key_vault_id"],
+        "insights": spec["application_insights_id"],
+        "registry": spec.get("container_registry_id"),
+    }
+    linked = {k: ctx.dependency_outputs.get(k, {}).get("id") or v for k, v in planned.items()}
     deployments = _recent_deployments(step, ctx, clients)
     latest = deployments[-1] if deployments else None
-    latest_state = str(getattr(latest.properties, "provisioning_state", "") or "").lower() if latest else ""
+    latest_state = state_of(latest).lower() if latest else ""
     if latest_state in RUNNING_DEPLOYMENT:
         return Wait(timing.poll_s, f"{what} is being deployed ({latest.name})")  # type: ignore[union-attr]
     workspace = get_or_none(f"reading {what}", lambda: ml.workspaces.get(step.resource_name))
     if workspace is not None and latest_state != "failed":
-        if not _same_id(workspace.storage_account, spec["storage_account_id"]):
+        if not _same_id(workspace.storage_account, linked["storage"]):
             return Fail(
                 f"{what} already exists and is linked to storage account {workspace.storage_account}, not "
-                f"{spec['storage_account_id']}; a workspace's storage cannot change. Choose another workspace_name.",
+                f"{linked['storage']}; a workspace's storage cannot change. Choose another workspace_name.",
                 "WorkspaceLinkedElsewhere",
             )
         ident = workspace.identity
@@ -100,10 +108,10 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         display_name=spec["display_name"],
         description=f"Provisioned by Workspace Vending for {spec['tags'].get('team', '')}",
         tags=dict(spec["tags"]),
-        storage_account=spec["storage_account_id"],
-        key_vault=spec["key_vault_id"],
-        application_insights=spec["application_insights_id"],
-        container_registry=spec.get("container_registry_id"),
+        storage_account=linked["storage"],
+        key_vault=linked["key-vault"],
+        application_insights=linked["insights"],
+        container_registry=linked["registry"],
         identity=IdentityConfiguration(type="system_assigned"),
     )
     call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))

@@ -16,6 +16,7 @@ from cloud.core_resources import (
 )
 from cloud.credentials import EmulatorCredential, azure_credential
 from cloud.ml import reconcile_compute, reconcile_datastore, reconcile_workspace
+from cloud.throttle import SubscriptionThrottle, subscription_scope
 from engine.ports import StepContext
 from models.outcomes import Outcome
 from models.plan import Step, StepKind
@@ -40,9 +41,10 @@ RECONCILES: dict[StepKind, Reconcile] = {
 class AzureProvider:
     """`Cloud` backed by the Azure SDKs."""
 
-    def __init__(self, clients: Clients, timing: Timing) -> None:
+    def __init__(self, clients: Clients, timing: Timing, throttle: SubscriptionThrottle | None = None) -> None:
         self.clients = clients
         self.timing = timing
+        self.throttle = throttle or SubscriptionThrottle(max_concurrent=8)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, policy: Policy) -> AzureProvider:
@@ -58,8 +60,10 @@ class AzureProvider:
         else:
             endpoint = CloudEndpoint(settings.arm_endpoint)
             credential = azure_credential(settings.azure_client_id)
-        return cls(Clients(endpoint, credential), Timing(poll_s=settings.poll_s))
+        throttle = SubscriptionThrottle(max_concurrent=settings.arm_max_concurrency)
+        return cls(Clients(endpoint, credential), Timing(poll_s=settings.poll_s), throttle)
 
     def reconcile(self, step: Step, ctx: StepContext) -> Outcome:
-        """Run the step kind's reconcile."""
-        return RECONCILES[step.kind](step, ctx, self.clients, self.timing)
+        """Run the step kind's reconcile, its ARM calls counted against the step's subscription."""
+        with subscription_scope(self.throttle, ctx.names.subscription_id):
+            return RECONCILES[step.kind](step, ctx, self.clients, self.timing)

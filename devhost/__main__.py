@@ -6,6 +6,7 @@ import logging
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from devhost.runtime import Runtime
 from engine.policy import PolicyFileError
@@ -25,13 +26,17 @@ def main() -> int:
     except PolicyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return 2
     s = runtime.settings
     base = f"http://{s.host}:{s.port}"
+    faults = f"; faults from {s.emulator_faults}" if s.emulator_faults else ""
     print(
         f"""
 Workspace Vending devhost
   API            {base}/api   (docs: {base}/api/docs)
-  ARM emulator   {s.emulator_url or s.arm_endpoint}   (resources take {s.emulator_latency_s:g} s)
+  ARM emulator   {s.emulator_url or s.arm_endpoint}   (resources take {s.emulator_latency_s:g} s{faults})
   state          {s.data_dir.resolve()}   (store, bus, events.jsonl)
   policy         {s.policy_file}
   workers        {s.workers} step workers, 2 onboarding workers, 2 notification workers

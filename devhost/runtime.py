@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from composition import Container
 from devhost.workers import QueueWorkers
+from emulator.faults import Scenario, load_scenario
 from emulator.server import EmulatorServer
 from emulator.state import Config
 from handlers.queues import handle_notification, handle_onboarding, handle_step
@@ -33,10 +34,16 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         emulator = None
         if settings.cloud == "emulator":
+            scenario = load_scenario(settings.emulator_faults) if settings.emulator_faults else Scenario()
             emulator = EmulatorServer(
                 data_dir=settings.data_dir,
                 port=settings.emulator_port,
-                config=Config(latency_s=settings.emulator_latency_s),
+                config=Config(
+                    latency_s=settings.emulator_latency_s,
+                    quota={r.lower(): q for r, q in scenario.quota.items()},
+                    unregistered=[n.lower() for n in scenario.unregistered],
+                ),
+                faults=scenario.faults,
             ).start()
             update: dict[str, object] = {"emulator_url": emulator.url, "emulator_ca_bundle": emulator.ca_bundle}
             if "poll_s" not in settings.model_fields_set:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from emulator.arm_errors import ArmError
+from emulator.faults import Fault
 from emulator.resources import TYPES
-from emulator.state import ArmError, Config, EmulatorState, parse_path
+from emulator.state import Config, EmulatorState, parse_path
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +72,33 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                 setattr(state.config, key, value)
         return JSONResponse(vars(state.config))
 
+    async def faults(request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                data = await request.json()
+                items = data.get("faults", []) if isinstance(data, dict) else data
+                state.faults.replace([Fault.model_validate(f) for f in items])
+            except (ValueError, ValidationError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"faults": state.faults.report()})
+
+    async def requests_log(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.requests.clear()
+        return JSONResponse({"requests": state.requests})
+
     async def arm(request: Request) -> Response:
         path = request.url.path
         method = request.method
         state.calls[method] += 1
         headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
+        raw = await request.body() if method in ("PUT", "PATCH", "POST") else b""
+        if method not in {"GET", "HEAD"} and OPERATIONS.lower() not in path.lower():
+            try:
+                logged: Any = json.loads(raw) if raw else None
+            except json.JSONDecodeError:
+                logged = raw.decode("utf-8", "replace")
+            state.record(method, path, request.query_params.get("api-version"), logged)
         try:
             if not request.headers.get("authorization", "").lower().startswith("bearer "):
                 raise ArmError(
@@ -82,6 +108,13 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                 raise ArmError(
                     400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required."
                 )
+            fault = _fault_for(path, method)
+            if fault is not None:
+                retry = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s is not None else {}
+                raise ArmError(fault.status, fault.code, fault.message, retry)
+            special = _special(path, method, raw)
+            if special is not None:
+                return JSONResponse(special[1], status_code=special[0], headers=headers)
             if OPERATIONS.lower() in path.lower():
                 doc = state.operation(path.rsplit("/", 1)[-1])
                 if "result" in request.query_params:
@@ -104,7 +137,6 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                     return Response(status_code=204, headers=headers)
                 return JSONResponse(body, headers=headers)
             if method in ("PUT", "PATCH"):
-                raw = await request.body()
                 try:
                     payload = json.loads(raw or b"{}")
                 except json.JSONDecodeError as exc:
@@ -136,11 +168,55 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
             resp.headers.update(headers)
             return resp
 
+    def _fault_for(path: str, method: str) -> Fault | None:
+        try:
+            p = parse_path(path)
+        except ArmError:
+            return state.faults.check(rtype="Microsoft.Emulator/other", method=method, name=None)
+        if OPERATIONS.lower() in path.lower():
+            return state.faults.check(rtype="Microsoft.Emulator/operations", method=method, name=None)
+        return state.faults.check(rtype=p.type, method=method, name=p.name)
+
+    def _special(path: str, method: str, raw: bytes) -> tuple[int, Any] | None:
+        """Serve ARM's non-resource endpoints: providers, name checks, deleted vaults, usages."""
+        low = path.lower().rstrip("/")
+        if method == "GET" and re.match(r"^/subscriptions/([^/]+)/providers/([^/]+)$", low):
+            return 200, state.provider(path.rstrip("/").rsplit("/", 1)[-1])
+        if m := re.match(
+            r"^/subscriptions/([^/]+)/providers/microsoft\.(storage|keyvault)/checknameavailability$", low
+        ):
+            data = json.loads(raw or b"{}")
+            rtype = "Microsoft.Storage/storageAccounts" if m.group(2) == "storage" else "Microsoft.KeyVault/vaults"
+            if not data.get("name"):
+                raise ArmError(400, "InvalidRequestContent", "The request content was invalid: 'name' is required.")
+            return 200, state.name_available(rtype, str(data["name"]))
+        sub_id = path.split("/")[2] if low.startswith("/subscriptions/") else ""
+        if re.match(r"^/subscriptions/[^/]+/providers/microsoft\.keyvault/deletedvaults$", low):
+            return 200, {"value": state.deleted_vaults(sub_id)}
+        if m := re.match(
+            r"^/subscriptions/[^/]+/providers/microsoft\.keyvault/locations/[^/]+/deletedvaults/([^/]+)(/purge)?$", low
+        ):
+            name = path.rstrip("/").split("/")[-2 if m.group(2) else -1]
+            if m.group(2) and method == "POST":
+                state.purge_vault(sub_id, name)
+                return 200, {}
+            found = state.deleted_vaults(sub_id, name)
+            if not found:
+                raise ArmError(404, "ResourceNotFound", f"The deleted vault '{name}' was not found.")
+            return 200, found[0]
+        if m := re.match(
+            r"^/subscriptions/[^/]+/providers/microsoft\.machinelearningservices/locations/([^/]+)/usages$", low
+        ):
+            return 200, {"value": state.usages(sub_id, m.group(1))}
+        return None
+
     return Starlette(
         routes=[
             Route("/metadata/endpoints", metadata),
             Route("/_emulator/stats", stats),
             Route("/_emulator/config", config, methods=["GET", "PUT"]),
+            Route("/_emulator/faults", faults, methods=["GET", "PUT"]),
+            Route("/_emulator/requests", requests_log, methods=["GET", "DELETE"]),
             Route("/{path:path}", arm, methods=["GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"]),
         ]
     )

@@ -14,6 +14,7 @@ import trustme
 import uvicorn
 
 from emulator.app import build_app
+from emulator.faults import Fault, FaultPlan
 from emulator.state import Config, EmulatorState
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,13 @@ class EmulatorServer:
     """The emulator in a background thread; `url` and `ca_bundle` say how to reach and trust it."""
 
     def __init__(
-        self, *, data_dir: Path, port: int = 0, state_path: Path | str | None = None, config: Config | None = None
+        self,
+        *,
+        data_dir: Path,
+        port: int = 0,
+        state_path: Path | str | None = None,
+        config: Config | None = None,
+        faults: list[Fault] | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
@@ -46,7 +53,7 @@ class EmulatorServer:
         # Public roots plus the local CA: clients that also talk to real endpoints keep working.
         self.ca_bundle = tls / "ca-bundle.pem"
         self.ca_bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca.cert_pem.bytes())
-        self.state = EmulatorState(state_path or (data_dir / "emulator.db"), config)
+        self.state = EmulatorState(state_path or (data_dir / "emulator.db"), config, FaultPlan(faults))
         app = build_app(self.state, self.url)
         self._server = uvicorn.Server(
             uvicorn.Config(

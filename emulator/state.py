@@ -14,7 +14,11 @@ from typing import Any
 
 from adapters.sqlite_base import SqliteDatabase
 from emulator import templates
+from emulator.arm_errors import ArmError
+from emulator.catalogue import DEFAULT_FAMILY_LIMIT, DEFAULT_LOW_PRIORITY_LIMIT, FAMILY_NAMES, VM_SIZES
+from emulator.faults import FaultPlan
 from emulator.resources import TYPES, decorate, stable_uuid
+from emulator.validation import NAME_RULES, validate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -31,6 +35,14 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent, type);
 CREATE INDEX IF NOT EXISTS resources_name ON resources (type, name);
+CREATE TABLE IF NOT EXISTS deleted_vaults (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    location TEXT NOT NULL,
+    body TEXT NOT NULL,
+    deleted REAL NOT NULL,
+    purge_protection INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS operations (
     id TEXT PRIMARY KEY,
     resource_key TEXT NOT NULL,
@@ -38,21 +50,6 @@ CREATE TABLE IF NOT EXISTS operations (
     error TEXT
 );
 """
-
-
-class ArmError(Exception):
-    """An ARM error response."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        super().__init__(f"{status} {code}: {message}")
-
-    def body(self) -> dict[str, Any]:
-        """Return the ARM error body."""
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 @dataclass
@@ -125,6 +122,15 @@ class Config:
     latency_by_type: dict[str, float] = field(default_factory=dict)
     retry_after_s: int = 1
     tenant_id: str = "72f988bf-0000-4000-8000-000000000000"
+    # quota[region][family] = dedicated vCPU limit; "lowPriority" is the low-priority limit of a region.
+    quota: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Resource provider namespaces the subscriptions are not registered for (lowercase).
+    unregistered: list[str] = field(default_factory=list)
+    soft_delete_retention_days: int = 90
+
+    def quota_limit(self, region: str, family: str) -> int:
+        default = DEFAULT_LOW_PRIORITY_LIMIT if family == "lowPriority" else DEFAULT_FAMILY_LIMIT
+        return self.quota.get(region.lower(), {}).get(family, default)
 
     def latency(self, rtype: str) -> float:
         return self.latency_by_type.get(rtype.lower(), self.latency_s)
@@ -133,11 +139,15 @@ class Config:
 class EmulatorState:
     """Everything the emulated cloud holds."""
 
-    def __init__(self, path: Path | str = ":memory:", config: Config | None = None) -> None:
+    def __init__(
+        self, path: Path | str = ":memory:", config: Config | None = None, faults: FaultPlan | None = None
+    ) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
         self.config = config or Config()
+        self.faults = faults or FaultPlan()
         self.creates: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []  # every write call, for tests that check what the SDKs send
         self._lock = threading.Lock()
 
     # ----- reads ----------------------------------------------------------------------------
@@ -204,11 +214,22 @@ class EmulatorState:
             raise ArmError(400, "NoRegisteredProviderFound", f"The emulator does not serve resource type '{p.type}'.")
         if p.type.lower() == "microsoft.resources/deployments":
             return self._put_deployment(p, body)
+        self._require_registered(p)
         self._require_group(p)
         if rtype.needs_location and not body.get("location"):
             raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
+        validate(rtype.name, p.name, body)
         now = time.time()
+        slow = self.faults.check(rtype=rtype.name, method="PUT", name=p.name, slow_only=True)
         with self._lock, self.db.transaction() as conn:
+            if rtype.name == "Microsoft.KeyVault/vaults":
+                recovered = self._vault_soft_delete(conn, p, body)
+                if recovered is not None:
+                    body = recovered
+            if rtype.name == "Microsoft.MachineLearningServices/workspaces":
+                self._check_links(conn, body)
+            if rtype.name == "Microsoft.MachineLearningServices/workspaces/computes":
+                self._check_quota(conn, p, body)
             parent = p.parent_id.lower()
             if (
                 p.parent_id.lower()
@@ -233,6 +254,8 @@ class EmulatorState:
                     )
             row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
             latency = self.config.latency(rtype.name) if rtype.lro else 0.0
+            if slow is not None and rtype.lro:
+                latency = slow.latency_s or latency
             stored = {
                 k: v for k, v in body.items() if k in ("location", "tags", "properties", "sku", "kind", "identity")
             }
@@ -248,6 +271,12 @@ class EmulatorState:
                 old = json.loads(row["body"])
                 if old == stored and not row["error"]:
                     return 200, self._view(row, now), None
+                if rtype.lro and now < row["ready"] and not row["error"]:
+                    raise ArmError(
+                        409,
+                        "AnotherOperationInProgress",
+                        f"Another operation on '{p.name}' is in progress; retry when it has finished.",
+                    )
                 ready = max(row["ready"], now + latency) if rtype.lro else now
                 conn.execute(
                     "UPDATE resources SET body = ?, ready = ?, state = ?, error = NULL WHERE key = ?",
@@ -269,10 +298,226 @@ class EmulatorState:
         return bool(m and conn.execute("SELECT key FROM resources WHERE key = ?", (m.group(1),)).fetchone())
 
     def delete(self, p: ArmPath) -> int:
-        """Delete a resource and everything under it; return 200 or 204 (already gone)."""
+        """Delete a resource and everything under it (key vaults go to soft-delete); return 200 or 204."""
         with self._lock, self.db.transaction() as conn:
-            cur = conn.execute("DELETE FROM resources WHERE key = ? OR key LIKE ?", (p.key, p.key + "/%"))
-        return 200 if cur.rowcount else 204
+            doomed = conn.execute(
+                "SELECT * FROM resources WHERE key = ? OR key LIKE ? OR (? AND parent LIKE ?)",
+                (p.key, p.key + "/%", p.type.lower() == "microsoft.resources/resourcegroups", p.key + "%"),
+            ).fetchall()
+            for row in doomed:
+                if row["type"].lower() == "microsoft.keyvault/vaults":
+                    body = json.loads(row["body"])
+                    props = body.get("properties") or {}
+                    conn.execute(
+                        "INSERT OR REPLACE INTO deleted_vaults (name, id, location, body, deleted, purge_protection)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            row["name"].lower(),
+                            row["id"],
+                            body.get("location", ""),
+                            row["body"],
+                            time.time(),
+                            1 if props.get("enablePurgeProtection") else 0,
+                        ),
+                    )
+                conn.execute("DELETE FROM resources WHERE key = ?", (row["key"],))
+        return 200 if doomed else 204
+
+    # ----- key vault soft-delete ------------------------------------------------------------
+
+    def _vault_soft_delete(self, conn: Any, p: ArmPath, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Refuse a new vault whose name a soft-deleted vault holds; recover it when asked to."""
+        held = conn.execute(
+            "SELECT * FROM deleted_vaults WHERE name = ?", (p.name.lower() if p.name else "",)
+        ).fetchone()
+        recover = (body.get("properties") or {}).get("createMode") == "recover"
+        if held is None:
+            if recover:
+                raise ArmError(404, "DeletedVaultNotFound", f"There is no deleted vault named '{p.name}' to recover.")
+            return None
+        if not recover:
+            raise ArmError(
+                409,
+                "ConflictError",
+                "A vault with the same name already exists in deleted state. You need to either recover or purge "
+                "existing key vault.",
+            )
+        if held["id"].lower() != p.key:
+            raise ArmError(
+                409, "ConflictError", f"The deleted vault '{p.name}' belonged to {held['id']}; recover it there."
+            )
+        conn.execute("DELETE FROM deleted_vaults WHERE name = ?", (held["name"],))
+        restored = json.loads(held["body"])
+        restored["tags"] = {**(restored.get("tags") or {}), **(body.get("tags") or {})}
+        return dict(restored)
+
+    def deleted_vaults(self, subscription: str, name: str | None = None) -> list[dict[str, Any]]:
+        """Return soft-deleted vaults (all, or the one with this name), as ARM shows them."""
+        rows = self.db.conn().execute("SELECT * FROM deleted_vaults ORDER BY deleted").fetchall()
+        out = []
+        for r in rows:
+            if name is not None and r["name"] != name.lower():
+                continue
+            if f"/subscriptions/{subscription}/".lower() not in r["id"].lower() + "/":
+                continue
+            deleted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["deleted"]))
+            purge = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["deleted"] + self.config.soft_delete_retention_days * 86400)
+            )
+            out.append(
+                {
+                    "id": f"/subscriptions/{subscription}/providers/Microsoft.KeyVault/locations/{r['location']}"
+                    f"/deletedVaults/{r['name']}",
+                    "name": r["name"],
+                    "type": "Microsoft.KeyVault/deletedVaults",
+                    "properties": {
+                        "vaultId": r["id"],
+                        "location": r["location"],
+                        "deletionDate": deleted,
+                        "scheduledPurgeDate": purge,
+                        "purgeProtectionEnabled": bool(r["purge_protection"]),
+                        "tags": json.loads(r["body"]).get("tags") or {},
+                    },
+                }
+            )
+        return out
+
+    def purge_vault(self, subscription: str, name: str) -> None:
+        """Purge a soft-deleted vault (refused while purge protection holds it)."""
+        found = self.deleted_vaults(subscription, name)
+        if not found:
+            raise ArmError(404, "ResourceNotFound", f"The deleted vault '{name}' was not found.")
+        if found[0]["properties"]["purgeProtectionEnabled"]:
+            raise ArmError(
+                409,
+                "ConflictError",
+                f"Operation 'DeletedVaultPurge' is not allowed for '{name}': purge protection is enabled; the name is "
+                "held until the scheduled purge date.",
+            )
+        with self._lock, self.db.transaction() as conn:
+            conn.execute("DELETE FROM deleted_vaults WHERE name = ?", (name.lower(),))
+
+    def name_available(self, rtype: str, name: str) -> dict[str, Any]:
+        """Answer checkNameAvailability for storage accounts and key vaults."""
+        t = TYPES[rtype.lower()]
+        rule = NAME_RULES.get(t.name.lower())
+        if rule and not re.match(rule[0], name):
+            return {"nameAvailable": False, "reason": "AccountNameInvalid", "message": f"'{name}' {rule[2]}"}
+        taken = (
+            self.db.conn()
+            .execute(
+                "SELECT id FROM resources WHERE lower(type) = ? AND lower(name) = ?", (t.name.lower(), name.lower())
+            )
+            .fetchone()
+        )
+        if taken is None and t.name == "Microsoft.KeyVault/vaults":
+            taken = self.db.conn().execute("SELECT id FROM deleted_vaults WHERE name = ?", (name.lower(),)).fetchone()
+        if taken is not None:
+            return {
+                "nameAvailable": False,
+                "reason": "AlreadyExists",
+                "message": f"The name '{name}' is already taken.",
+            }
+        return {"nameAvailable": True}
+
+    # ----- provider registration, linked resources, quota ------------------------------------
+
+    def _require_registered(self, p: ArmPath) -> None:
+        namespace = p.type.split("/")[0].lower()
+        if namespace in self.config.unregistered:
+            raise ArmError(
+                409,
+                "MissingSubscriptionRegistration",
+                f"The subscription is not registered to use namespace '{p.type.split('/')[0]}'. See "
+                "https://aka.ms/rps-not-found for how to register subscriptions.",
+            )
+
+    def provider(self, namespace: str) -> dict[str, Any]:
+        """Return a resource provider's registration state."""
+        state = "NotRegistered" if namespace.lower() in self.config.unregistered else "Registered"
+        return {"namespace": namespace, "registrationState": state, "resourceTypes": []}
+
+    def _check_links(self, conn: Any, body: dict[str, Any]) -> None:
+        props = body.get("properties") or {}
+        for prop in ("storageAccount", "keyVault", "applicationInsights", "containerRegistry"):
+            rid = props.get(prop)
+            if not rid:
+                continue
+            if conn.execute("SELECT key FROM resources WHERE key = ?", (str(rid).lower(),)).fetchone() is None:
+                raise ArmError(
+                    400,
+                    "LinkedInvalidPropertyId",
+                    f"Property id '{rid}' at path 'properties.{prop}' is invalid. Expect fully qualified resource "
+                    "Id that start with '/subscriptions/{{subscriptionId}}' or '/providers/{{resourceProviderNamespace}}/'.",
+                )
+
+    def _compute_demand(self, body: dict[str, Any]) -> tuple[str, int, str] | None:
+        props = body.get("properties") or {}
+        inner = props.get("properties") or {}
+        size = VM_SIZES.get(str(inner.get("vmSize", "")).lower())
+        if size is None:
+            return None
+        if str(props.get("computeType", "")).lower() == "computeinstance":
+            return size.family, size.vcpus, "dedicated"
+        nodes = int((inner.get("scaleSettings") or {}).get("maxNodeCount") or 0)
+        tier = "lowPriority" if str(inner.get("vmPriority", "")).lower() == "lowpriority" else "dedicated"
+        return size.family, size.vcpus * nodes, tier
+
+    def _check_quota(self, conn: Any, p: ArmPath, body: dict[str, Any]) -> None:
+        props = body.get("properties") or {}
+        size_name = (props.get("properties") or {}).get("vmSize", "")
+        region = str(body.get("location") or props.get("computeLocation") or "").lower()
+        demand = self._compute_demand(body)
+        if demand is None:
+            raise ArmError(400, "BadRequest", f"The VM size '{size_name}' is not available in region '{region}'.")
+        family, vcpus, tier = demand
+        pool = family if tier == "dedicated" else "lowPriority"
+        used = self._usage(conn, p.subscription, region, exclude=p.key).get(pool, 0)
+        limit = self.config.quota_limit(region, pool)
+        if used + vcpus > limit:
+            label = FAMILY_NAMES.get(family, family) if tier == "dedicated" else "Total Cluster LowPriority vCPUs"
+            raise ArmError(
+                400,
+                "BadRequest",
+                f"The specified subscription has a {label} quota of {limit}, {used} in use, and cannot accommodate "
+                f"the {vcpus} vCPUs requested. Talk to your Subscription Admin to increase the quota.",
+            )
+
+    def _usage(self, conn: Any, subscription: str, region: str, exclude: str = "") -> dict[str, int]:
+        used: dict[str, int] = {}
+        rows = conn.execute(
+            "SELECT key, body FROM resources WHERE lower(type) = ? AND key LIKE ?",
+            ("microsoft.machinelearningservices/workspaces/computes", f"/subscriptions/{subscription.lower()}/%"),
+        ).fetchall()
+        for r in rows:
+            if r["key"] == exclude:
+                continue
+            body = json.loads(r["body"])
+            if str(body.get("location", "")).lower() != region:
+                continue
+            demand = self._compute_demand(body)
+            if demand:
+                family, vcpus, tier = demand
+                pool = family if tier == "dedicated" else "lowPriority"
+                used[pool] = used.get(pool, 0) + vcpus
+        return used
+
+    def usages(self, subscription: str, region: str) -> list[dict[str, Any]]:
+        """Return Azure ML's vCPU usages and limits for a region (the `usages` API)."""
+        used = self._usage(self.db.conn(), subscription, region.lower())
+        pools = sorted({*FAMILY_NAMES, *self.config.quota.get(region.lower(), {}), "lowPriority"})
+        return [
+            {
+                "id": f"/subscriptions/{subscription}/providers/Microsoft.MachineLearningServices/locations/{region}"
+                f"/usages/{pool}",
+                "type": "Microsoft.MachineLearningServices/vmFamily/usages",
+                "unit": "Count",
+                "currentValue": used.get(pool, 0),
+                "limit": self.config.quota_limit(region, pool),
+                "name": {"value": pool, "localizedValue": FAMILY_NAMES.get(pool, "Total Cluster LowPriority vCPUs")},
+            }
+            for pool in pools
+        ]
 
     def operation(self, op_id: str) -> dict[str, Any]:
         """Return an async operation's status document."""
@@ -448,6 +693,11 @@ class EmulatorState:
         return dict(self._view(row, time.time()).get("properties") or {})
 
     # ----- introspection for tests and benchmarks ------------------------------------------
+
+    def record(self, method: str, path: str, api_version: str | None, body: Any) -> None:
+        """Keep one write call, as sent."""
+        with self._lock:
+            self.requests.append({"method": method, "path": path, "api-version": api_version, "body": body})
 
     def stats(self) -> dict[str, Any]:
         """Return creates per resource id and calls per method, for tests and benchmarks."""

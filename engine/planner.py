@@ -108,6 +108,7 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
                 "tenant_id": str(policy.tenant_id),
                 "soft_delete_retention_days": policy.key_vault.soft_delete_retention_days,
                 "purge_protection": policy.key_vault.purge_protection,
+                "on_soft_deleted": policy.key_vault.on_soft_deleted,
             },
         ),
         Step(

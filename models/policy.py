@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,6 +45,11 @@ class KeyVaultPolicy(PolicyModel):
 
     soft_delete_retention_days: int = Field(90, ge=7, le=90)
     purge_protection: bool = True
+    on_soft_deleted: Literal["recover", "purge", "rename", "fail"] = Field(
+        "recover",
+        description="When a soft-deleted vault holds the planned name: recover it, purge it and create anew, "
+        "create one with a fresh name suffix, or fail and say so.",
+    )
 
 
 class Policy(PolicyModel):

@@ -34,11 +34,13 @@ class Settings(BaseSettings):
 
     emulator_url: str | None = Field(None, description="Set by the devhost when it starts the emulator.")
     emulator_ca_bundle: Path | None = Field(None, description="The CA bundle that trusts the emulator's certificate.")
+    arm_max_concurrency: int = Field(8, ge=1, description="Concurrent ARM calls per subscription.")
     poll_s: float = Field(5.0, gt=0, description="How long a step waits before looking again at work in progress.")
 
     workers: int = Field(8, ge=1, le=256, description="Step worker threads in the devhost.")
     emulator_port: int = Field(0, description="0 picks a free port.")
     emulator_latency_s: float = Field(1.0, ge=0, description="How long emulated resources take to provision.")
+    emulator_faults: Path | None = Field(None, description="A JSON or YAML file of fault rules for the emulator.")
 
     bus_lock_s: float = Field(60.0, gt=0, description="Peek-lock duration; a step's lease is shorter.")
     bus_max_deliveries: int = Field(10, ge=1)

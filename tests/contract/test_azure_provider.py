@@ -2,77 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from cloud.clients import EMULATOR_CLOUD, Clients, CloudEndpoint
-from cloud.common import Timing
-from cloud.credentials import EmulatorCredential
 from cloud.provider import AzureProvider
 from emulator.server import EmulatorServer
-from emulator.state import Config, parse_path
-from engine.planner import plan
-from engine.policy import admit, load_policy
+from emulator.state import parse_path
+from engine.policy import load_policy
 from engine.ports import StepContext
-from models.errors import PermanentError
-from models.outcomes import Done, Fail, Outcome, Retry, Wait
-from models.plan import Plan
-from models.request import parse_request
+from models.outcomes import Done, Fail, Wait
 from tests.conftest import ROOT, example
+from tests.contract.conftest import _plan, drive, run_plan
 
 POLICY = load_policy(ROOT / "policy" / "default.yaml")
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    server = EmulatorServer(data_dir=Path(tmp_path_factory.mktemp("emulator")), config=Config(latency_s=0.05)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def provider(emulator: EmulatorServer) -> AzureProvider:
-    clients = Clients(CloudEndpoint(emulator.url, str(emulator.ca_bundle), EMULATOR_CLOUD), EmulatorCredential())
-    return AzureProvider(clients, Timing(poll_s=0.05))
-
-
-def _plan(body: dict[str, Any], create_groups: bool = True) -> Plan:
-    policy = POLICY.model_copy(update={"create_resource_groups": create_groups})
-    return plan(admit(parse_request(body), policy), policy)
-
-
-def drive(
-    provider: AzureProvider, p: Plan, step_id: str, outputs: dict[str, dict[str, Any]], limit: int = 100
-) -> Outcome:
-    """Reconcile one step until it stops waiting, as the engine would (without the queue)."""
-    step = p.step(step_id)
-    ctx = StepContext(
-        request_id="r",
-        names=p.names,
-        attempt=1,
-        step_started_at=None,
-        dependency_outputs={d: outputs.get(d, {}) for d in step.depends_on},
-    )
-    for _ in range(limit):
-        try:
-            outcome = provider.reconcile(step, ctx)
-        except PermanentError as exc:  # what the engine turns a permanent error into
-            outcome = Fail(str(exc), exc.code)
-        if not isinstance(outcome, (Wait, Retry)):
-            if isinstance(outcome, Done):
-                outputs[step_id] = outcome.outputs
-            return outcome
-        time.sleep(min(outcome.after_s, 0.05))
-    raise AssertionError(f"{step_id} still not done after {limit} reconciles")
-
-
-def run_plan(provider: AzureProvider, p: Plan) -> dict[str, Outcome]:
-    outputs: dict[str, dict[str, Any]] = {}
-    return {s.id: drive(provider, p, s.id, outputs) for s in p.steps}  # plan order is a topological order
 
 
 def test_every_step_kind_provisions_and_a_second_run_creates_nothing(

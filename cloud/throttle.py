@@ -1,0 +1,85 @@
+"""Self-throttling: cap concurrent ARM calls per subscription, and slow the whole subscription on a 429.
+
+ARM's limits are per subscription (and per principal), so one step's 429 means every step in that
+subscription should back off. A reconcile runs inside `subscription_scope`; every SDK call made
+through `cloud.common.call` takes a slot, and a 429 anywhere sets a cool-down that makes the next
+calls in that subscription answer Retry at once (with the time left) instead of calling ARM.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from models.errors import TransientError
+
+
+class SubscriptionThrottle:
+    """Per-subscription concurrency caps and cool-downs, shared by every worker thread."""
+
+    def __init__(self, *, max_concurrent: int, default_cooldown_s: float = 5.0, wait_for_slot_s: float = 30.0) -> None:
+        self.max_concurrent = max_concurrent
+        self.default_cooldown_s = default_cooldown_s
+        self.wait_for_slot_s = wait_for_slot_s
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._cool_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def cooldown_left(self, subscription: str) -> float:
+        """Return how long the subscription must still wait, in seconds (0 when it may call)."""
+        with self._lock:
+            return max(self._cool_until.get(subscription, 0.0) - time.monotonic(), 0.0)
+
+    @contextmanager
+    def slot(self, subscription: str) -> Iterator[None]:
+        """Hold one of the subscription's call slots; refuse at once while it cools down."""
+        left = self.cooldown_left(subscription)
+        if left > 0:
+            raise TransientError(
+                f"ARM is throttling subscription {subscription}; holding calls for {left:.1f} s more",
+                retry_after_s=left,
+                code="SubscriptionThrottled",
+            )
+        with self._lock:
+            sem = self._slots.setdefault(subscription, threading.BoundedSemaphore(self.max_concurrent))
+        if not sem.acquire(timeout=self.wait_for_slot_s):
+            raise TransientError(
+                f"{self.max_concurrent} ARM calls to subscription {subscription} are already running; trying later",
+                retry_after_s=1.0,
+                code="LocalConcurrencyLimit",
+            )
+        try:
+            yield
+        finally:
+            sem.release()
+
+    def throttled(self, subscription: str, retry_after_s: float | None) -> None:
+        """Note a 429: every call in the subscription waits for Retry-After (or the default)."""
+        until = time.monotonic() + (retry_after_s if retry_after_s is not None else self.default_cooldown_s)
+        with self._lock:
+            self._cool_until[subscription] = max(self._cool_until.get(subscription, 0.0), until)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The throttle and subscription the current reconcile calls ARM with."""
+
+    throttle: SubscriptionThrottle
+    subscription: str
+
+
+CURRENT: ContextVar[Scope | None] = ContextVar("arm_scope", default=None)
+
+
+@contextmanager
+def subscription_scope(throttle: SubscriptionThrottle, subscription: str) -> Iterator[None]:
+    """Make SDK calls in this block count against `subscription`."""
+    token = CURRENT.set(Scope(throttle, subscription))
+    try:
+        yield
+    finally:
+        CURRENT.reset(token)

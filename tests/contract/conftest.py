@@ -1,0 +1,97 @@
+"""Contract fixtures: one ARM emulator over HTTPS per module, and the real Azure provider pointed at it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud.clients import EMULATOR_CLOUD, Clients, CloudEndpoint
+from cloud.common import Timing
+from cloud.credentials import EmulatorCredential
+from cloud.provider import AzureProvider
+from cloud.throttle import SubscriptionThrottle
+from emulator.server import EmulatorServer
+from emulator.state import Config
+from engine.planner import plan
+from engine.policy import admit, load_policy
+from engine.ports import StepContext
+from models.errors import PermanentError, TransientError
+from models.outcomes import Done, Fail, Outcome, Retry, Wait
+from models.plan import Plan
+from models.request import parse_request
+from tests.conftest import ROOT
+
+POLICY = load_policy(ROOT / "policy" / "default.yaml")
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(data_dir=Path(tmp_path_factory.mktemp("emulator")), config=Config(latency_s=0.05)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def provider(emulator: EmulatorServer) -> AzureProvider:
+    clients = Clients(CloudEndpoint(emulator.url, str(emulator.ca_bundle), EMULATOR_CLOUD), EmulatorCredential())
+    return AzureProvider(clients, Timing(poll_s=0.05), SubscriptionThrottle(max_concurrent=8))
+
+
+@pytest.fixture(autouse=True)
+def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    # Faults and cloud settings are per test; the emulator and its resources are per module.
+    yield
+    if "emulator" in request.fixturenames:
+        server = request.getfixturevalue("emulator")
+        server.state.faults.replace([])
+        server.state.config.quota = {}
+        server.state.config.unregistered = []
+
+
+def _plan(body: dict[str, Any], create_groups: bool = True, **policy: Any) -> Plan:
+    effective = POLICY.model_copy(update={"create_resource_groups": create_groups, **policy})
+    return plan(admit(parse_request(body), effective), effective)
+
+
+def drive(
+    provider: AzureProvider,
+    p: Plan,
+    step_id: str,
+    outputs: dict[str, dict[str, Any]],
+    limit: int = 100,
+    *,
+    retry: bool = True,
+) -> Outcome:
+    """Reconcile one step until it stops waiting, as the engine would (without the queue)."""
+    step = p.step(step_id)
+    ctx = StepContext(
+        request_id="r",
+        names=p.names,
+        attempt=1,
+        step_started_at=None,
+        dependency_outputs={d: outputs.get(d, {}) for d in step.depends_on},
+    )
+    for _ in range(limit):
+        try:
+            outcome = provider.reconcile(step, ctx)
+        except PermanentError as exc:  # what the engine turns errors into
+            outcome = Fail(str(exc), exc.code)
+        except TransientError as exc:
+            outcome = Retry(exc.retry_after_s or 0.0, str(exc), exc.code)
+        if isinstance(outcome, Retry) and not retry:
+            return outcome
+        if not isinstance(outcome, (Wait, Retry)):
+            if isinstance(outcome, Done):
+                outputs[step_id] = outcome.outputs
+            return outcome
+        time.sleep(min(outcome.after_s, 0.05))
+    raise AssertionError(f"{step_id} still not done after {limit} reconciles")
+
+
+def run_plan(provider: AzureProvider, p: Plan) -> dict[str, Outcome]:
+    outputs: dict[str, dict[str, Any]] = {}
+    return {s.id: drive(provider, p, s.id, outputs) for s in p.steps}  # plan order is a topological order
