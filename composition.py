@@ -10,7 +10,7 @@ from typing import Any
 from engine.events import EventFanout
 from engine.intake import Intake
 from engine.policy import load_policy
-from engine.ports import Bus, Cloud, EventSink, Notifier, Store
+from engine.ports import Bus, Cloud, EventSink, Notifier, Preflight, Store
 from engine.steps import StepEngine, utcnow
 from models.policy import Policy
 from models.settings import Settings
@@ -27,6 +27,7 @@ class Container:
         bus: Bus | None = None,
         cloud: Cloud | None = None,
         notifier: Notifier | None = None,
+        preflight: Preflight | None = None,
         policy: Policy | None = None,
         sinks: list[EventSink] | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -38,6 +39,7 @@ class Container:
             "bus": bus,
             "cloud": cloud,
             "notifier": notifier,
+            "preflight": preflight,
             "policy": policy,
             "sinks": sinks,
         }
@@ -150,11 +152,38 @@ class Container:
         )
 
     @property
+    def preflight(self) -> Preflight | None:
+        """Pre-flight checks against the cloud; None when there is no cloud to ask (no emulator running)."""
+
+        def build() -> Preflight | None:
+            from cloud.clients import CloudEndpoint, emulator_endpoint
+            from cloud.preflight import ArmPreflight
+
+            s = self.settings
+            if s.cloud == "emulator":
+                if not s.emulator_url or not s.emulator_ca_bundle:
+                    return None
+                from cloud.credentials import EmulatorCredential
+
+                endpoint = emulator_endpoint(s.emulator_url, str(s.emulator_ca_bundle))
+                return ArmPreflight(endpoint, EmulatorCredential())
+            from cloud.credentials import azure_credential
+
+            return ArmPreflight(CloudEndpoint(s.arm_endpoint), azure_credential(s.azure_client_id))
+
+        return self._get("preflight", build)  # type: ignore[no-any-return]
+
+    @property
     def intake(self) -> Intake:
-        """The intake: validation, policy, plan, record, start."""
+        """The intake: validation, policy, pre-flight, plan, record, start."""
         return self._get(  # type: ignore[no-any-return]
             "intake",
             lambda: Intake(
-                store=self.store, engine=self.engine, policy=self.policy, events=self.events, clock=self.clock
+                store=self.store,
+                engine=self.engine,
+                policy=self.policy,
+                events=self.events,
+                preflight=self.preflight,
+                clock=self.clock,
             ),
         )

@@ -115,6 +115,11 @@ class SqliteStore:
         row = self.db.conn().execute("SELECT body FROM requests WHERE id = ?", (request_id,)).fetchone()
         return RequestRecord.model_validate_json(row["body"]) if row else None
 
+    def find_by_idempotency_key(self, key: str) -> RequestRecord | None:
+        """Return the request made with this idempotency key, or None."""
+        row = self.db.conn().execute("SELECT body FROM requests WHERE idempotency_key = ?", (key,)).fetchone()
+        return RequestRecord.model_validate_json(row["body"]) if row else None
+
     def list_requests(
         self,
         *,

@@ -44,6 +44,12 @@ class CloudEndpoint:
         }
 
 
+def emulator_endpoint(url: str, ca_bundle: str) -> CloudEndpoint:
+    """Describe a local ARM emulator; its cloud name carries the port, as azure-ai-ml never forgets a cloud."""
+    port = url.rstrip("/").rsplit(":", 1)[-1]
+    return CloudEndpoint(url, ca_bundle, f"{EMULATOR_CLOUD}{port}")
+
+
 class Clients:
     """Caches one client per (kind, subscription[, group, workspace])."""
 
@@ -64,7 +70,8 @@ class Clients:
             os.environ["ARM_CLOUD_METADATA_URL"] = (
                 endpoint.arm_url.rstrip("/") + "/metadata/endpoints?api-version=2019-05-01"
             )
-            if os.environ.get("AZUREML_CURRENT_CLOUD") == endpoint.cloud_name and "azure.ai.ml" not in sys.modules:
+            inherited = os.environ.get("AZUREML_CURRENT_CLOUD", "")
+            if inherited.startswith(EMULATOR_CLOUD) and "azure.ai.ml" not in sys.modules:
                 del os.environ["AZUREML_CURRENT_CLOUD"]
 
     def _get(self, key: tuple[str, ...], build: Callable[[], T]) -> T:

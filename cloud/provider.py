@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cloud.access import reconcile_access
-from cloud.clients import EMULATOR_CLOUD, Clients, CloudEndpoint
+from cloud.clients import Clients, CloudEndpoint, emulator_endpoint
 from cloud.common import Timing
 from cloud.core_resources import (
     reconcile_insights,
@@ -55,7 +55,7 @@ class AzureProvider:
                     "cloud is 'emulator' but no emulator is running: start the devhost (make run), "
                     "or set VENDING_EMULATOR_URL and VENDING_EMULATOR_CA_BUNDLE"
                 )
-            endpoint = CloudEndpoint(settings.emulator_url, str(settings.emulator_ca_bundle), EMULATOR_CLOUD)
+            endpoint = emulator_endpoint(settings.emulator_url, str(settings.emulator_ca_bundle))
             credential: object = EmulatorCredential()
         else:
             endpoint = CloudEndpoint(settings.arm_endpoint)

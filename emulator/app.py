@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -110,6 +111,8 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                 )
             fault = _fault_for(path, method)
             if fault is not None:
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
                 retry = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s is not None else {}
                 raise ArmError(fault.status, fault.code, fault.message, retry)
             special = _special(path, method, raw)

@@ -33,6 +33,7 @@ class Fault(BaseModel):
     message: str = "The server encountered an internal error. Please retry the request."
     retry_after_s: int | None = Field(None, ge=0)
     latency_s: float | None = Field(None, ge=0, description="Instead of an error: make a matching create this slow.")
+    delay_s: float = Field(0.0, ge=0, le=120, description="Wait this long before answering (timeouts).")
     skip: int = Field(0, ge=0, description="Let this many matching calls through first.")
     every: int = Field(1, ge=1, description="Then fire on every Nth matching call.")
     times: int | None = Field(1, ge=1, description="Fire at most this many times (null: no limit).")

@@ -16,7 +16,7 @@ from ulid import ULID
 from engine.events import EventFanout, status_event
 from engine.planner import plan as make_plan
 from engine.policy import admit, team_vcpus
-from engine.ports import Store
+from engine.ports import Preflight, Store
 from engine.steps import StepEngine, utcnow
 from models.errors import ConflictError, InvalidInputError, Problem
 from models.events import EventName
@@ -51,6 +51,7 @@ class Intake:
         engine: StepEngine,
         policy: Policy,
         events: EventFanout,
+        preflight: Preflight | None = None,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = lambda: str(ULID()),
     ) -> None:
@@ -58,6 +59,7 @@ class Intake:
         self.engine = engine
         self.policy = policy
         self.events = events
+        self.preflight = preflight
         self.clock = clock
         self.new_id = new_id
 
@@ -87,6 +89,7 @@ class Intake:
         """Admit, plan, record and start a request; raise `InvalidInputError` or `ConflictError`."""
         resolved = admit(request, self.policy, team_vcpus_in_use=self._team_vcpus(request.team))
         plan = make_plan(resolved, self.policy)
+        warnings = self._preflight(plan, resolved, idempotency_key)
         now = self.clock()
         n = plan.names
         record = RequestRecord(
@@ -103,6 +106,7 @@ class Intake:
             idempotency_key=idempotency_key,
             body_hash=body_hash(request),
             traceparent=traceparent,
+            warnings=[w.as_dict() for w in warnings],
             created_at=now,
             updated_at=now,
         )
@@ -115,6 +119,23 @@ class Intake:
             self._emit(record, EventName.ACCEPTED, "accepted")
             self.engine.dispatch_ready(record)
         return Submitted(record, created)
+
+    def _preflight(self, plan: Plan, request: WorkspaceRequest, idempotency_key: str | None) -> list[Problem]:
+        """Check the plan against the cloud; refuse or warn as policy says (a replayed key is not re-checked)."""
+        settings = self.policy.preflight
+        if self.preflight is None or not settings.enabled:
+            return []
+        if idempotency_key and self.store.find_by_idempotency_key(idempotency_key) is not None:
+            return []
+        report = self.preflight.check(plan=plan, request=request, policy=self.policy)
+        for what in report.skipped:
+            log.warning("pre-flight check skipped: %s", what)
+        if report.problems and settings.on_failure == "refuse":
+            raise InvalidInputError(
+                report.problems, title="The request cannot succeed in Azure as it stands (pre-flight checks)."
+            )
+        unchecked = [Problem("(preflight)", f"not checked: {s}", "PreflightSkipped") for s in report.skipped]
+        return [*report.problems, *report.notes, *unchecked]
 
     def reject(
         self,

@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from models.errors import Problem
 from models.events import StatusEvent
 from models.outcomes import Outcome
-from models.plan import ResourceNames, Step
+from models.plan import Plan, ResourceNames, Step
+from models.policy import Policy
 from models.records import RequestRecord, RequestStatus, StepRecord
+from models.request import WorkspaceRequest
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class Store(Protocol):
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         """Return one request, or None."""
+        ...
+
+    def find_by_idempotency_key(self, key: str) -> RequestRecord | None:
+        """Return the request made with this idempotency key, or None."""
         ...
 
     def list_requests(
@@ -185,6 +192,23 @@ class StepContext:
     attempt: int
     step_started_at: datetime | None = None
     dependency_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What the pre-flight checks found: problems, notes worth telling, and checks that could not run."""
+
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class Preflight(Protocol):
+    """Quick checks against the cloud that tell whether a plan can succeed."""
+
+    def check(self, *, plan: Plan, request: WorkspaceRequest, policy: Policy) -> PreflightReport:
+        """Check the plan; never take longer than the policy's pre-flight timeout."""
+        ...
 
 
 class Cloud(Protocol):

@@ -176,7 +176,12 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
         response.headers["Location"] = f"{base}/api/workspaces/{result.record.id}"
         if not result.created:
             response.status_code = 200
-        return Accepted(id=result.record.id, status=result.record.status, links=links(result.record.id, base))
+        return Accepted(
+            id=result.record.id,
+            status=result.record.status,
+            links=links(result.record.id, base),
+            warnings=result.record.warnings,
+        )
 
     @api.get("/api/workspaces/{request_id}", response_model=RequestView, responses=PROBLEM_RESPONSES)
     def get_workspace(request_id: str, request: Request) -> RequestView:

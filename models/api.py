@@ -25,6 +25,7 @@ class Accepted(BaseModel):
     id: str
     status: RequestStatus
     links: Links
+    warnings: list[dict[str, str]] = Field(default_factory=list, description="What pre-flight noticed but let pass.")
 
 
 class StepView(BaseModel):
@@ -99,6 +100,7 @@ class RequestView(RequestSummary):
     request: dict[str, Any]
     names: ResourceNames | None = None
     problems: list[dict[str, str]] = Field(default_factory=list)
+    warnings: list[dict[str, str]] = Field(default_factory=list)
     error: ErrorInfo | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepView] = Field(default_factory=list)
@@ -111,6 +113,7 @@ class RequestView(RequestSummary):
             request=r.request,
             names=r.plan.names if r.plan else None,
             problems=r.problems,
+            warnings=r.warnings,
             error=r.error,
             outputs=r.outputs,
             steps=[StepView.of(s) for s in steps],

@@ -52,6 +52,16 @@ class KeyVaultPolicy(PolicyModel):
     )
 
 
+class PreflightPolicy(PolicyModel):
+    """Checks against the cloud before a request is accepted."""
+
+    enabled: bool = True
+    on_failure: Literal["refuse", "warn"] = Field(
+        "refuse", description="refuse: a request that cannot succeed gets 422; warn: accepted, with warnings."
+    )
+    timeout_s: float = Field(5.0, gt=0, le=60, description="The most the checks may add to a submission.")
+
+
 class Policy(PolicyModel):
     """Everything the platform team decides for the teams."""
 
@@ -64,6 +74,7 @@ class Policy(PolicyModel):
     profiles: dict[str, Profile] = Field(default_factory=dict)
     create_resource_groups: bool = Field(True, description="False: resource groups must already exist.")
     key_vault: KeyVaultPolicy = Field(default_factory=KeyVaultPolicy)
+    preflight: PreflightPolicy = Field(default_factory=PreflightPolicy)
     tenant_id: UUID = Field(UUID("00000000-0000-0000-0000-000000000000"))
     allowed_callback_hosts: list[str] = Field(
         default_factory=list,

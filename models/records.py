@@ -69,6 +69,7 @@ class RequestRecord(BaseModel):
     request: dict[str, Any] = Field(default_factory=dict, description="The validated request (or raw input).")
     plan: Plan | None = None
     problems: list[dict[str, str]] = Field(default_factory=list, description="Why it was rejected.")
+    warnings: list[dict[str, str]] = Field(default_factory=list, description="What pre-flight noticed but let pass.")
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     idempotency_key: str | None = None

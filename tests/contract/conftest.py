@@ -1,4 +1,4 @@
-"""Contract fixtures: one ARM emulator over HTTPS per module, and the real Azure provider pointed at it."""
+"""Contract fixtures: one ARM emulator over HTTPS per session, and the real Azure provider pointed at it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cloud.clients import EMULATOR_CLOUD, Clients, CloudEndpoint
+from cloud.clients import Clients, emulator_endpoint
 from cloud.common import Timing
 from cloud.credentials import EmulatorCredential
 from cloud.provider import AzureProvider
@@ -28,22 +28,22 @@ from tests.conftest import ROOT
 POLICY = load_policy(ROOT / "policy" / "default.yaml")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     server = EmulatorServer(data_dir=Path(tmp_path_factory.mktemp("emulator")), config=Config(latency_s=0.05)).start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def provider(emulator: EmulatorServer) -> AzureProvider:
-    clients = Clients(CloudEndpoint(emulator.url, str(emulator.ca_bundle), EMULATOR_CLOUD), EmulatorCredential())
+    clients = Clients(emulator_endpoint(emulator.url, str(emulator.ca_bundle)), EmulatorCredential())
     return AzureProvider(clients, Timing(poll_s=0.05), SubscriptionThrottle(max_concurrent=8))
 
 
 @pytest.fixture(autouse=True)
 def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
-    # Faults and cloud settings are per test; the emulator and its resources are per module.
+    # Faults and cloud settings are per test; the emulator and its resources are per session (teams differ).
     yield
     if "emulator" in request.fixturenames:
         server = request.getfixturevalue("emulator")

@@ -1,0 +1,254 @@
+"""Pre-flight checks at intake: will this plan succeed in Azure? Quick, bounded, and off when unreachable.
+
+Raw ARM REST calls through one `ARMPipelineClient` (azure-mgmt-core), so the HTTP path never loads
+azure.ai.ml or a management SDK: provider registration, storage and key vault name availability,
+soft-deleted vaults holding a planned name, and Azure ML vCPU quota per VM family in the region.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+from cloud.clients import CloudEndpoint
+from engine.ports import PreflightReport
+from models.errors import Problem
+from models.plan import Plan
+from models.policy import Policy
+from models.request import WorkspaceRequest
+
+log = logging.getLogger(__name__)
+
+PROVIDERS_API = "2021-04-01"
+STORAGE_API = "2023-05-01"
+KEYVAULT_API = "2023-07-01"
+ML_API = "2024-04-01"
+NAMESPACES = {
+    "storage": "Microsoft.Storage",
+    "key-vault": "Microsoft.KeyVault",
+    "insights": "Microsoft.Insights",
+    "registry": "Microsoft.ContainerRegistry",
+    "workspace": "Microsoft.MachineLearningServices",
+}
+
+
+class Unreachable(Exception):
+    """The cloud did not answer at all."""
+
+
+class ArmPreflight:
+    """`Preflight` against ARM (or the emulator)."""
+
+    def __init__(self, endpoint: CloudEndpoint, credential: Any) -> None:
+        self.endpoint = endpoint
+        self.credential = credential
+        self._client: Any = None
+
+    def _arm(self) -> Any:
+        if self._client is None:
+            from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+            from azure.mgmt.core import ARMPipelineClient
+
+            kw: dict[str, Any] = {"retry_total": 0}
+            if self.endpoint.ca_bundle:
+                kw["connection_verify"] = self.endpoint.ca_bundle
+            self._client = ARMPipelineClient(
+                base_url=self.endpoint.arm_url,
+                policies=[BearerTokenCredentialPolicy(self.credential, self.endpoint.scope)],
+                **kw,
+            )
+        return self._client
+
+    def _call(self, method: str, path: str, api: str, timeout: float, body: Any = None) -> tuple[int, Any]:
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+        from azure.core.rest import HttpRequest
+
+        url = f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}"
+        try:
+            with self._arm().send_request(
+                HttpRequest(method, url, json=body), connection_timeout=timeout, read_timeout=timeout
+            ) as resp:
+                resp.read()
+                try:
+                    data = resp.json() if resp.content else None
+                except ValueError:
+                    data = None
+                return resp.status_code, data
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise Unreachable(str(exc)) from exc
+
+    def check(self, *, plan: Plan, request: WorkspaceRequest, policy: Policy) -> PreflightReport:
+        """Run every check in parallel; whatever has not answered by the timeout is reported as skipped."""
+        timeout = policy.preflight.timeout_s
+        checks: dict[str, Callable[[], tuple[list[Problem], list[Problem]]]] = {
+            "resource providers": lambda: self._providers(plan, timeout),
+            "storage account name": lambda: self._storage_name(plan, timeout),
+            "key vault name": lambda: self._vault_name(plan, policy, timeout),
+            "vCPU quota": lambda: self._quota(plan, request, policy, timeout),
+        }
+        problems: list[Problem] = []
+        notes: list[Problem] = []
+        skipped: list[str] = []
+        pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="preflight")
+        futures = {pool.submit(fn): name for name, fn in checks.items()}
+        done, pending = wait(futures, timeout=timeout)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for future in done:
+            name = futures[future]
+            try:
+                found, noted = future.result()
+            except Unreachable as exc:
+                skipped.append(f"{name}: the cloud did not answer ({exc.__class__.__name__})")
+                continue
+            except Exception as exc:  # noqa: BLE001 - a broken check must not block intake
+                log.warning("pre-flight check %s failed: %s", name, exc)
+                skipped.append(f"{name}: {exc}")
+                continue
+            problems += found
+            notes += noted
+        skipped += [f"{futures[f]}: no answer within {timeout:g} s" for f in pending]
+        return PreflightReport(problems=problems, notes=notes, skipped=skipped)
+
+    # ----- the checks ----------------------------------------------------------------------
+
+    def _providers(self, plan: Plan, timeout: float) -> tuple[list[Problem], list[Problem]]:
+        sub = plan.names.subscription_id
+        needed = sorted(
+            {NAMESPACES[s.kind.value] for s in plan.steps if s.kind.value in NAMESPACES}
+            | ({"Microsoft.OperationalInsights"} if any(s.id == "insights" for s in plan.steps) else set())
+        )
+        problems = []
+        for ns in needed:
+            status, data = self._call("GET", f"/subscriptions/{sub}/providers/{ns}", PROVIDERS_API, timeout)
+            state = (data or {}).get("registrationState", "") if status == 200 else ""
+            if status == 200 and state.lower() != "registered":
+                problems.append(
+                    Problem(
+                        "subscription_id",
+                        f"subscription {sub} is not registered for {ns} ({state}); the platform team must register it "
+                        f"(az provider register --namespace {ns}).",
+                        "MissingSubscriptionRegistration",
+                    )
+                )
+        return problems, []
+
+    def _exists(self, rid: str, api: str, timeout: float) -> bool:
+        status, _ = self._call("GET", rid, api, timeout)
+        return status == 200
+
+    def _storage_name(self, plan: Plan, timeout: float) -> tuple[list[Problem], list[Problem]]:
+        step = plan.step("storage")
+        if step.spec.get("existing") or self._exists(step.resource_id, STORAGE_API, timeout):
+            return [], []
+        sub = plan.names.subscription_id
+        status, data = self._call(
+            "POST",
+            f"/subscriptions/{sub}/providers/Microsoft.Storage/checkNameAvailability",
+            STORAGE_API,
+            timeout,
+            {"name": step.resource_name, "type": "Microsoft.Storage/storageAccounts"},
+        )
+        if status == 200 and data and not data.get("nameAvailable", True):
+            return [
+                Problem(
+                    "existing.storage_account_id",
+                    f"the storage account name '{step.resource_name}' is taken elsewhere in Azure (names are global); "
+                    "bring your own storage account, or use another team name.",
+                    "StorageAccountAlreadyTaken",
+                )
+            ], []
+        return [], []
+
+    def _vault_name(self, plan: Plan, policy: Policy, timeout: float) -> tuple[list[Problem], list[Problem]]:
+        step = plan.step("key-vault")
+        if step.spec.get("existing") or self._exists(step.resource_id, KEYVAULT_API, timeout):
+            return [], []
+        sub, name, loc = plan.names.subscription_id, step.resource_name, plan.names.location
+        status, data = self._call(
+            "GET",
+            f"/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{loc}/deletedVaults/{name}",
+            KEYVAULT_API,
+            timeout,
+        )
+        if status == 200:
+            action = policy.key_vault.on_soft_deleted
+            purge_date = ((data or {}).get("properties") or {}).get("scheduledPurgeDate", "?")
+            holder = f"a soft-deleted key vault holds the name '{name}' until {purge_date}"
+            if action == "fail":
+                return [
+                    Problem(
+                        "existing.key_vault_id",
+                        f"{holder}; recover or purge it, then submit again.",
+                        "VaultSoftDeleted",
+                    )
+                ], []
+            verb = {
+                "recover": "recovered",
+                "purge": "purged and created again",
+                "rename": "side-stepped with a fresh name",
+            }
+            return [], [
+                Problem("existing.key_vault_id", f"{holder}; it will be {verb[action]} (policy).", "VaultSoftDeleted")
+            ]
+        status, data = self._call(
+            "POST",
+            f"/subscriptions/{sub}/providers/Microsoft.KeyVault/checkNameAvailability",
+            KEYVAULT_API,
+            timeout,
+            {"name": name, "type": "Microsoft.KeyVault/vaults"},
+        )
+        if status == 200 and data and not data.get("nameAvailable", True):
+            return [
+                Problem(
+                    "existing.key_vault_id",
+                    f"the key vault name '{name}' is taken elsewhere in Azure (names are global); bring your own key vault, "
+                    "or use another team name.",
+                    "VaultAlreadyExists",
+                )
+            ], []
+        return [], []
+
+    def _quota(
+        self, plan: Plan, request: WorkspaceRequest, policy: Policy, timeout: float
+    ) -> tuple[list[Problem], list[Problem]]:
+        demand: dict[str, int] = {}
+        where: dict[str, list[int]] = {}
+        for i, c in enumerate(request.compute):
+            size = policy.vm_size(c.vm_size)
+            if size is None:
+                continue
+            pool = size.family if c.tier == "dedicated" else "lowPriority"
+            demand[pool] = demand.get(pool, 0) + size.vcpus * c.max_nodes
+            where.setdefault(pool, []).append(i)
+        if not demand:
+            return [], []
+        sub, loc = plan.names.subscription_id, plan.names.location
+        status, data = self._call(
+            "GET",
+            f"/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{loc}/usages",
+            ML_API,
+            timeout,
+        )
+        if status != 200:
+            return [], []
+        usages = {u["name"]["value"]: u for u in (data or {}).get("value", []) if isinstance(u, dict) and "name" in u}
+        problems = []
+        for pool, need in demand.items():
+            usage = usages.get(pool)
+            if usage is None:
+                continue
+            used, limit = int(usage.get("currentValue", 0)), int(usage.get("limit", 0))
+            if used + need > limit:
+                label = usage["name"].get("localizedValue") or pool
+                fields = ", ".join(f"compute[{i}]" for i in where[pool])
+                problems.append(
+                    Problem(
+                        f"compute[{where[pool][0]}].max_nodes",
+                        f"{fields} need {need} vCPUs of '{label}' in {loc}, but {used} of {limit} are in use; lower "
+                        "max_nodes, pick another VM size or region, or ask the platform team for more quota.",
+                        "QuotaExceeded",
+                    )
+                )
+        return problems, []
