@@ -119,12 +119,14 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
 
 
 def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
-    """Ensure an AmlCompute cluster with the asked size, tier, scale settings and a system identity."""
+    """Ensure an AmlCompute cluster (size, tier, scale settings, identity) or a user's compute instance."""
+    n, spec = ctx.names, step.spec
+    ml = clients.ml(n.subscription_id, n.resource_group, spec["workspace"])
+    if spec.get("kind") == "instance":
+        return _reconcile_instance(step, ml, timing)
     from azure.ai.ml.entities import AmlCompute, IdentityConfiguration
 
-    n, spec = ctx.names, step.spec
     what = f"compute cluster '{step.resource_name}'"
-    ml = clients.ml(n.subscription_id, n.resource_group, spec["workspace"])
     desired = AmlCompute(
         name=step.resource_name,
         size=spec["vm_size"],
@@ -141,12 +143,8 @@ def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Ti
         return Wait(timing.poll_s, f"{what} is being created")
     if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
         return waiting
-    if (current.size or "").lower() != spec["vm_size"].lower():
-        return Fail(
-            f"{what} exists with VM size {current.size}, not {spec['vm_size']}; a cluster's size cannot change. "
-            "Give the cluster another name, or delete the old one first.",
-            "ComputeSizeImmutable",
-        )
+    if immutable := _size_changed(current, spec, what):
+        return immutable
     drift = (
         current.min_instances != spec["min_nodes"]
         or current.max_instances != spec["max_nodes"]
@@ -159,11 +157,55 @@ def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Ti
         {
             "id": current.id,
             "name": current.name,
+            "kind": "cluster",
             "vm_size": current.size,
             "min_nodes": current.min_instances,
             "max_nodes": current.max_instances,
             "tier": spec["tier"],
         }
+    )
+
+
+def _size_changed(current: Any, spec: dict[str, Any], what: str) -> Fail | None:
+    if (current.size or "").lower() == spec["vm_size"].lower():
+        return None
+    return Fail(
+        f"{what} exists with VM size {current.size}, not {spec['vm_size']}; its size cannot change. "
+        "Give it another name, or delete the old one first.",
+        "ComputeSizeImmutable",
+    )
+
+
+def _reconcile_instance(step: Step, ml: Any, timing: Timing) -> Outcome:
+    """Ensure a compute instance created on behalf of its user, shutting down when idle."""
+    from azure.ai.ml.entities import AssignedUserConfiguration, ComputeInstance
+
+    spec = step.spec
+    what = f"compute instance '{step.resource_name}'"
+    user = str(spec["assigned_user"])
+    current = get_or_none(f"reading {what}", lambda: ml.compute.get(step.resource_name))
+    if current is None:
+        desired = ComputeInstance(
+            name=step.resource_name,
+            size=spec["vm_size"],
+            create_on_behalf_of=AssignedUserConfiguration(user_tenant_id=spec["tenant_id"], user_object_id=user),
+            idle_time_before_shutdown_minutes=max(15, spec["idle_seconds"] // 60),
+        )
+        call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired))
+        return Wait(timing.poll_s, f"{what} is being created")
+    if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
+        return waiting
+    if immutable := _size_changed(current, spec, what):
+        return immutable
+    owner = getattr(getattr(current, "create_on_behalf_of", None), "user_object_id", None)
+    if owner and owner.lower() != user.lower():
+        return Fail(
+            f"{what} exists and belongs to user {owner}, not {user}; an instance's user cannot change. "
+            "Give the instance another name.",
+            "ComputeInstanceOwnedByAnother",
+        )
+    return Done(
+        {"id": current.id, "name": current.name, "kind": "instance", "vm_size": current.size, "assigned_user": user}
     )
 
 

@@ -220,7 +220,7 @@ class ArmPreflight:
             if size is None:
                 continue
             pool = size.family if c.tier == "dedicated" else "lowPriority"
-            demand[pool] = demand.get(pool, 0) + size.vcpus * c.max_nodes
+            demand[pool] = demand.get(pool, 0) + size.vcpus * (1 if c.kind == "instance" else c.max_nodes)
             where.setdefault(pool, []).append(i)
         if not demand:
             return [], []

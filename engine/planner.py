@@ -167,7 +167,12 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
                 depends_on=["workspace"],
                 resource_name=c.name,
                 resource_id=f"{ws_id}/computes/{c.name}",
-                spec={"workspace": n.workspace, "location": n.location, **c.model_dump(mode="json")},
+                spec={
+                    "workspace": n.workspace,
+                    "location": n.location,
+                    "tenant_id": str(policy.tenant_id),
+                    **c.model_dump(mode="json"),
+                },
             )
         )
     for d in request.datastores:

@@ -95,7 +95,7 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
                 )
             )
         else:
-            vcpus += size.vcpus * c.max_nodes
+            vcpus += size.vcpus * (1 if c.kind == "instance" else c.max_nodes)
         if c.max_nodes > policy.max_nodes_per_cluster:
             problems.append(
                 Problem(
@@ -133,7 +133,10 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
 
 def team_vcpus(request: WorkspaceRequest, policy: Policy) -> int:
     """Return the vCPUs a request's clusters use at max scale (sizes not in the catalogue count 0)."""
-    return sum((s.vcpus if (s := policy.vm_size(c.vm_size)) else 0) * c.max_nodes for c in request.compute)
+    return sum(
+        (s.vcpus if (s := policy.vm_size(c.vm_size)) else 0) * (1 if c.kind == "instance" else c.max_nodes)
+        for c in request.compute
+    )
 
 
 def admit(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int = 0) -> WorkspaceRequest:

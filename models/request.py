@@ -50,19 +50,35 @@ def _check_name(kind: str, value: str) -> str:
 
 
 class ComputeSpec(Strict):
-    """One AmlCompute cluster."""
+    """One AmlCompute cluster, or a compute instance assigned to one user."""
 
     name: str
+    kind: Literal["cluster", "instance"] = "cluster"
     vm_size: str = Field(description="Azure VM size, e.g. Standard_DS3_v2; must be in the policy's catalogue.")
     min_nodes: int = Field(0, ge=0, le=1000)
     max_nodes: int = Field(1, ge=1, le=1000)
     tier: Literal["dedicated", "low_priority"] = "dedicated"
-    idle_seconds: int = Field(1800, ge=60, le=604800, description="Idle time before scale-down.")
+    idle_seconds: int = Field(1800, ge=60, le=604800, description="Idle time before scale-down (or shutdown).")
+    assigned_user: UUID | None = Field(
+        None, validate_default=True, description="The Entra object id of the instance's user (instances only)."
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name("compute", v)
+
+    @field_validator("assigned_user")
+    @classmethod
+    def _user(cls, v: UUID | None, info: ValidationInfo) -> UUID | None:
+        kind = info.data.get("kind")
+        if kind == "instance" and v is None:
+            raise PydanticCustomError(
+                "assigned_user", "a compute instance belongs to one user: set assigned_user to their Entra object id."
+            )
+        if kind == "cluster" and v is not None:
+            raise PydanticCustomError("assigned_user", "only a compute instance has an assigned_user; remove it.")
+        return v
 
     @field_validator("max_nodes")
     @classmethod

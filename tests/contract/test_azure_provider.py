@@ -26,6 +26,8 @@ def test_every_step_kind_provisions_and_a_second_run_creates_nothing(
     assert ids["workspace"].endswith("/workspaces/mlw-contract-test")
     assert results["storage"].outputs["hierarchical_namespace"] is True  # type: ignore[union-attr]
     assert results["workspace"].outputs["principal_id"]  # type: ignore[union-attr]
+    instance = results["compute:ada-notebook"].outputs  # type: ignore[union-attr]
+    assert instance["kind"] == "instance" and instance["assigned_user"] == "0c9a3f5e-2b1d-4e6f-8a7b-9c0d1e2f3a4b"
     held = set(emulator.state.resource_ids())
     for sid, rid in ids.items():
         assert rid in held, sid

@@ -136,7 +136,7 @@ def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once
             assert sent[f"{rid}/{step.step_id}/1"] == 1, step.step_id
     assert cloud.overlaps == []
     planned = sum(len(store.get_steps(rid)) for rid in ids)
-    assert planned == 30 * 13
+    assert planned == 30 * 14
     assert len(cloud.creates) == planned and set(cloud.creates.values()) == {1}
 
 

@@ -99,3 +99,15 @@ def test_team_onboarding_expands_per_environment_with_cost_center() -> None:
     assert [r.environment.value for r in requests] == ["dev", "test", "prod"]
     assert all(r.tags["cost-center"] == "CC-3310" for r in requests)
     assert all(r.profile == "cpu-small" and len(r.owners) == 1 for r in requests)
+
+
+def test_compute_instances_belong_to_one_user() -> None:
+    body = example("cpu-small.json") | {
+        "compute": [
+            {"name": "nb1", "kind": "instance", "vm_size": "Standard_DS3_v2"},
+            {"name": "cl1", "vm_size": "Standard_DS3_v2", "assigned_user": "0c9a3f5e-2b1d-4e6f-8a7b-9c0d1e2f3a4b"},
+        ]
+    }
+    problems = _problems(body)
+    assert "set assigned_user" in problems["compute[0].assigned_user"]
+    assert "only a compute instance" in problems["compute[1].assigned_user"]
