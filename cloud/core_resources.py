@@ -95,7 +95,7 @@ def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Ti
             tags=spec["tags"],
             properties=StorageAccountPropertiesCreateParameters(
                 is_hns_enabled=spec["hierarchical_namespace"],
-                allow_shared_key_access=False,
+                allow_shared_key_access=bool(spec.get("shared_key_access", False)),
                 allow_blob_public_access=False,
                 minimum_tls_version="TLS1_2",
                 enable_https_traffic_only=True,

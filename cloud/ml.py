@@ -218,28 +218,59 @@ def reconcile_datastore(step: Step, ctx: StepContext, clients: Clients, timing: 
     ml = clients.ml(n.subscription_id, n.resource_group, spec["workspace"])
     account = ctx.dependency_outputs.get("storage", {}).get("name") or spec["storage_account"]
     kind = spec["kind"]
+    credentials = None
+    if spec.get("credentials") == "account_key" and kind in ("blob", "file"):
+        credentials = _account_key(ctx, clients, account)
     desired: Any
     if kind == "blob":
-        desired = AzureBlobDatastore(name=step.resource_name, account_name=account, container_name=spec["container"])
+        desired = AzureBlobDatastore(
+            name=step.resource_name, account_name=account, container_name=spec["container"], credentials=credentials
+        )
     elif kind == "file":
-        desired = AzureFileDatastore(name=step.resource_name, account_name=account, file_share_name=spec["container"])
+        desired = AzureFileDatastore(
+            name=step.resource_name, account_name=account, file_share_name=spec["container"], credentials=credentials
+        )
     else:
         desired = AzureDataLakeGen2Datastore(
             name=step.resource_name, account_name=account, filesystem=spec["container"]
         )
     current = get_or_none(f"reading {what}", lambda: ml.datastores.get(step.resource_name))
-    target = (
-        getattr(current, "container_name", None)
-        or getattr(current, "file_share_name", None)
-        or getattr(current, "filesystem", None)
-    )
+    target = getattr(current, "container_name", None) or getattr(current, "file_share_name", None)
+    target = target or getattr(current, "filesystem", None)
+    mode = "account_key" if credentials is not None else "identity"
     if (
         current is None
         or current.account_name != account
         or target != spec["container"]
         or current.type != desired.type
+        or _credential_mode(current) != mode
     ):
         current = call(f"creating {what}", lambda: ml.datastores.create_or_update(desired))
     return Done(
-        {"id": current.id, "name": current.name, "kind": kind, "account": account, "container": spec["container"]}
+        {
+            "id": current.id,
+            "name": current.name,
+            "kind": kind,
+            "account": account,
+            "container": spec["container"],
+            "credentials": mode,
+        }
     )
+
+
+def _credential_mode(datastore: Any) -> str:
+    kind = type(getattr(datastore, "credentials", None)).__name__
+    return "account_key" if kind == "AccountKeyConfiguration" else "identity"
+
+
+def _account_key(ctx: StepContext, clients: Clients, account: str) -> Any:
+    """Read the storage account's key for a key-based datastore; it goes to Azure ML only, never to a log."""
+    from azure.ai.ml.entities import AccountKeyConfiguration
+
+    n = ctx.names
+    keys = call(
+        f"listing the keys of storage account '{account}'",
+        lambda: clients.storage(n.subscription_id).storage_accounts.list_keys(n.resource_group, account),
+    )
+    # The list-keys result is a mapping, so its `keys` attribute is the dict method: index it instead.
+    return AccountKeyConfiguration(account_key=keys["keys"][0]["value"])

@@ -211,6 +211,14 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
             r"^/subscriptions/[^/]+/providers/microsoft\.machinelearningservices/locations/([^/]+)/usages$", low
         ):
             return 200, {"value": state.usages(sub_id, m.group(1))}
+        if method == "POST" and re.match(
+            r"^/subscriptions/.+/providers/microsoft\.storage/storageaccounts/[^/]+/listkeys$", low
+        ):
+            account = parse_path(path.rstrip("/").rsplit("/", 1)[0])
+            state.get(account)  # 404 when there is no such account
+            names = ("key1", "key2")
+            keys = [{"keyName": k, "value": state.account_key(account.id, k), "permissions": "FULL"} for k in names]
+            return 200, {"keys": keys}
         return None
 
     return Starlette(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -148,6 +151,7 @@ class EmulatorState:
         self.creates: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []  # every write call, for tests that check what the SDKs send
+        self._key_secret = secrets.token_hex(16)
         self._lock = threading.Lock()
 
     # ----- reads ----------------------------------------------------------------------------
@@ -693,6 +697,11 @@ class EmulatorState:
         return dict(self._view(row, time.time()).get("properties") or {})
 
     # ----- introspection for tests and benchmarks ------------------------------------------
+
+    def account_key(self, account_id: str, key_name: str) -> str:
+        """Return a storage account key: stable per account, unguessable without the emulator's secret."""
+        digest = hashlib.sha256(f"{self._key_secret}|{account_id.lower()}|{key_name}".encode()).digest()
+        return base64.b64encode(digest + digest).decode()
 
     def record(self, method: str, path: str, api_version: str | None, body: Any) -> None:
         """Keep one write call, as sent."""

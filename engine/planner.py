@@ -92,6 +92,7 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
                 "existing": request.existing.storage_account_id is not None,
                 "sku": "Standard_LRS",
                 "hierarchical_namespace": any(d.kind == DatastoreKind.ADLS_GEN2 for d in request.datastores),
+                "shared_key_access": policy.datastore_credentials == "account_key",
                 "containers": sorted({d.container for d in request.datastores if d.kind != DatastoreKind.FILE}),
                 "shares": sorted({d.container for d in request.datastores if d.kind == DatastoreKind.FILE}),
             },
@@ -183,7 +184,12 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
                 depends_on=["workspace", "storage"],
                 resource_name=d.name,
                 resource_id=f"{ws_id}/datastores/{d.name}",
-                spec={"workspace": n.workspace, "storage_account": n.storage_account, **d.model_dump(mode="json")},
+                spec={
+                    "workspace": n.workspace,
+                    "storage_account": n.storage_account,
+                    "credentials": policy.datastore_credentials,
+                    **d.model_dump(mode="json"),
+                },
             )
         )
     for p in _principals(request):

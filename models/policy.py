@@ -75,6 +75,11 @@ class Policy(PolicyModel):
     create_resource_groups: bool = Field(True, description="False: resource groups must already exist.")
     key_vault: KeyVaultPolicy = Field(default_factory=KeyVaultPolicy)
     preflight: PreflightPolicy = Field(default_factory=PreflightPolicy)
+    datastore_credentials: Literal["identity", "account_key"] = Field(
+        "identity",
+        description="identity: datastores use the caller's identity and storage shared keys stay off; "
+        "account_key: blob and file datastores store the account key in the workspace (ADLS Gen2 stays identity).",
+    )
     tenant_id: UUID = Field(UUID("00000000-0000-0000-0000-000000000000"))
     allowed_callback_hosts: list[str] = Field(
         default_factory=list,

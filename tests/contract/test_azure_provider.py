@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cloud.provider import AzureProvider
@@ -95,3 +96,20 @@ def test_workspace_creation_deploys_the_azure_ai_ml_template(provider: AzureProv
     deployments = [r for r in emulator.state.resource_ids() if "/deployments/mlw-deploy-dev-" in r]
     assert len(deployments) == 1
     assert isinstance(drive(provider, p, "workspace", outputs), Done)
+
+
+def test_account_key_datastores_only_when_policy_asks(provider: AzureProvider, emulator: EmulatorServer) -> None:
+    body = example("gpu-research.json") | {"team": "keys"}
+    p = _plan(body, datastore_credentials="account_key")
+    results = run_plan(provider, p)
+    assert all(isinstance(o, Done) for o in results.values()), results
+    assert results["datastore:raw_images"].outputs["credentials"] == "account_key"  # type: ignore[union-attr]
+    assert results["datastore:shared_files"].outputs["credentials"] == "account_key"  # type: ignore[union-attr]
+    assert results["datastore:lake"].outputs["credentials"] == "identity"  # type: ignore[union-attr]  # ADLS Gen2
+    account = emulator.state.get(parse_path(p.step("storage").resource_id))
+    assert account["properties"]["allowSharedKeyAccess"] is True
+    key = emulator.state.account_key(p.step("storage").resource_id, "key1")
+    assert all(key not in json.dumps(o.outputs) for o in results.values())  # the key stays in Azure ML
+    # The default keeps shared keys off and stores no key.
+    plain = run_plan(provider, _plan(example("cpu-small.json") | {"team": "nokeys"}))
+    assert plain["datastore:training_data"].outputs["credentials"] == "identity"  # type: ignore[union-attr]
