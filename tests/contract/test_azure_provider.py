@@ -35,12 +35,12 @@ def test_every_step_kind_provisions_and_a_second_run_creates_nothing(
     # Datastores, containers, shares and role assignments exist too.
     assert any(r.endswith("/datastores/lake") for r in held)
     assert any(r.endswith("/fileServices/default/shares/shared") for r in held)
-    assert sum("/roleAssignments/" in r for r in held) == 4
+    assert sum("/roleAssignments/" in r and "/rg-ml-contract-test/" in r for r in held) == 4
     creates = dict(emulator.state.creates)
     again = run_plan(provider, p)
     assert all(isinstance(o, Done) for o in again.values())
     assert dict(emulator.state.creates) == creates  # idempotent: nothing created twice
-    assert all(n == 1 for n in creates.values())
+    assert all(n == 1 for k, n in creates.items() if "/rg-ml-contract-test" in k)
 
 
 def test_missing_resource_group_fails_when_policy_forbids_creating_it(provider: AzureProvider) -> None:
