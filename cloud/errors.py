@@ -56,6 +56,10 @@ RULES: dict[str, Rule] = {
         False,
         "Key vault names are global; a vault (perhaps soft-deleted) holds this name. Purge it or bring your own key vault.",
     ),
+    "softdeletedworkspace": Rule(
+        False,
+        "A soft-deleted Azure ML workspace holds this name; purge it (az ml workspace delete --permanently-delete) or ask the platform team to set workspace.on_soft_deleted to purge, then submit again.",
+    ),
     "conflicterror": Rule(False, "A soft-deleted resource holds this name; recover or purge it, then submit again."),
     "alreadyinuse": Rule(False, "The name is taken globally; bring your own resource or change the team name."),
     "authorizationfailed": Rule(
@@ -148,7 +152,9 @@ def classify(
 ) -> VendingError:
     """Translate an Azure error code (and HTTP status) into our transient or permanent error."""
     rule = RULES.get(code.lower())
-    if code.lower() in ("operationnotallowed", "badrequest", "") and "quota" in message.lower():
+    if code.lower() in ("badrequest", "") and "soft-deleted workspace" in message.lower():
+        rule = RULES["softdeletedworkspace"]
+    elif code.lower() in ("operationnotallowed", "badrequest", "") and "quota" in message.lower():
         rule = RULES["operationnotallowedquota"]  # Azure ML says quota in a BadRequest's message
     if rule is None:
         rule = Rule(status in TRANSIENT_STATUS) if status is not None else Rule(False)

@@ -87,8 +87,12 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
                 "WorkspaceLinkedElsewhere",
             )
         ident = workspace.identity
+        extra = (
+            {"soft_delete_action": "purged"} if (workspace.tags or {}).get("vending-soft-delete") == "purged" else {}
+        )
         return Done(
             {
+                **extra,
                 "id": workspace.id,
                 "name": workspace.name,
                 "workspace_id": getattr(workspace, "_workspace_id", None),
@@ -97,17 +101,22 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
                 "principal_id": getattr(ident, "principal_id", None) if ident else None,
             }
         )
+    tags = dict(spec["tags"])
     if latest_state == "failed":
         error = _deployment_error(latest, f"deploying {what}")
-        if isinstance(error, PermanentError):
-            return Fail(str(error), error.code)
-        # Transient: deploy again below.
+        soft_deleted = "soft-deleted workspace" in str(error).lower()
+        if soft_deleted and spec.get("on_soft_deleted") == "purge":
+            _purge_workspace(step, ctx, clients)
+            tags["vending-soft-delete"] = "purged"
+        elif isinstance(error, PermanentError):
+            return Fail(str(error), "WorkspaceSoftDeleted" if soft_deleted else error.code)
+        # Transient, or purged: deploy again below.
     desired = Workspace(
         name=step.resource_name,
         location=spec["location"],
         display_name=spec["display_name"],
         description=f"Provisioned by Workspace Vending for {spec['tags'].get('team', '')}",
-        tags=dict(spec["tags"]),
+        tags=tags,
         storage_account=linked["storage"],
         key_vault=linked["key-vault"],
         application_insights=linked["insights"],
@@ -116,6 +125,24 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
     )
     call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
     return Wait(timing.poll_s, f"{what} deployment started")
+
+
+def _purge_workspace(step: Step, ctx: StepContext, clients: Clients) -> None:
+    """Delete a soft-deleted workspace for good (forceToPurge), so that its name can be used again."""
+    from azure.core.rest import HttpRequest
+
+    arm = clients.resources(ctx.names.subscription_id)
+    url = f"{clients.endpoint.arm_url.rstrip('/')}{step.resource_id}?api-version=2024-04-01&forceToPurge=true"
+    response = call(
+        f"purging the soft-deleted workspace '{step.resource_name}'",
+        lambda: arm.send_request(HttpRequest("DELETE", url)),
+    )
+    if response.status_code >= 400:
+        raise PermanentError(
+            f"purging the soft-deleted workspace '{step.resource_name}' failed with HTTP {response.status_code}; "
+            "purge it in the portal (Azure Machine Learning, recently deleted), then submit again.",
+            code="WorkspacePurgeFailed",
+        )
 
 
 def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:

@@ -160,7 +160,8 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                     headers.pop("Location", None)
                 return JSONResponse(body, status_code=status, headers=headers)
             if method == "DELETE":
-                return Response(status_code=state.delete(p), headers=headers)
+                purge = request.query_params.get("forceToPurge", "").lower() == "true"
+                return Response(status_code=state.delete(p, purge=purge), headers=headers)
             if method == "POST":
                 raise ArmError(
                     400, "UnsupportedAction", f"The emulator does not serve the action '{path.rsplit('/', 1)[-1]}'."

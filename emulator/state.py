@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS deleted_vaults (
     deleted REAL NOT NULL,
     purge_protection INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deleted_workspaces (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    deleted REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS operations (
     id TEXT PRIMARY KEY,
     resource_key TEXT NOT NULL,
@@ -232,6 +238,7 @@ class EmulatorState:
                     body = recovered
             if rtype.name == "Microsoft.MachineLearningServices/workspaces":
                 self._check_links(conn, body)
+                self._workspace_soft_delete(conn, p, body)
             if rtype.name == "Microsoft.MachineLearningServices/workspaces/computes":
                 self._check_quota(conn, p, body)
             parent = p.parent_id.lower()
@@ -301,9 +308,15 @@ class EmulatorState:
         m = re.match(r"^(.*/microsoft\.storage/storageaccounts/[^/]+)/(blobservices|fileservices)/default$", parent)
         return bool(m and conn.execute("SELECT key FROM resources WHERE key = ?", (m.group(1),)).fetchone())
 
-    def delete(self, p: ArmPath) -> int:
-        """Delete a resource and everything under it (key vaults go to soft-delete); return 200 or 204."""
+    def delete(self, p: ArmPath, *, purge: bool = False) -> int:
+        """Delete a resource and everything under it; return 200 or 204.
+
+        Key vaults and Azure ML workspaces are soft-deleted; `purge` (forceToPurge) deletes a workspace for good.
+        """
         with self._lock, self.db.transaction() as conn:
+            purged = 0
+            if purge:
+                purged = conn.execute("DELETE FROM deleted_workspaces WHERE key = ?", (p.key,)).rowcount
             doomed = conn.execute(
                 "SELECT * FROM resources WHERE key = ? OR key LIKE ? OR (? AND parent LIKE ?)",
                 (p.key, p.key + "/%", p.type.lower() == "microsoft.resources/resourcegroups", p.key + "%"),
@@ -324,10 +337,35 @@ class EmulatorState:
                             1 if props.get("enablePurgeProtection") else 0,
                         ),
                     )
+                if row["type"].lower() == "microsoft.machinelearningservices/workspaces" and not purge:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO deleted_workspaces (key, id, body, deleted) VALUES (?, ?, ?, ?)",
+                        (row["key"], row["id"], row["body"], time.time()),
+                    )
                 conn.execute("DELETE FROM resources WHERE key = ?", (row["key"],))
-        return 200 if doomed else 204
+        return 200 if doomed or purged else 204
 
-    # ----- key vault soft-delete ------------------------------------------------------------
+    # ----- soft-delete ----------------------------------------------------------------------
+
+    def _workspace_soft_delete(self, conn: Any, p: ArmPath, body: dict[str, Any]) -> None:
+        """Refuse to create a workspace over a soft-deleted one, unless the request asks to recover it."""
+        held = conn.execute("SELECT * FROM deleted_workspaces WHERE key = ?", (p.key,)).fetchone()
+        if held is None:
+            return
+        recover = str((body.get("properties") or {}).get("allowRecoverSoftDeletedWorkspace", "false")).lower()
+        if recover != "true":
+            raise ArmError(
+                400,
+                "BadRequest",
+                "Soft-deleted workspace exists. Please purge or recover it. https://aka.ms/wsoftdelete",
+            )
+        conn.execute("DELETE FROM deleted_workspaces WHERE key = ?", (p.key,))
+
+    def soft_deleted_workspaces(self) -> list[str]:
+        """Return the ids of soft-deleted workspaces."""
+        return [
+            r["id"] for r in self.db.conn().execute("SELECT id FROM deleted_workspaces ORDER BY deleted").fetchall()
+        ]
 
     def _vault_soft_delete(self, conn: Any, p: ArmPath, body: dict[str, Any]) -> dict[str, Any] | None:
         """Refuse a new vault whose name a soft-deleted vault holds; recover it when asked to."""

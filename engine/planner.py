@@ -153,6 +153,7 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
             spec={
                 **common,
                 "display_name": f"{request.team} ({request.environment.value})",
+                "on_soft_deleted": policy.workspace.on_soft_deleted,
                 "storage_account_id": storage_id,
                 "key_vault_id": kv_id,
                 "application_insights_id": ai_id,

@@ -52,6 +52,16 @@ class KeyVaultPolicy(PolicyModel):
     )
 
 
+class WorkspacePolicy(PolicyModel):
+    """How workspaces are created."""
+
+    on_soft_deleted: Literal["purge", "fail"] = Field(
+        "fail",
+        description="When a soft-deleted workspace holds the name: purge it and create anew, or fail and say so. "
+        "(Recovery is not offered: azure-ai-ml's workspace template always deploys with recovery off.)",
+    )
+
+
 class PreflightPolicy(PolicyModel):
     """Checks against the cloud before a request is accepted."""
 
@@ -75,6 +85,7 @@ class Policy(PolicyModel):
     create_resource_groups: bool = Field(True, description="False: resource groups must already exist.")
     key_vault: KeyVaultPolicy = Field(default_factory=KeyVaultPolicy)
     preflight: PreflightPolicy = Field(default_factory=PreflightPolicy)
+    workspace: WorkspacePolicy = Field(default_factory=WorkspacePolicy)
     datastore_credentials: Literal["identity", "account_key"] = Field(
         "identity",
         description="identity: datastores use the caller's identity and storage shared keys stay off; "

@@ -242,3 +242,23 @@ def test_a_slow_workspace_waits(provider: AzureProvider, emulator: EmulatorServe
     assert isinstance(provider.reconcile(step, ctx), Wait)
     assert isinstance(provider.reconcile(step, ctx), Wait)  # the deployment is still running
     assert isinstance(drive(provider, p, "workspace", outputs), Done)
+
+
+@pytest.mark.parametrize("action", ["fail", "purge"])
+def test_a_soft_deleted_workspace_holding_the_name(provider: AzureProvider, emulator: EmulatorServer, action: str) -> None:
+    from models.policy import WorkspacePolicy
+
+    p = _plan(example("cpu-small.json") | {"team": f"wssd-{action}"}, workspace=WorkspacePolicy(on_soft_deleted=action))  # type: ignore[arg-type]
+    outputs = _up_to(provider, p, "workspace")
+    assert isinstance(drive(provider, p, "workspace", outputs), Done)
+    ws_id = p.step("workspace").resource_id
+    emulator.state.delete(parse_path(ws_id))  # deleted by someone: soft-deleted for 14 days
+    assert ws_id in emulator.state.soft_deleted_workspaces()
+    outcome = drive(provider, p, "workspace", outputs)
+    if action == "fail":
+        assert isinstance(outcome, Fail) and outcome.code == "WorkspaceSoftDeleted"
+        assert "Soft-deleted workspace exists" in outcome.error and "--permanently-delete" in outcome.error
+    else:
+        assert isinstance(outcome, Done), outcome
+        assert outcome.outputs["soft_delete_action"] == "purged"
+        assert ws_id not in emulator.state.soft_deleted_workspaces()
