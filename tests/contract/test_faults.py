@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from cloud.errors import RULES
 from cloud.provider import AzureProvider
 from emulator.faults import Fault
 from emulator.server import EmulatorServer
@@ -245,7 +246,9 @@ def test_a_slow_workspace_waits(provider: AzureProvider, emulator: EmulatorServe
 
 
 @pytest.mark.parametrize("action", ["fail", "purge"])
-def test_a_soft_deleted_workspace_holding_the_name(provider: AzureProvider, emulator: EmulatorServer, action: str) -> None:
+def test_a_soft_deleted_workspace_holding_the_name(
+    provider: AzureProvider, emulator: EmulatorServer, action: str
+) -> None:
     from models.policy import WorkspacePolicy
 
     p = _plan(example("cpu-small.json") | {"team": f"wssd-{action}"}, workspace=WorkspacePolicy(on_soft_deleted=action))  # type: ignore[arg-type]
@@ -262,3 +265,32 @@ def test_a_soft_deleted_workspace_holding_the_name(provider: AzureProvider, emul
         assert isinstance(outcome, Done), outcome
         assert outcome.outputs["soft_delete_action"] == "purged"
         assert ws_id not in emulator.state.soft_deleted_workspaces()
+
+
+@pytest.mark.parametrize("code", sorted(RULES))
+def test_every_row_of_the_error_table_through_the_emulator(
+    provider: AzureProvider, emulator: EmulatorServer, code: str
+) -> None:
+    """Each code of cloud/errors.py's table, answered by ARM to a storage account create, gives its outcome."""
+    p = _plan(example("cpu-small.json") | {"team": "table"})
+    outputs = _up_to(provider, p, "storage")
+    rule = RULES[code]
+    status = 429 if "throttl" in code or code == "toomanyrequests" else 409 if "conflict" in code else 400
+    _fault(
+        emulator,
+        type="Microsoft.Storage/storageAccounts",
+        method="PUT",
+        status=status,
+        code=code,
+        message=f"ARM says {code}.",
+        retry_after_s=3,
+        times=1,
+    )
+    outcome = drive(provider, p, "storage", outputs, retry=False)
+    provider.throttle._cool_until.clear()
+    emulator.state.faults.replace([])
+    assert isinstance(outcome, Retry if rule.transient else Fail), (code, outcome)
+    text = outcome.error
+    assert f"ARM says {code}" in text and rule.advice in text
+    if rule.transient and status == 429:
+        assert outcome.after_s == 3
