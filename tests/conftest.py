@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,6 @@ def service(settings: Settings, fake_cloud: FakeCloud) -> Iterator[tuple[Contain
     store = SqliteStore(":memory:")
     bus = SqliteBus(":memory:", lock_s=settings.bus_lock_s)
     container = Container(settings, store=store, bus=bus, cloud=fake_cloud)
-    workers = QueueWorkers(
-        bus=bus,
-        queue=settings.steps_queue,
-        handle=lambda m: handle_step(body=m.body, engine=container.engine),
-        threads=4,
-        name="steps",
-    )
     notifications = QueueWorkers(
         bus=bus,
         queue=settings.notifications_queue,
@@ -61,11 +55,27 @@ def service(settings: Settings, fake_cloud: FakeCloud) -> Iterator[tuple[Contain
         threads=1,
         name="notifications",
     )
-    workers.start()
     notifications.start()
-    yield container, workers
-    workers.stop()
+    with running_steps(container) as workers:
+        yield container, workers
     notifications.stop()
+
+
+@contextmanager
+def running_steps(container: Container, *, threads: int = 4) -> Iterator[QueueWorkers]:
+    """Run step workers for a container's bus while the block runs."""
+    workers = QueueWorkers(
+        bus=container.bus,
+        queue=container.settings.steps_queue,
+        handle=lambda m: handle_step(body=m.body, engine=container.engine),
+        threads=threads,
+        name="steps",
+    )
+    workers.start()
+    try:
+        yield workers
+    finally:
+        workers.stop()
 
 
 def example(name: str) -> dict[str, Any]:

@@ -12,15 +12,13 @@ from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
 from cloud.provider import AzureProvider
 from composition import Container
-from devhost.workers import QueueWorkers
 from emulator.faults import Fault
 from emulator.server import EmulatorServer
 from emulator.state import parse_path
-from handlers.queues import handle_step
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.conftest import example, poll
+from tests.conftest import example, poll, running_steps
 from tests.contract.conftest import _plan
 
 SUB = "11111111-1111-1111-1111-111111111111"
@@ -64,24 +62,18 @@ def test_a_bad_day_ends_with_the_right_statuses_and_messages(
     )
     store, bus = SqliteStore(":memory:"), SqliteBus(":memory:")
     c = Container(settings, store=store, bus=bus, cloud=provider)
-    workers = QueueWorkers(
-        bus=bus,
-        queue=settings.steps_queue,
-        handle=lambda m: handle_step(body=m.body, engine=c.engine),
-        threads=6,
-        name="bad-day",
-    )
-    workers.start()
     try:
-        ids = [
-            c.intake.submit(request=parse_request(b), requester="t", source="test").record.id
-            for b in (gpu_team, taken_team)
-        ]
-        poll(
-            lambda: all(store.get_request(r).status.terminal for r in ids), timeout=120, what="both requests to finish"
-        )
+        with running_steps(c, threads=6):
+            ids = [
+                c.intake.submit(request=parse_request(b), requester="t", source="test").record.id
+                for b in (gpu_team, taken_team)
+            ]
+            poll(
+                lambda: all(store.get_request(r).status.terminal for r in ids),
+                timeout=120,
+                what="both requests to finish",
+            )
     finally:
-        workers.stop()
         provider.throttle._cool_until.clear()
 
     gpu, taken = (store.get_request(r) for r in ids)

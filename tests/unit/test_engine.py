@@ -9,7 +9,7 @@ from devhost.workers import QueueWorkers
 from models.outcomes import Fail
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
-from tests.conftest import example, poll
+from tests.conftest import example, poll, running_steps
 from tests.fakes import FakeCloud
 
 
@@ -97,7 +97,6 @@ def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once
     """Concurrency, proven: many requests, 8 workers, slow reconciles so steps finish together."""
     from adapters.sqlite_bus import SqliteBus
     from adapters.sqlite_store import SqliteStore
-    from handlers.queues import handle_step
     from models.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -112,22 +111,12 @@ def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once
 
     bus = CountingBus(":memory:")
     container = Container(settings, store=store, bus=bus, cloud=cloud)
-    workers = QueueWorkers(
-        bus=bus,
-        queue=settings.steps_queue,
-        handle=lambda m: handle_step(body=m.body, engine=container.engine),
-        threads=8,
-        name="w",
-    )
-    workers.start()
-    try:
+    with running_steps(container, threads=8):
         ids = []
         for i in range(30):
             body = example("gpu-research.json") | {"team": f"team-{i:02d}"}
             ids.append(container.intake.submit(request=parse_request(body), requester="t", source="test").record.id)
         poll(lambda: all(_finished(container, r) for r in ids), timeout=120, what="30 requests to finish")
-    finally:
-        workers.stop()
     for rid in ids:
         record = store.get_request(rid)
         assert record is not None and record.status == RequestStatus.SUCCEEDED
@@ -143,7 +132,6 @@ def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once
 def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) -> None:
     from adapters.sqlite_bus import SqliteBus
     from adapters.sqlite_store import SqliteStore
-    from handlers.queues import handle_step
     from models.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -161,15 +149,7 @@ def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) ->
 
     bus = LosingBus(":memory:")
     container = Container(settings, store=store, bus=bus, cloud=cloud)
-    workers = QueueWorkers(
-        bus=bus,
-        queue=settings.steps_queue,
-        handle=lambda m: handle_step(body=m.body, engine=container.engine),
-        threads=2,
-        name="w",
-    )
-    workers.start()
-    try:
+    with running_steps(container, threads=2):
         rid = container.intake.submit(
             request=parse_request(example("cpu-small.json")), requester="t", source="test"
         ).record.id
@@ -184,8 +164,6 @@ def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) ->
         assert LosingBus.lost == 1
         assert container.engine.sweep() >= 1
         poll(lambda: _finished(container, rid), what="request to finish after the sweep")
-    finally:
-        workers.stop()
     record = store.get_request(rid)
     assert record is not None and record.status == RequestStatus.SUCCEEDED
     storage = store.get_step(rid, "storage")
