@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from engine.deadletters import DeadLetters
 from engine.events import EventFanout
 from engine.intake import Intake
 from engine.policy import load_policy
@@ -79,9 +80,19 @@ class Container:
         """The message bus."""
 
         def build() -> Bus:
+            s = self.settings
+            if s.bus == "servicebus":
+                from adapters.servicebus_bus import ServiceBusBus
+                from cloud.credentials import azure_credential
+
+                secret = s.servicebus_connection_string
+                return ServiceBusBus(
+                    fully_qualified_namespace=s.servicebus_namespace,
+                    connection_string=secret.get_secret_value() if secret else None,
+                    credential=None if secret else azure_credential(s.azure_client_id),
+                )
             from adapters.sqlite_bus import SqliteBus
 
-            s = self.settings
             return SqliteBus(
                 s.data_dir / "bus.db",
                 lock_s=s.bus_lock_s,
@@ -148,6 +159,16 @@ class Container:
                 events=self.events,
                 settings=self.settings,
                 clock=self.clock,
+            ),
+        )
+
+    @property
+    def deadletters(self) -> DeadLetters:
+        """The operators' view of every queue's dead letters."""
+        return self._get(  # type: ignore[no-any-return]
+            "deadletters",
+            lambda: DeadLetters(
+                bus=self.bus, store=self.store, engine=self.engine, intake=self.intake, settings=self.settings
             ),
         )
 

@@ -34,6 +34,13 @@ def notifications(msg: func.ServiceBusMessage) -> None:
     functions.notification_message(msg, container)
 
 
+@app.function_name("deadletters")
+@app.timer_trigger(arg_name="timer", schedule="%DeadLetterSchedule%", run_on_startup=False)
+def deadletters(timer: func.TimerRequest) -> None:
+    """Record what dead-lettered messages mean, so none is a silent grave."""
+    functions.dead_letters(timer, container)
+
+
 @app.function_name("sweeper")
 @app.timer_trigger(arg_name="timer", schedule="%SweepSchedule%", run_on_startup=False)
 def sweeper(timer: func.TimerRequest) -> None:

@@ -235,6 +235,18 @@ class SqliteBus:
             for r in rows
         ]
 
+    def remove_dead_letter(self, queue: str, message_id: str) -> bool:
+        """Remove the dead letter with this message id; False when there is none."""
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT seq FROM messages WHERE queue = ? AND dead = 1 AND message_id = ? ORDER BY seq LIMIT 1",
+                (queue, message_id),
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM messages WHERE seq = ?", (row["seq"],))
+        return True
+
     def counts(self, queue: str) -> dict[str, int]:
         """Return how many messages are active, scheduled, locked and dead-lettered."""
         now = ts(self.clock())

@@ -207,6 +207,51 @@ def cmd_onboard(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     return 0
 
 
+def cmd_deadletters(args: argparse.Namespace, api: Api, out: TextIO) -> int:
+    from composition import Container
+    from models.settings import Settings
+
+    dead = Container(Settings()).deadletters
+    if args.action == "process":
+        out.write(f"recorded {dead.process()} dead-lettered messages\n")
+        return 0
+    if args.action == "list":
+        views = dead.list()
+        if not views:
+            out.write("no dead letters\n")
+        for v in views:
+            letter = v.letter
+            out.write(f"{letter.message_id:<60} {letter.queue:<14} {letter.reason}: {letter.description[:80]}\n")
+        return 0
+    if not args.message_id:
+        raise CliError(f"deadletters {args.action} needs a MESSAGE_ID (see: python -m cli deadletters list)")
+    if args.action == "show":
+        view = dead.find(args.message_id)
+        if view is None:
+            raise CliError(f"no dead letter with message id {args.message_id}")
+        letter = view.letter
+        out.write(
+            json.dumps(
+                {
+                    "message_id": letter.message_id,
+                    "queue": letter.queue,
+                    "kind": view.kind,
+                    "reason": letter.reason,
+                    "description": letter.description,
+                    "delivery_count": letter.delivery_count,
+                    "dead_lettered_at": letter.dead_lettered_at.isoformat(),
+                    "application_properties": letter.application_properties,
+                    "body": letter.body.decode("utf-8", "replace"),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        return 0
+    out.write(dead.replay(args.message_id) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Describe the commands."""
     p = argparse.ArgumentParser(prog="python -m cli", description="Workspace Vending command line.")
@@ -239,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--message-id", default=None, help="the message id (duplicates are dropped by it)")
     s.set_defaults(run=cmd_onboard)
+    s = sub.add_parser("deadletters", help="operators: list, show, replay or record dead-lettered messages")
+    s.add_argument("action", choices=["list", "show", "replay", "process"])
+    s.add_argument("message_id", nargs="?")
+    s.set_defaults(run=cmd_deadletters)
     return p
 
 

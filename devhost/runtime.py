@@ -89,6 +89,9 @@ class Runtime:
                 repaired = self.container.engine.sweep()
                 if repaired:
                     log.warning("sweeper repaired %d steps or requests", repaired)
+                recorded = self.container.deadletters.process()
+                if recorded:
+                    log.warning("recorded %d dead-lettered messages", recorded)
             except Exception:
                 log.exception("sweep failed")
 

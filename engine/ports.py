@@ -166,6 +166,10 @@ class Bus(Sender, Protocol):
         """Return the queue's dead-lettered messages."""
         ...
 
+    def remove_dead_letter(self, queue: str, message_id: str) -> bool:
+        """Remove one dead letter (after it was replayed or dealt with); False when there is none."""
+        ...
+
 
 class Notifier(Protocol):
     """Where finished requests are announced (a requester's callback URL)."""

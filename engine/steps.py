@@ -320,6 +320,70 @@ class StepEngine:
                     continue
         return self.store.get_steps(record.id)
 
+    # ----- operators ------------------------------------------------------------------------
+
+    def fail_step(self, *, request_id: str, step_id: str, error: ErrorInfo) -> bool:
+        """Fail an unfinished step from outside (its message was dead-lettered); skip dependents, finish."""
+        for _ in range(5):
+            record = self.store.get_request(request_id)
+            step = self.store.get_step(request_id, step_id)
+            if record is None or step is None or step.status.terminal:
+                return False
+            now = self.clock()
+            update = {
+                "status": StepStatus.FAILED,
+                "error": error,
+                "finished_at": now,
+                "updated_at": now,
+                "lease_until": None,
+                "due_at": None,
+            }
+            try:
+                step = self.store.update_step(step.model_copy(update=update))
+            except StaleWriteError:
+                continue
+            self._emit(
+                record, EventName.STEP_FAILED, step, status="failed", error_code=error.code, message=error.message
+            )
+            self.finish_if_done(record, self._skip_dependents(record, step))
+            return True
+        return False
+
+    def resume_step(self, *, request_id: str, step_id: str) -> bool:
+        """Run a failed step again (an operator fixed the cause); the dependents it skipped wait again."""
+        record = self.store.get_request(request_id)
+        step = self.store.get_step(request_id, step_id)
+        if record is None or record.plan is None or step is None or step.status != StepStatus.FAILED:
+            return False
+        now = self.clock()
+        steps = self.store.get_steps(request_id)
+        downstream = {step_id}
+        changed = True
+        while changed:
+            changed = False
+            for s in steps:
+                if s.step_id not in downstream and downstream.intersection(s.depends_on):
+                    downstream.add(s.step_id)
+                    changed = True
+        for s in steps:
+            if s.step_id in downstream and s.status == StepStatus.SKIPPED:
+                self.store.update_step(
+                    s.model_copy(update={"status": StepStatus.PENDING, "status_reason": None, "updated_at": now})
+                )
+        if record.status.terminal:
+            record = self._set_request(record, status=RequestStatus.PROVISIONING, error=None) or record
+        self._advance(
+            record,
+            step,
+            status=StepStatus.QUEUED,
+            retries=0,
+            waited_s=0.0,
+            error=None,
+            finished_at=None,
+            status_reason="resumed by an operator",
+        )
+        return True
+
     # ----- finishing ------------------------------------------------------------------------
 
     def finish_if_done(self, record: RequestRecord, steps: list[StepRecord] | None = None) -> bool:

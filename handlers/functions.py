@@ -56,6 +56,13 @@ def notification_message(msg: func.ServiceBusMessage, container: Container) -> N
     )
 
 
+def dead_letters(timer: func.TimerRequest, container: Container) -> None:
+    """Record what each dead-lettered message means (failed step, rejected onboarding, failed callback)."""
+    recorded = container.deadletters.process()
+    if recorded:
+        log.warning("recorded %d dead-lettered messages", recorded)
+
+
 def sweep(timer: func.TimerRequest, container: Container) -> None:
     """Re-dispatch stuck steps and finish finished requests."""
     repaired = container.engine.sweep()

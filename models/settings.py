@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policy" / "default.yaml"
@@ -27,7 +27,15 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(10.0, gt=0, description="How long a callback POST may take.")
 
     store: Literal["sqlite"] = "sqlite"
-    bus: Literal["sqlite"] = "sqlite"
+    bus: Literal["sqlite", "servicebus"] = Field("sqlite", description="servicebus: Azure Service Bus queues.")
+    servicebus_namespace: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ServiceBusConnection__fullyQualifiedNamespace", "VENDING_SERVICEBUS_NAMESPACE"),
+        description="Identity-based connection: <namespace>.servicebus.windows.net.",
+    )
+    servicebus_connection_string: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ServiceBusConnection", "VENDING_SERVICEBUS_CONNECTION_STRING")
+    )
     cloud: Literal["emulator", "azure"] = Field("emulator", description="emulator: the local ARM emulator.")
     arm_endpoint: str = Field("https://management.azure.com/", description="Used when cloud is azure.")
     azure_client_id: str | None = Field(None, validation_alias=AliasChoices("AZURE_CLIENT_ID"))

@@ -91,7 +91,7 @@ def _sb(
 
 def test_registered_functions_and_bindings(function_app: ModuleType) -> None:
     fns = _functions(function_app)
-    assert set(fns) == {"http_app_func", "onboarding", "steps", "notifications", "sweeper"}
+    assert set(fns) == {"http_app_func", "onboarding", "steps", "notifications", "sweeper", "deadletters"}
     bindings = {name: json.loads(f.get_function_json())["bindings"] for name, f in fns.items()}
     trigger = bindings["onboarding"][0]
     assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (

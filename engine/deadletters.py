@@ -1,0 +1,162 @@
+"""Dead letters are not a silent grave: record what each one means, and let operators replay them.
+
+A message lands in a dead-letter queue when it could not be settled within the queue's max
+deliveries (a transient failure that never cleared, or a worker that kept crashing). The processor
+reads each queue's dead letters and records them where people look: a step message fails its step
+(with the dead-letter reason; dependents are skipped and the request finishes), an onboarding
+message becomes a rejected request, a notification marks the callback failed. Each record is made
+once; the dead letter stays until an operator replays or removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+
+from engine.intake import Intake
+from engine.ports import Bus, DeadLetter, OutgoingMessage, Store
+from engine.steps import StepEngine
+from models.errors import Problem
+from models.messages import StepMessage
+from models.records import ErrorInfo, StepStatus
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeadLetterView:
+    """A dead letter, and what it is about."""
+
+    letter: DeadLetter
+    kind: str  # step, onboarding, notification
+    request_id: str | None
+    step_id: str | None
+
+
+class DeadLetters:
+    """Reads, records and replays the dead letters of every queue."""
+
+    def __init__(self, *, bus: Bus, store: Store, engine: StepEngine, intake: Intake, settings: Settings) -> None:
+        self.bus = bus
+        self.store = store
+        self.engine = engine
+        self.intake = intake
+        self.settings = settings
+
+    @property
+    def queues(self) -> dict[str, str]:
+        """Map each queue to the kind of message on it."""
+        s = self.settings
+        return {s.steps_queue: "step", s.onboarding_queue: "onboarding", s.notifications_queue: "notification"}
+
+    def list(self) -> list[DeadLetterView]:
+        """Return every dead letter of every queue."""
+        out = []
+        for queue, kind in self.queues.items():
+            for letter in self.bus.dead_letters(queue):
+                props = letter.application_properties
+                out.append(DeadLetterView(letter, kind, props.get("request_id"), props.get("step_id")))
+        return out
+
+    def find(self, message_id: str) -> DeadLetterView | None:
+        """Return the dead letter with this message id, if there is one."""
+        return next((v for v in self.list() if v.letter.message_id == message_id), None)
+
+    def process(self) -> int:
+        """Record what each dead letter means; return how many records were made."""
+        made = 0
+        for view in self.list():
+            try:
+                made += self._record(view)
+            except Exception:
+                log.exception("recording dead letter %s failed", view.letter.message_id)
+        return made
+
+    def _why(self, letter: DeadLetter) -> str:
+        return (
+            f"its queue message was dead-lettered after {letter.delivery_count} deliveries "
+            f"({letter.reason}: {letter.description or 'no description'}). Fix the cause, then replay it: "
+            f"python -m cli deadletters replay {letter.message_id}"
+        )
+
+    def _record(self, view: DeadLetterView) -> int:
+        letter = view.letter
+        if view.kind == "step":
+            try:
+                msg = StepMessage.model_validate_json(letter.body)
+            except ValueError:
+                log.error("dead letter %s on %s is not a step message; remove it", letter.message_id, letter.queue)
+                return 0
+            error = ErrorInfo(code="DeadLettered", message=f"step '{msg.step_id}' stopped: {self._why(letter)}")
+            return int(self.engine.fail_step(request_id=msg.request_id, step_id=msg.step_id, error=error))
+        if view.kind == "onboarding":
+            key = f"queue:{letter.message_id}"
+            if self.store.find_by_idempotency_key(key) is not None:
+                return 0
+            problem = Problem(
+                "(message)", f"the onboarding message was not processed: {self._why(letter)}", "DeadLettered"
+            )
+            self.intake.reject(
+                raw=letter.body.decode("utf-8", "replace"),
+                problems=[problem],
+                requester="queue",
+                source="queue",
+                idempotency_key=key,
+            )
+            return 1
+        request_id = view.request_id or json.loads(letter.body).get("request_id")
+        record = self.store.get_request(request_id) if request_id else None
+        if record is None or (record.notification or {}).get("status") != "pending":
+            return 0
+        note = {"status": "failed", "error": f"the callback was not delivered: {self._why(letter)}"}
+        self.store.update_request(record.model_copy(update={"notification": note}))
+        return 1
+
+    def replay(self, message_id: str) -> str:
+        """Replay a dead letter after its cause was fixed; say what was done."""
+        view = self.find(message_id)
+        if view is None:
+            return f"no dead letter with message id {message_id}"
+        letter = view.letter
+        if view.kind == "step":
+            msg = StepMessage.model_validate_json(letter.body)
+            step = self.store.get_step(msg.request_id, msg.step_id)
+            if step is not None and step.status == StepStatus.FAILED:
+                self.engine.resume_step(request_id=msg.request_id, step_id=msg.step_id)
+                outcome = f"resumed step {msg.step_id} of request {msg.request_id}"
+            elif step is not None and not step.status.terminal:
+                # Not recorded yet: the step is still waiting for this message; send the next attempt.
+                self.engine.fail_step(
+                    request_id=msg.request_id,
+                    step_id=msg.step_id,
+                    error=ErrorInfo(code="DeadLettered", message=self._why(letter)),
+                )
+                self.engine.resume_step(request_id=msg.request_id, step_id=msg.step_id)
+                outcome = f"resumed step {msg.step_id} of request {msg.request_id}"
+            else:
+                outcome = f"step {msg.step_id} of request {msg.request_id} has finished; nothing to replay"
+        else:
+            queue = letter.queue
+            if view.kind == "onboarding":
+                # A replay is new work: the rejected record made from the dead letter stays as history.
+                new_id = f"{letter.message_id}/replay-{uuid.uuid4().hex[:8]}"
+            else:
+                new_id = f"{letter.message_id}/replay-{uuid.uuid4().hex[:8]}"
+                record = self.store.get_request(view.request_id or "")
+                if record is not None:
+                    self.store.update_request(record.model_copy(update={"notification": {"status": "pending"}}))
+            self.bus.send(
+                queue,
+                OutgoingMessage(
+                    message_id=new_id,
+                    body=letter.body,
+                    correlation_id=letter.message_id,
+                    application_properties={**letter.application_properties, "replay_of": letter.message_id},
+                ),
+            )
+            outcome = f"sent again to '{queue}' as {new_id}"
+        self.bus.remove_dead_letter(letter.queue, letter.message_id)
+        return outcome
