@@ -116,7 +116,8 @@ def journey(
     settings = module.container.settings
     old = (settings.bus_lock_s, settings.bus_max_deliveries, settings.retry_base_s, settings.retry_cap_s)
     settings.bus_lock_s, settings.bus_max_deliveries, settings.retry_base_s, settings.retry_cap_s = 1.0, 3, 0.0, 0.0
-    module.container.swap(store=store, bus=bus, cloud=cloud)
+    # Every part anew: earlier tests in this process swapped parts of the same module-level container.
+    module.container.swap(store=store, bus=bus, cloud=cloud, policy=None, sinks=None, notifier=None, preflight=None)
     yield module, Host(module, bus), store, cloud
     settings.bus_lock_s, settings.bus_max_deliveries, settings.retry_base_s, settings.retry_cap_s = old
 
