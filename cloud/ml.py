@@ -7,6 +7,7 @@ azure-ai-ml returns is dropped: it finishes on its own daemon thread, and nothin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from cloud.common import Timing, call, get_or_none, progress, state_of
 from cloud.errors import classify
 from engine.ports import StepContext
 from models.errors import PermanentError
-from models.outcomes import Done, Fail, Outcome, Wait
+from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.plan import Step
 
 RUNNING_DEPLOYMENT = {"accepted", "running", "created", "creating", "updating", "waiting", "validating", "deploying"}
@@ -164,14 +165,9 @@ def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Ti
         tier=spec["tier"],
         identity=IdentityConfiguration(type="system_assigned"),
     )
-    current = get_or_none(f"reading {what}", lambda: ml.compute.get(step.resource_name))
-    if current is None:
-        call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired))
-        return Wait(timing.poll_s, f"{what} is being created")
-    if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
-        return waiting
-    if immutable := _size_changed(current, spec, what):
-        return immutable
+    current = _existing_compute(ml, step, what, timing, lambda: desired)
+    if isinstance(current, (Wait, Retry, Fail)):
+        return current
     drift = (
         current.min_instances != spec["min_nodes"]
         or current.max_instances != spec["max_nodes"]
@@ -193,6 +189,17 @@ def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Ti
     )
 
 
+def _existing_compute(ml: Any, step: Step, what: str, timing: Timing, desired: Callable[[], Any]) -> Any:
+    """Return the compute when it exists, is ready and has its size; else the outcome to return (create, wait, fail)."""
+    current = get_or_none(f"reading {what}", lambda: ml.compute.get(step.resource_name))
+    if current is None:
+        call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired()))
+        return Wait(timing.poll_s, f"{what} is being created")
+    if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
+        return waiting
+    return _size_changed(current, step.spec, what) or current
+
+
 def _size_changed(current: Any, spec: dict[str, Any], what: str) -> Fail | None:
     if (current.size or "").lower() == spec["vm_size"].lower():
         return None
@@ -210,20 +217,20 @@ def _reconcile_instance(step: Step, ml: Any, timing: Timing) -> Outcome:
     spec = step.spec
     what = f"compute instance '{step.resource_name}'"
     user = str(spec["assigned_user"])
-    current = get_or_none(f"reading {what}", lambda: ml.compute.get(step.resource_name))
-    if current is None:
-        desired = ComputeInstance(
+    current = _existing_compute(
+        ml,
+        step,
+        what,
+        timing,
+        lambda: ComputeInstance(
             name=step.resource_name,
             size=spec["vm_size"],
             create_on_behalf_of=AssignedUserConfiguration(user_tenant_id=spec["tenant_id"], user_object_id=user),
             idle_time_before_shutdown_minutes=max(15, spec["idle_seconds"] // 60),
-        )
-        call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired))
-        return Wait(timing.poll_s, f"{what} is being created")
-    if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
-        return waiting
-    if immutable := _size_changed(current, spec, what):
-        return immutable
+        ),
+    )
+    if isinstance(current, (Wait, Retry, Fail)):
+        return current
     owner = getattr(getattr(current, "create_on_behalf_of", None), "user_object_id", None)
     if owner and owner.lower() != user.lower():
         return Fail(
