@@ -114,12 +114,24 @@ def journey(
     store, cloud = FlakyStore(), CrashingCloud()
     bus = SqliteBus(tmp_path / "bus.db", lock_s=1.0, max_deliveries=3)
     settings = module.container.settings
-    old = (settings.bus_lock_s, settings.bus_max_deliveries, settings.retry_base_s, settings.retry_cap_s)
+    old = (
+        settings.bus_lock_s,
+        settings.bus_max_deliveries,
+        settings.retry_base_s,
+        settings.retry_cap_s,
+        settings.sweep_grace_s,
+    )
     settings.bus_lock_s, settings.bus_max_deliveries, settings.retry_base_s, settings.retry_cap_s = 1.0, 3, 0.0, 0.0
     # Every part anew: earlier tests in this process swapped parts of the same module-level container.
     module.container.swap(store=store, bus=bus, cloud=cloud, policy=None, sinks=None, notifier=None, preflight=None)
     yield module, Host(module, bus), store, cloud
-    settings.bus_lock_s, settings.bus_max_deliveries, settings.retry_base_s, settings.retry_cap_s = old
+    (
+        settings.bus_lock_s,
+        settings.bus_max_deliveries,
+        settings.retry_base_s,
+        settings.retry_cap_s,
+        settings.sweep_grace_s,
+    ) = old
 
 
 def _submit(module: ModuleType, body: dict[str, Any]) -> str:
@@ -216,3 +228,28 @@ def _outgoing(message_id: str, body: dict[str, Any]) -> Any:
     from engine.ports import OutgoingMessage
 
     return OutgoingMessage(message_id=message_id, body=json.dumps(body).encode())
+
+
+def test_a_callback_and_the_sweeper_through_their_functions(journey: Any) -> None:
+    from tests.capture import capture_server
+
+    module, host, store, _ = journey
+    with capture_server() as cap:
+        cap.statuses = [503]  # the receiver is down once: the notifications function raises, the host abandons
+        rid = _submit(module, example("cpu-small.json") | {"team": "notify", "callback_url": f"{cap.url}/done"})
+        note = host.until(
+            lambda: (n := (store.get_request(rid).notification or {})).get("status") not in (None, "pending") and n,
+            "the callback to be delivered",
+        )
+        assert note["status"] == "delivered"
+        assert [c["status"] for c in cap.received] == [503, 200]
+        assert cap.received[-1]["json"]["status"] == "succeeded"
+    # The sweeper timer: a queued step whose message was lost is sent again.
+    lost = _submit(module, example("cpu-small.json") | {"team": "sweep"})
+    [m] = module.container.bus.receive("steps")
+    module.container.bus.complete(m)  # the message is gone, the step still queued
+    module.container.settings.sweep_grace_s = 0.0
+    host.timer("sweeper")
+    done = host.until(lambda: (r := store.get_request(lost)).status.terminal and r, "the swept request to finish")
+    assert done.status == RequestStatus.SUCCEEDED
+    assert store.get_step(lost, "resource-group").attempt >= 2
