@@ -92,3 +92,57 @@ def test_transient_errors_drop_the_sender_and_permanent_ones_say_what_to_do() ->
 def test_configuration_errors_are_clear() -> None:
     with pytest.raises(PermanentError, match="fullyQualifiedNamespace"):
         ServiceBusBus()
+
+
+def test_what_goes_over_the_wire_to_an_amqp_peer() -> None:
+    """The real SDK, our adapter, a real AMQP 1.0 connection on loopback: what the broker would receive."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from emulator.server import free_port
+    from tests.conftest import ROOT
+
+    port = free_port()
+    peer = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "amqp_peer.py"), f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert peer.stdout is not None
+        assert "listening" in peer.stdout.readline()
+        bus = ServiceBusBus(
+            connection_string=(
+                f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=RootManageSharedAccessKey;"
+                "SharedAccessKey=not-a-real-key;UseDevelopmentEmulator=true"
+            )
+        )
+        trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=30)
+        msg = StepMessage(request_id="01REQ", step_id="storage", attempt=3, traceparent=trace)
+        bus.send("steps", encode_step_message(msg, at=due))
+        bus.send("steps", encode_step_message(msg.model_copy(update={"attempt": 4})))
+        bus.close()
+        deadline = time.monotonic() + 20
+        seen = []
+        while len(seen) < 2 and time.monotonic() < deadline:
+            line = peer.stdout.readline()
+            if line:
+                seen.append(json.loads(line))
+    finally:
+        peer.kill()
+        peer.wait(5)
+    first, second = seen
+    assert first["to"].endswith("/steps")
+    assert (first["message_id"], first["correlation_id"], first["content_type"]) == (
+        "01REQ/storage/3",
+        "01REQ",
+        "application/json",
+    )
+    assert first["properties"] == {"request_id": "01REQ", "step_id": "storage", "attempt": "3", "traceparent": trace}
+    assert first["annotations"]["x-opt-scheduled-enqueue-time"] == f"timestamp({int(due.timestamp() * 1000)})"
+    assert json.loads(first["body"]) == msg.model_dump()
+    assert second["message_id"] == "01REQ/storage/4" and "x-opt-scheduled-enqueue-time" not in second["annotations"]
