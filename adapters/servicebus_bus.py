@@ -67,6 +67,7 @@ class ServiceBusBus:
         self.client = client
         self.max_wait_s = max_wait_s
         self._senders: dict[str, Any] = {}
+        self._receivers: dict[str, Any] = {}
         self._locked: dict[str, Any] = {}  # lock token -> (receiver, message) for settlement
         self._lock = threading.Lock()
 
@@ -125,9 +126,14 @@ class ServiceBusBus:
 
     def receive(self, queue: str, *, max_messages: int = 1, wait_s: float = 0.0) -> list[ReceivedMessage]:
         """Receive under peek-lock."""
-        receiver = self._call(
-            f"opening a receiver on '{queue}'", lambda: self.client.get_queue_receiver(queue_name=queue)
-        )
+        with self._lock:
+            receiver = self._receivers.get(queue)
+        if receiver is None:  # one receiver per queue, kept: opening a link per receive would leak them
+            receiver = self._call(
+                f"opening a receiver on '{queue}'", lambda: self.client.get_queue_receiver(queue_name=queue)
+            )
+            with self._lock:
+                self._receivers[queue] = receiver
         got = self._call(
             f"receiving from '{queue}'",
             lambda: receiver.receive_messages(max_message_count=max_messages, max_wait_time=wait_s or None),
@@ -208,6 +214,9 @@ class ServiceBusBus:
         """Close senders and the client."""
         for queue in list(self._senders):
             self._forget_sender(queue)
+        for receiver in self._receivers.values():
+            with suppress(Exception):
+                receiver.close()
         self.client.close()
 
 

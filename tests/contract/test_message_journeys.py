@@ -253,3 +253,24 @@ def test_a_callback_and_the_sweeper_through_their_functions(journey: Any) -> Non
     done = host.until(lambda: (r := store.get_request(lost)).status.terminal and r, "the swept request to finish")
     assert done.status == RequestStatus.SUCCEEDED
     assert store.get_step(lost, "resource-group").attempt >= 2
+
+
+def test_an_invalid_request_and_a_receiver_that_never_answers_are_recorded(journey: Any) -> None:
+    from tests.capture import capture_server
+
+    module, host, store, _ = journey
+    bad = example("cpu-small.json") | {"team": "Bad Team", "environment": "staging"}
+    module.container.bus.send("onboarding", _outgoing("hr-bad", bad))
+    host.until(lambda: store.list_requests(status=RequestStatus.REJECTED).items, "the invalid request to be rejected")
+    [rejected] = store.list_requests(status=RequestStatus.REJECTED).items
+    assert {p["field"] for p in rejected.problems} == {"team", "environment"}
+    assert module.container.bus.dead_letters("onboarding") == []  # completed, never retried
+    with capture_server() as cap:
+        cap.statuses = [503] * 10  # down for longer than the queue's three deliveries
+        rid = _submit(module, example("cpu-small.json") | {"team": "never", "callback_url": f"{cap.url}/x"})
+        note = host.until(
+            lambda: (n := (store.get_request(rid).notification or {})).get("status") not in (None, "pending") and n,
+            "the callback outcome",
+        )
+        assert len(cap.received) == 3
+    assert note["status"] == "failed" and "gave up after the last delivery" in note["error"]

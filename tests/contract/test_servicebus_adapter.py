@@ -146,3 +146,84 @@ def test_what_goes_over_the_wire_to_an_amqp_peer() -> None:
     assert first["annotations"]["x-opt-scheduled-enqueue-time"] == f"timestamp({int(due.timestamp() * 1000)})"
     assert json.loads(first["body"]) == msg.model_dump()
     assert second["message_id"] == "01REQ/storage/4" and "x-opt-scheduled-enqueue-time" not in second["annotations"]
+
+
+class FakeReceived:
+    def __init__(self, n: int) -> None:
+        self.message_id = f"m{n}"
+        self.body = [b'{"a": 1}']
+        self.correlation_id = "r"
+        self.application_properties = {b"request_id": b"r"}
+        self.delivery_count = 2
+        self.lock_token = f"lock-{n}"
+        self.locked_until_utc = datetime.now(UTC)
+        self.enqueued_time_utc = datetime.now(UTC)
+        self.dead_letter_reason = "MaxDeliveryCountExceeded"
+        self.dead_letter_error_description = "too many"
+
+
+class FakeReceiver:
+    def __init__(self, client: ReceivingClient, dead_letters: bool) -> None:
+        self.client = client
+        self.dead_letters = dead_letters
+
+    def receive_messages(self, max_message_count: int, max_wait_time: float | None = None) -> list[FakeReceived]:
+        if self.dead_letters:
+            return list(self.client.dead[:max_message_count])
+        batch, self.client.waiting = self.client.waiting[:max_message_count], self.client.waiting[max_message_count:]
+        return batch
+
+    def peek_messages(self, max_message_count: int) -> list[FakeReceived]:
+        return list(self.client.dead)
+
+    def complete_message(self, m: FakeReceived) -> None:
+        self.client.settled.append(("complete", m.message_id))
+        if m in self.client.dead:
+            self.client.dead.remove(m)
+
+    def abandon_message(self, m: FakeReceived) -> None:
+        self.client.settled.append(("abandon", m.message_id))
+
+    def dead_letter_message(self, m: FakeReceived, reason: str, error_description: str) -> None:
+        self.client.settled.append(("dead-letter", m.message_id, reason, error_description))
+
+    def close(self) -> None:
+        pass
+
+
+class ReceivingClient(FakeClient):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = [FakeReceived(1), FakeReceived(2), FakeReceived(3)]
+        self.dead = [FakeReceived(9)]
+        self.settled: list[tuple[str, ...]] = []
+        self.receivers: list[Any] = []
+
+    def get_queue_receiver(self, queue_name: str, **kw: Any) -> FakeReceiver:
+        self.receivers.append((queue_name, kw.get("sub_queue")))
+        return FakeReceiver(self, dead_letters=kw.get("sub_queue") is not None)
+
+
+def test_receiving_settling_and_dead_letters() -> None:
+    client = ReceivingClient()
+    bus = ServiceBusBus(client=client, max_wait_s=0.1)
+    first = bus.receive("steps", max_messages=1)
+    rest = bus.receive("steps", max_messages=5)
+    assert [m.message_id for m in first + rest] == ["m1", "m2", "m3"]
+    assert first[0].body == b'{"a": 1}' and first[0].application_properties == {"request_id": "r"}
+    assert first[0].delivery_count == 2
+    assert len(client.receivers) == 1  # one receiver per queue, reused
+    bus.complete(first[0])
+    bus.abandon(rest[0])
+    bus.dead_letter(rest[1], reason="InvalidMessage", description="not a step message")
+    assert client.settled == [
+        ("complete", "m1"),
+        ("abandon", "m2"),
+        ("dead-letter", "m3", "InvalidMessage", "not a step message"),
+    ]
+    with pytest.raises(TransientError):
+        bus.complete(first[0])  # already settled here
+    [dead] = bus.dead_letters("steps")
+    assert (dead.message_id, dead.reason, dead.description) == ("m9", "MaxDeliveryCountExceeded", "too many")
+    assert bus.remove_dead_letter("steps", "m9") and client.dead == []
+    assert ("steps", "deadletter") in [(q, str(s.value) if s else None) for q, s in client.receivers]
