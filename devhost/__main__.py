@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from devhost.runtime import Runtime
 from engine.policy import PolicyFileError
 from handlers.api import create_api
+from models.errors import VendingError
 from models.settings import Settings
 
 
@@ -26,7 +27,7 @@ def main() -> int:
     except PolicyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, ValidationError) as exc:
+    except (OSError, ValueError, ValidationError, VendingError) as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)
         return 2
     s = runtime.settings
