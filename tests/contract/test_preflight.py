@@ -110,13 +110,15 @@ def test_a_soft_deleted_vault_is_found_before_provisioning(
 
 def test_pre_flight_is_bounded_and_skips_what_does_not_answer(make: Any, emulator: EmulatorServer) -> None:
     emulator.state.faults.replace(
-        [Fault(type="Microsoft.MachineLearningServices/*", method="GET", delay_s=5, times=None)]
+        [Fault(type="Microsoft.MachineLearningServices/*", method="GET", delay_s=10, times=None)]
     )
-    c = make(preflight=PreflightPolicy(timeout_s=1.0))
+    c = make(preflight=PreflightPolicy(timeout_s=2.0))
     started = time.monotonic()
     record = _submit(c, example("cpu-small.json") | {"team": "pf-slow"})
-    assert time.monotonic() - started < 3
-    assert [w["message"] for w in record.warnings] == ["not checked: vCPU quota: no answer within 1 s"]
+    assert time.monotonic() - started < 6  # the budget, not the emulator's 10 s
+    messages = [w["message"] for w in record.warnings]
+    assert "not checked: vCPU quota: no answer within 2 s" in messages
+    assert all(w["code"] == "PreflightSkipped" for w in record.warnings)
 
 
 def test_an_unreachable_cloud_does_not_block_intake(settings: Settings) -> None:
