@@ -15,7 +15,7 @@ from cloud.credentials import EmulatorCredential
 from cloud.provider import AzureProvider
 from cloud.throttle import SubscriptionThrottle
 from emulator.server import EmulatorServer
-from emulator.state import Config
+from emulator.state import Config, parse_path
 from engine.planner import plan
 from engine.policy import admit, load_policy
 from engine.ports import StepContext
@@ -55,6 +55,22 @@ def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
 def _plan(body: dict[str, Any], create_groups: bool = True, **policy: Any) -> Plan:
     effective = POLICY.model_copy(update={"create_resource_groups": create_groups, **policy})
     return plan(admit(parse_request(body), effective), effective)
+
+
+SUB = "11111111-1111-1111-1111-111111111111"
+STORAGE_BODY: dict[str, Any] = {"sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}
+VAULT_BODY: dict[str, Any] = {
+    "properties": {"tenantId": "72f988bf-0000-4000-8000-000000000000", "sku": {"family": "A", "name": "standard"}}
+}
+
+
+def held_elsewhere(
+    emulator: EmulatorServer, provider_type: str, name: str, body: dict[str, Any], location: str = "westeurope"
+) -> None:
+    """Create a resource with this name in someone else's resource group (some names are global in Azure)."""
+    other = f"/subscriptions/{SUB}/resourceGroups/rg-someone-else"
+    emulator.state.put(parse_path(other), {"location": location})
+    emulator.state.put(parse_path(f"{other}/providers/{provider_type}/{name}"), {"location": location, **body})
 
 
 def drive(

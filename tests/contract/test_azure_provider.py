@@ -12,7 +12,7 @@ from engine.policy import load_policy
 from engine.ports import StepContext
 from models.outcomes import Done, Fail, Wait
 from tests.conftest import ROOT, example
-from tests.contract.conftest import _plan, drive, run_plan
+from tests.contract.conftest import STORAGE_BODY, _plan, drive, held_elsewhere, run_plan
 
 POLICY = load_policy(ROOT / "policy" / "default.yaml")
 
@@ -52,12 +52,7 @@ def test_missing_resource_group_fails_when_policy_forbids_creating_it(provider: 
 
 def test_storage_name_taken_elsewhere_is_a_permanent_failure(provider: AzureProvider, emulator: EmulatorServer) -> None:
     p = _plan(example("cpu-small.json") | {"team": "taken"})
-    other = f"/subscriptions/{p.names.subscription_id}/resourceGroups/someone-else"
-    emulator.state.put(parse_path(other), {"location": "westeurope"})
-    emulator.state.put(
-        parse_path(f"{other}/providers/Microsoft.Storage/storageAccounts/{p.names.storage_account}"),
-        {"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
-    )
+    held_elsewhere(emulator, "Microsoft.Storage/storageAccounts", p.names.storage_account, STORAGE_BODY)
     drive(provider, p, "resource-group", {})
     outcome = drive(provider, p, "storage", {})
     assert isinstance(outcome, Fail) and outcome.code == "StorageAccountAlreadyTaken"

@@ -14,12 +14,11 @@ from cloud.provider import AzureProvider
 from composition import Container
 from emulator.faults import Fault
 from emulator.server import EmulatorServer
-from emulator.state import parse_path
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
 from tests.conftest import example, poll, running_steps
-from tests.contract.conftest import _plan
+from tests.contract.conftest import STORAGE_BODY, _plan, held_elsewhere
 
 SUB = "11111111-1111-1111-1111-111111111111"
 
@@ -32,12 +31,7 @@ def test_a_bad_day_ends_with_the_right_statuses_and_messages(
     taken_team = example("cpu-small.json") | {"team": "badday-taken"}
     # Someone else holds the second team's storage account name.
     name = _plan(taken_team).names.storage_account
-    other = f"/subscriptions/{SUB}/resourceGroups/rg-not-ours"
-    emulator.state.put(parse_path(other), {"location": "westeurope"})
-    emulator.state.put(
-        parse_path(f"{other}/providers/Microsoft.Storage/storageAccounts/{name}"),
-        {"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
-    )
+    held_elsewhere(emulator, "Microsoft.Storage/storageAccounts", name, STORAGE_BODY)
     emulator.state.config.quota = {"swedencentral": {"lowPriority": 0}}
     emulator.state.faults.replace(
         [

@@ -13,7 +13,7 @@ from emulator.server import EmulatorServer
 from emulator.state import parse_path
 from models.outcomes import Done, Fail, Retry, Wait
 from tests.conftest import example
-from tests.contract.conftest import _plan, drive
+from tests.contract.conftest import VAULT_BODY, _plan, drive, held_elsewhere
 
 SUB = "11111111-1111-1111-1111-111111111111"
 
@@ -133,18 +133,7 @@ def test_per_family_vcpu_quota(provider: AzureProvider, emulator: EmulatorServer
 def test_vault_name_taken_elsewhere(provider: AzureProvider, emulator: EmulatorServer) -> None:
     p = _plan(example("cpu-small.json") | {"team": "kvtaken"})
     outputs = _up_to(provider, p, "key-vault")
-    other = f"/subscriptions/{SUB}/resourceGroups/rg-other"
-    emulator.state.put(parse_path(other), {"location": "westeurope"})
-    emulator.state.put(
-        parse_path(f"{other}/providers/Microsoft.KeyVault/vaults/{p.names.key_vault}"),
-        {
-            "location": "westeurope",
-            "properties": {
-                "tenantId": "72f988bf-0000-4000-8000-000000000000",
-                "sku": {"family": "A", "name": "standard"},
-            },
-        },
-    )
+    held_elsewhere(emulator, "Microsoft.KeyVault/vaults", p.names.key_vault, VAULT_BODY)
     outcome = drive(provider, p, "key-vault", outputs)
     assert isinstance(outcome, Fail) and outcome.code == "VaultAlreadyExists"
     assert "Key vault names are global" in outcome.error

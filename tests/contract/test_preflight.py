@@ -21,7 +21,7 @@ from models.policy import KeyVaultPolicy, PreflightPolicy
 from models.request import parse_request
 from models.settings import Settings
 from tests.conftest import example
-from tests.contract.conftest import POLICY, _plan, drive
+from tests.contract.conftest import POLICY, STORAGE_BODY, _plan, drive, held_elsewhere
 from tests.fakes import FakeCloud
 
 SUB = "11111111-1111-1111-1111-111111111111"
@@ -57,11 +57,8 @@ def test_a_clean_request_passes(make: Any) -> None:
 def test_everything_that_cannot_succeed_is_refused_at_once(make: Any, emulator: EmulatorServer) -> None:
     body = example("gpu-research.json") | {"team": "pf-bad"}
     p = _plan(body)
-    other = f"/subscriptions/{SUB}/resourceGroups/rg-someone"
-    emulator.state.put(parse_path(other), {"location": "swedencentral"})
-    emulator.state.put(
-        parse_path(f"{other}/providers/Microsoft.Storage/storageAccounts/{p.names.storage_account}"),
-        {"location": "swedencentral", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
+    held_elsewhere(
+        emulator, "Microsoft.Storage/storageAccounts", p.names.storage_account, STORAGE_BODY, location="swedencentral"
     )
     emulator.state.config.quota = {"swedencentral": {"lowPriority": 10}}
     emulator.state.config.unregistered = ["microsoft.containerregistry"]
