@@ -3,8 +3,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Azurite (the Azure Storage emulator) backs the Tables store tests; pinned, installed from npm.
+AZURITE_VERSION := 3.35.0
+AZURITE := .tools/node_modules/.bin/azurite-table
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean tools
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,10 +15,16 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	@touch $(STAMP)
 
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt install nodejs npm)"; exit 1; }
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+
+tools: $(STAMP) $(AZURITE)
+
 run: $(STAMP)
 	$(BIN)/python -m devhost
 
-test: $(STAMP) lint
+test: tools lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -29,4 +38,4 @@ format: $(STAMP)
 
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .local .pytest_cache .mypy_cache .ruff_cache

@@ -69,9 +69,23 @@ class Container:
         """The state store."""
 
         def build() -> Store:
+            s = self.settings
+            if s.store == "tables":
+                from adapters.tables_store import TablesStore, connect
+                from cloud.credentials import azure_credential
+
+                secret = s.tables_connection_string
+                service = connect(
+                    connection_string=secret.get_secret_value() if secret else None,
+                    endpoint=s.tables_endpoint,
+                    credential=None
+                    if secret or not s.tables_endpoint
+                    else azure_credential(s.tables_client_id or s.azure_client_id),
+                )
+                return TablesStore(service, prefix=s.tables_prefix)
             from adapters.sqlite_store import SqliteStore
 
-            return SqliteStore(self.settings.data_dir / "state.db")
+            return SqliteStore(s.data_dir / "state.db")
 
         return self._get("store", build)  # type: ignore[no-any-return]
 

@@ -6,8 +6,9 @@ from datetime import datetime
 from pathlib import Path
 
 from adapters.sqlite_base import SqliteDatabase, ts
+from adapters.store_rules import due_of, key_reused, workspace_taken
 from engine.ports import Page
-from models.errors import ConflictError, StaleWriteError
+from models.errors import StaleWriteError
 from models.events import StatusEvent
 from models.records import RequestRecord, RequestStatus, StepRecord
 
@@ -44,13 +45,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_request ON events (request_id, seq);
 """
 
-_IN_FLIGHT_STEPS = ("queued", "running", "waiting")
-
 
 def _due(step: StepRecord) -> str:
-    # The time after which a stuck step is the sweeper's business.
-    moment = step.lease_until if step.status == "running" else (step.due_at or step.updated_at)
-    return ts(moment or step.updated_at) or ""
+    return ts(due_of(step)) or ""
 
 
 class SqliteStore:
@@ -69,11 +66,7 @@ class SqliteStore:
                 if row:
                     existing = RequestRecord.model_validate_json(row["body"])
                     if existing.body_hash != record.body_hash:
-                        raise ConflictError(
-                            "this Idempotency-Key was used for a different request body; use a new key.",
-                            code="IdempotencyKeyReused",
-                            existing_id=existing.id,
-                        )
+                        raise key_reused(existing.id)
                     return existing, False
             if record.workspace_key and record.status.live:
                 row = conn.execute(
@@ -81,12 +74,7 @@ class SqliteStore:
                     (record.workspace_key,),
                 ).fetchone()
                 if row:
-                    raise ConflictError(
-                        f"workspace '{record.workspace_name}' is already held by request {row['id']}; "
-                        "choose another workspace_name or environment.",
-                        code="WorkspaceNameTaken",
-                        existing_id=row["id"],
-                    )
+                    raise workspace_taken(record, row["id"])
             conn.execute(
                 "INSERT INTO requests (id, team, status, workspace_key, idempotency_key, updated_at, version, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -213,12 +201,14 @@ class SqliteStore:
         return new
 
     def stalled_steps(self, *, before: datetime, limit: int = 500) -> list[StepRecord]:
-        """Return queued, waiting or running steps due (or leased) before `before`."""
+        """Return unfinished requests' queued, waiting or running steps due (or leased) before `before`."""
         rows = (
             self.db.conn()
             .execute(
-                "SELECT body FROM steps WHERE status IN (?, ?, ?) AND due < ? ORDER BY due LIMIT ?",
-                (*_IN_FLIGHT_STEPS, ts(before), limit),
+                "SELECT steps.body FROM steps JOIN requests ON requests.id = steps.request_id"
+                " WHERE steps.status IN ('queued','running','waiting') AND steps.due < ?"
+                " AND requests.status IN ('accepted','provisioning') ORDER BY steps.due LIMIT ?",
+                (ts(before), limit),
             )
             .fetchall()
         )

@@ -33,12 +33,18 @@ def main() -> int:
     s = runtime.settings
     base = f"http://{s.host}:{s.port}"
     faults = f"; faults from {s.emulator_faults}" if s.emulator_faults else ""
+    folder = s.data_dir.resolve()
+    state = (
+        f"{folder}   (store, bus, events.jsonl)"
+        if s.store == "sqlite"
+        else f"Azure Tables at {getattr(runtime.container.store, 'url', '?')} ({s.tables_prefix}*); bus and events in {folder}"
+    )
     print(
         f"""
 Workspace Vending devhost
   API            {base}/api   (docs: {base}/api/docs)
   ARM emulator   {s.emulator_url or s.arm_endpoint}   (resources take {s.emulator_latency_s:g} s{faults})
-  state          {s.data_dir.resolve()}   (store, bus, events.jsonl)
+  state          {state}
   policy         {s.policy_file}
   workers        {s.workers} step workers, 2 onboarding workers, 2 notification workers
 

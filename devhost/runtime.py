@@ -51,6 +51,7 @@ class Runtime:
                 update["poll_s"] = max(0.2, settings.emulator_latency_s / 2)
             settings = settings.model_copy(update=update)
         container = Container(settings)
+        container.store  # noqa: B018 - a store that cannot be reached stops the start with its reason
         rt = cls(settings=settings, container=container, emulator=emulator)
         rt.workers = [
             QueueWorkers(

@@ -75,7 +75,10 @@ class Store(Protocol):
         ...
 
     def stalled_steps(self, *, before: datetime, limit: int = 500) -> list[StepRecord]:
-        """Return queued, waiting or running steps whose due time or lease is older than `before`."""
+        """Return the queued, waiting or running steps of unfinished requests due (or leased) before `before`.
+
+        Steps of a finished request are left alone: the sweeper would not touch them anyway.
+        """
         ...
 
     def unfinished_requests(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:

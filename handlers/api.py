@@ -27,7 +27,7 @@ from models.api import (
     RequestView,
     links,
 )
-from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem
+from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem, TransientError
 from models.records import RequestStatus
 from models.request import WorkspaceRequest, field_path, parse_request
 
@@ -37,7 +37,7 @@ PROBLEM = "application/problem+json"
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ProblemDetails, "content": {PROBLEM: {}}, "description": text}
-    for code, text in ((404, "Not found"), (409, "Conflict"), (422, "Invalid input"))
+    for code, text in ((404, "Not found"), (409, "Conflict"), (422, "Invalid input"), (503, "Briefly unavailable"))
 }
 
 
@@ -139,6 +139,19 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
     @api.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
         return problem(404, "Not found", detail=str(exc), instance=request.url.path)
+
+    @api.exception_handler(TransientError)
+    async def _unavailable(request: Request, exc: TransientError) -> JSONResponse:
+        # The store or the bus is briefly out of reach; the client may send the same request again.
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        response = problem(
+            503,
+            "Service unavailable",
+            detail=f"{exc} Send the request again later; with the same Idempotency-Key it is never created twice.",
+            instance=request.url.path,
+        )
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s or 5)))
+        return response
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -26,7 +26,23 @@ class Settings(BaseSettings):
     notifications_queue: str = Field("notifications", validation_alias=AliasChoices("NotificationsQueueName"))
     callback_timeout_s: float = Field(10.0, gt=0, description="How long a callback POST may take.")
 
-    store: Literal["sqlite"] = "sqlite"
+    store: Literal["sqlite", "tables"] = Field("sqlite", description="tables: Azure Table Storage (or Azurite).")
+    tables_connection_string: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("TablesConnection", "VENDING_TABLES_CONNECTION_STRING"),
+        description="A storage connection string; UseDevelopmentStorage=true is Azurite on its default port.",
+    )
+    tables_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TablesConnection__tableServiceUri", "VENDING_TABLES_ENDPOINT"),
+        description="Identity-based connection: https://<account>.table.core.windows.net.",
+    )
+    tables_client_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TablesConnection__clientId"),
+        description="The user-assigned identity for Tables; AZURE_CLIENT_ID when unset.",
+    )
+    tables_prefix: str = Field("vending", description="Table names: <prefix>requests, <prefix>index, <prefix>events.")
     bus: Literal["sqlite", "servicebus"] = Field("sqlite", description="servicebus: Azure Service Bus queues.")
     servicebus_namespace: str | None = Field(
         None,

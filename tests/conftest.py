@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +15,10 @@ from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
 from composition import Container
 from devhost.workers import QueueWorkers
+from engine.ports import Store
 from handlers.queues import handle_notification, handle_step
 from models.settings import Settings
+from tests.azurite import Azurite
 from tests.fakes import FakeCloud
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +34,56 @@ def poll(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.02
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite's Table service for the session; a clear failure, never a skip, when it cannot start."""
+    server, why = None, ""
+    try:
+        server = Azurite().start()
+    except RuntimeError as exc:
+        why = str(exc)
+    if server is None:
+        pytest.fail(why, pytrace=False)
+    yield server
+    server.stop()
+
+
+def tables_store(server: Azurite, **options: Any) -> Any:
+    """A Tables store with tables of its own (a fresh prefix) in the given Azurite."""
+    from adapters.tables_store import TablesStore, connect
+
+    return TablesStore(
+        connect(connection_string=server.connection_string), prefix=f"t{uuid.uuid4().hex[:16]}", **options
+    )
+
+
+@pytest.fixture(params=["sqlite", "tables"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Each store test runs once per store."""
+    return str(request.param)
+
+
+@pytest.fixture
+def new_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Store]]:
+    """Make empty stores of the kind under test (Tables ones get tables of their own in Azurite)."""
+    made: list[Store] = []
+
+    def make(**options: Any) -> Store:
+        store: Store
+        if store_kind == "sqlite":
+            store = SqliteStore(":memory:")
+        else:
+            store = tables_store(request.getfixturevalue("azurite"), **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
 
 
 @pytest.fixture
@@ -76,6 +129,27 @@ def running_steps(container: Container, *, threads: int = 4) -> Iterator[QueueWo
         yield workers
     finally:
         workers.stop()
+
+
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port while the block runs; yield its base URL."""
+    import threading
+
+    import uvicorn
+
+    from emulator.server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="asgi", daemon=True)
+    thread.start()
+    try:
+        poll(lambda: server.started, timeout=10, what="the test server to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def example(name: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +46,9 @@ class Devhost:
         )
 
 
-@pytest.fixture(scope="session")
-def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
-    data = tmp_path_factory.mktemp("devhost")
+@contextmanager
+def started_devhost(data: Path, **extra_env: str) -> Iterator[Devhost]:
+    """Run `python -m devhost` with its state in `data` until the block ends."""
     port = free_port()
     env = {
         **os.environ,
@@ -56,6 +57,7 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
         "VENDING_EMULATOR_LATENCY_S": "0.2",
         "VENDING_WORKERS": "8",
         "PYTHONUNBUFFERED": "1",
+        **extra_env,
     }
     log = (data / "devhost.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "devhost"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -84,3 +86,9 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
+    with started_devhost(tmp_path_factory.mktemp("devhost")) as host:
+        yield host

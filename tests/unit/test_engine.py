@@ -93,42 +93,6 @@ def test_retries_are_capped(service: tuple[Container, QueueWorkers], fake_cloud:
     assert fake_cloud.calls[f"{sub.record.id}/insights"] == 4
 
 
-def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once(settings: object) -> None:
-    """Concurrency, proven: many requests, 8 workers, slow reconciles so steps finish together."""
-    from adapters.sqlite_bus import SqliteBus
-    from adapters.sqlite_store import SqliteStore
-    from models.settings import Settings
-
-    assert isinstance(settings, Settings)
-    cloud = FakeCloud(work_s=0.002)
-    store = SqliteStore(":memory:")
-    sent: Counter[str] = Counter()
-
-    class CountingBus(SqliteBus):
-        def send(self, queue, message):  # type: ignore[no-untyped-def]
-            sent[message.message_id] += 1
-            super().send(queue, message)
-
-    bus = CountingBus(":memory:")
-    container = Container(settings, store=store, bus=bus, cloud=cloud)
-    with running_steps(container, threads=8):
-        ids = []
-        for i in range(30):
-            body = example("gpu-research.json") | {"team": f"team-{i:02d}"}
-            ids.append(container.intake.submit(request=parse_request(body), requester="t", source="test").record.id)
-        poll(lambda: all(_finished(container, r) for r in ids), timeout=120, what="30 requests to finish")
-    for rid in ids:
-        record = store.get_request(rid)
-        assert record is not None and record.status == RequestStatus.SUCCEEDED
-        for step in store.get_steps(rid):
-            # Attempt 1 dispatch (the fan-in claim) was sent exactly once per step.
-            assert sent[f"{rid}/{step.step_id}/1"] == 1, step.step_id
-    assert cloud.overlaps == []
-    planned = sum(len(store.get_steps(rid)) for rid in ids)
-    assert planned == 30 * 14
-    assert len(cloud.creates) == planned and set(cloud.creates.values()) == {1}
-
-
 def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) -> None:
     from adapters.sqlite_bus import SqliteBus
     from adapters.sqlite_store import SqliteStore

@@ -1,0 +1,46 @@
+"""What every store agrees on: which records count as live or stalled, and the conflicts it raises.
+
+Both stores (SQLite and Azure Tables) import these, so the contract suite checks one set of rules.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from models.errors import ConflictError
+from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
+
+LIVE = (RequestStatus.ACCEPTED, RequestStatus.PROVISIONING, RequestStatus.SUCCEEDED)
+UNFINISHED = (RequestStatus.ACCEPTED, RequestStatus.PROVISIONING)
+FINISHED = (RequestStatus.SUCCEEDED, RequestStatus.FAILED)
+IN_FLIGHT_STEPS = (StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.WAITING)
+
+
+def due_of(step: StepRecord) -> datetime:
+    """Return the time after which a stuck step is the sweeper's business: its lease while running, else its due time."""
+    moment = step.lease_until if step.status == StepStatus.RUNNING else step.due_at
+    return moment or step.updated_at
+
+
+def notification_pending(record: RequestRecord) -> bool:
+    """Return True when a finished request's callback has not been delivered yet."""
+    return record.status in FINISHED and (record.notification or {}).get("status") == "pending"
+
+
+def key_reused(existing_id: str) -> ConflictError:
+    """Build the conflict for an Idempotency-Key sent again with another body."""
+    return ConflictError(
+        "this Idempotency-Key was used for a different request body; use a new key.",
+        code="IdempotencyKeyReused",
+        existing_id=existing_id,
+    )
+
+
+def workspace_taken(record: RequestRecord, holder_id: str) -> ConflictError:
+    """Build the conflict for a workspace name that a live request holds."""
+    return ConflictError(
+        f"workspace '{record.workspace_name}' is already held by request {holder_id}; "
+        "choose another workspace_name or environment.",
+        code="WorkspaceNameTaken",
+        existing_id=holder_id,
+    )

@@ -1,0 +1,308 @@
+"""One contract, two stores: every test here runs on SQLite and on Azure Tables (Azurite).
+
+Atomic creates, idempotency keys, workspace name claims, conditional writes, listings and paging,
+the sweeper's queries and the event timeline must behave the same on both.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from engine.ports import Store
+from models.errors import ConflictError, StaleWriteError
+from models.events import EventName, StatusEvent
+from models.plan import StepKind
+from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+Make = Callable[..., Store]
+
+
+def record(
+    rid: str,
+    *,
+    team: str = "vision",
+    key: str | None = None,
+    ws: str | None = None,
+    status: RequestStatus = RequestStatus.ACCEPTED,
+    body_hash: str = "h",
+    updated_at: datetime = NOW,
+) -> RequestRecord:
+    return RequestRecord(
+        id=rid,
+        status=status,
+        team=team,
+        environment="dev",
+        workspace_name=ws,
+        workspace_key=ws,
+        idempotency_key=key,
+        body_hash=body_hash,
+        created_at=NOW,
+        updated_at=updated_at,
+    )
+
+
+def steps(rid: str, count: int = 2) -> list[StepRecord]:
+    first = StepRecord(request_id=rid, step_id="resource-group", kind=StepKind.RESOURCE_GROUP, updated_at=NOW)
+    rest = [
+        StepRecord(
+            request_id=rid,
+            step_id="storage" if i == 1 else f"access:{i:04d}",
+            kind=StepKind.STORAGE if i == 1 else StepKind.ACCESS,
+            depends_on=["resource-group"],
+            updated_at=NOW,
+        )
+        for i in range(1, count)
+    ]
+    return [first, *rest]
+
+
+def move(store: Store, rid: str, **update: object) -> RequestRecord:
+    current = store.get_request(rid)
+    assert current is not None
+    return store.update_request(current.model_copy(update=update))
+
+
+@pytest.fixture
+def store(new_store: Make) -> Store:
+    return new_store()
+
+
+def test_create_and_read_back(store: Store) -> None:
+    made, created = store.create_request(record("01A"), steps("01A"))
+    assert created
+    assert store.get_request("01A") == made
+    assert [s.step_id for s in store.get_steps("01A")] == ["resource-group", "storage"]
+    assert store.get_step("01A", "storage").depends_on == ["resource-group"]  # type: ignore[union-attr]
+    assert store.get_request("nope") is None and store.get_steps("nope") == [] and store.get_step("01A", "x") is None
+
+
+def test_a_request_with_many_steps_keeps_them_all_in_plan_order(store: Store) -> None:
+    # 150 steps: more than one entity-group transaction holds on Tables.
+    planned = steps("01A", 150)
+    store.create_request(record("01A"), planned)
+    assert [s.step_id for s in store.get_steps("01A")] == [s.step_id for s in planned]
+
+
+def test_a_large_request_round_trips(store: Store) -> None:
+    # About 200 KB, with characters outside the ASCII and BMP ranges: several chunks on Tables.
+    big = record("01A").model_copy(update={"request": {"notes": ["données 🧪 " * 40] * 400}})
+    store.create_request(big, [])
+    assert store.get_request("01A") == big
+    grown = store.update_request(big.model_copy(update={"outputs": {"log": "x" * 150_000}}))
+    assert store.get_request("01A") == grown
+
+
+def test_idempotency_key_same_body_returns_the_first_other_body_conflicts(store: Store) -> None:
+    store.create_request(record("01A", key="k/1 #?"), steps("01A"))
+    again, created = store.create_request(record("01B", key="k/1 #?"), steps("01B"))
+    assert (again.id, created) == ("01A", False)
+    assert store.get_request("01B") is None and store.get_steps("01B") == []
+    with pytest.raises(ConflictError) as info:
+        store.create_request(record("01C", key="k/1 #?", body_hash="other"), [])
+    assert info.value.code == "IdempotencyKeyReused" and info.value.existing_id == "01A"
+    assert store.find_by_idempotency_key("k/1 #?") == again
+    assert store.find_by_idempotency_key("unused") is None
+
+
+def test_a_refused_create_does_not_use_up_its_idempotency_key(store: Store) -> None:
+    store.create_request(record("01A", ws="sub/rg/mlw"), [])
+    with pytest.raises(ConflictError):
+        store.create_request(record("01B", key="k", ws="sub/rg/mlw"), [])
+    assert store.find_by_idempotency_key("k") is None
+    # The requester fixes the name and sends the same key with the corrected body.
+    _, created = store.create_request(record("01C", key="k", ws="sub/rg/other", body_hash="fixed"), [])
+    assert created
+
+
+def test_a_live_request_holds_its_workspace_name(store: Store) -> None:
+    store.create_request(record("01A", ws="sub/rg/mlw"), [])
+    with pytest.raises(ConflictError) as info:
+        store.create_request(record("01B", ws="sub/rg/mlw"), [])
+    assert info.value.code == "WorkspaceNameTaken" and info.value.existing_id == "01A"
+    move(store, "01A", status=RequestStatus.FAILED)
+    _, created = store.create_request(record("01C", ws="sub/rg/mlw"), [])
+    assert created  # a failed request gives its name back
+    with pytest.raises(ConflictError) as info:
+        store.create_request(record("01D", ws="sub/rg/mlw"), [])
+    assert info.value.existing_id == "01C"
+
+
+def test_conditional_writes_refuse_stale_versions(store: Store) -> None:
+    store.create_request(record("01A"), steps("01A"))
+    step = store.get_step("01A", "storage")
+    assert step is not None
+    newer = store.update_step(step.model_copy(update={"status": StepStatus.QUEUED}))
+    assert newer.version == step.version + 1
+    with pytest.raises(StaleWriteError):
+        store.update_step(step.model_copy(update={"status": StepStatus.SKIPPED}))
+    assert store.get_step("01A", "storage").status == StepStatus.QUEUED  # type: ignore[union-attr]
+    assert store.update_step(newer.model_copy(update={"status": StepStatus.RUNNING})).version == step.version + 2
+    current = store.get_request("01A")
+    assert current is not None
+    store.update_request(current.model_copy(update={"status": RequestStatus.PROVISIONING}))
+    with pytest.raises(StaleWriteError):
+        store.update_request(current.model_copy(update={"status": RequestStatus.FAILED}))
+    assert store.get_request("01A").status == RequestStatus.PROVISIONING  # type: ignore[union-attr]
+    with pytest.raises(StaleWriteError):
+        store.update_step(StepRecord(request_id="01A", step_id="nope", kind=StepKind.STORAGE, updated_at=NOW))
+
+
+def test_a_slow_writer_never_overwrites_a_newer_status(store: Store) -> None:
+    store.create_request(record("01A"), steps("01A"))
+    seen_by_slow = store.get_step("01A", "storage")
+    seen_by_fast = store.get_step("01A", "storage")
+    assert seen_by_slow is not None and seen_by_fast is not None
+    store.update_step(seen_by_fast.model_copy(update={"status": StepStatus.SUCCEEDED, "outputs": {"id": "x"}}))
+    with pytest.raises(StaleWriteError):
+        store.update_step(seen_by_slow.model_copy(update={"status": StepStatus.RUNNING}))
+    final = store.get_step("01A", "storage")
+    assert final is not None and final.status == StepStatus.SUCCEEDED and final.outputs == {"id": "x"}
+
+
+@pytest.mark.parametrize("threads", [16])
+def test_many_threads_claiming_one_step_exactly_one_wins(store: Store, threads: int) -> None:
+    store.create_request(record("01A"), steps("01A"))
+    pending = store.get_step("01A", "storage")
+    assert pending is not None
+    wins: list[int] = []
+    barrier = threading.Barrier(threads)
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        try:
+            store.update_step(pending.model_copy(update={"status": StepStatus.QUEUED, "attempt": i}))
+            wins.append(i)
+        except StaleWriteError:
+            pass
+
+    workers = [threading.Thread(target=claim, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(wins) == 1
+    final = store.get_step("01A", "storage")
+    assert final is not None and final.attempt == wins[0] and final.version == pending.version + 1
+
+
+def test_racing_request_writers_leave_one_status_and_one_listing(store: Store) -> None:
+    store.create_request(record("01A"), [])
+    seen = store.get_request("01A")
+    assert seen is not None
+    targets = [RequestStatus.PROVISIONING, RequestStatus.FAILED, RequestStatus.SUCCEEDED] * 4
+    wins: list[RequestStatus] = []
+    barrier = threading.Barrier(len(targets))
+
+    def write(status: RequestStatus) -> None:
+        barrier.wait()
+        try:
+            store.update_request(seen.model_copy(update={"status": status}))
+            wins.append(status)
+        except StaleWriteError:
+            pass
+
+    workers = [threading.Thread(target=write, args=(s,)) for s in targets]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(wins) == 1
+    final = store.get_request("01A")
+    assert final is not None and final.status == wins[0] and final.version == 1
+    for status in RequestStatus:
+        listed = [r.id for r in store.list_requests(status=status).items]
+        assert listed == (["01A"] if status == wins[0] else []), status
+
+
+def test_listing_newest_first_with_filters_and_pages(store: Store) -> None:
+    for i in range(7):
+        store.create_request(record(f"01{i}", team="a" if i % 2 else "b"), [])
+    page = store.list_requests(limit=3)
+    assert [r.id for r in page.items] == ["016", "015", "014"]
+    page2 = store.list_requests(limit=3, cursor=page.next_cursor)
+    assert [r.id for r in page2.items] == ["013", "012", "011"]
+    page3 = store.list_requests(limit=3, cursor=page2.next_cursor)
+    assert [r.id for r in page3.items] == ["010"] and page3.next_cursor is None
+    assert [r.id for r in store.list_requests(team="a").items] == ["015", "013", "011"]
+    assert store.list_requests(team="c").items == []
+    assert store.list_requests(status=RequestStatus.FAILED).items == []
+    exact = store.list_requests(limit=7)
+    assert len(exact.items) == 7 and exact.next_cursor is None
+
+
+def test_listings_follow_status_changes(store: Store) -> None:
+    for i in range(4):
+        store.create_request(record(f"01{i}", team="a" if i < 3 else "b"), [])
+    move(store, "011", status=RequestStatus.PROVISIONING)
+    move(store, "012", status=RequestStatus.PROVISIONING)
+    move(store, "012", status=RequestStatus.FAILED)
+    move(store, "013", status=RequestStatus.PROVISIONING)
+
+    def ids(**filters: object) -> list[str]:
+        return [r.id for r in store.list_requests(**filters).items]  # type: ignore[arg-type]
+
+    assert ids(status=RequestStatus.ACCEPTED) == ["010"]
+    assert ids(status=RequestStatus.PROVISIONING) == ["013", "011"]
+    assert ids(status=RequestStatus.PROVISIONING, team="a") == ["011"]
+    assert ids(status=RequestStatus.FAILED) == ["012"]
+    assert sorted(r.id for r in store.live_requests(team="a")) == ["010", "011"]
+    assert [r.id for r in store.live_requests(team="b")] == ["013"]
+    # A failed request brought back (a replayed dead letter) is listed where it now belongs.
+    move(store, "012", status=RequestStatus.PROVISIONING)
+    assert ids(status=RequestStatus.PROVISIONING) == ["013", "012", "011"]
+    assert ids(status=RequestStatus.FAILED) == []
+    assert sorted(r.id for r in store.live_requests(team="a")) == ["010", "011", "012"]
+
+
+def test_unfinished_requests_and_pending_notifications(store: Store) -> None:
+    old, late = NOW, NOW + timedelta(minutes=10)
+    store.create_request(record("01A", updated_at=old), [])
+    store.create_request(record("01B", updated_at=late), [])
+    store.create_request(record("01C", updated_at=old), [])
+    move(store, "01C", status=RequestStatus.SUCCEEDED, notification={"status": "pending"})
+    store.create_request(record("01D", updated_at=old), [])
+    move(store, "01D", status=RequestStatus.FAILED, notification={"status": "delivered"})
+    cut = NOW + timedelta(minutes=1)
+    assert [r.id for r in store.unfinished_requests(before=cut)] == ["01A"]
+    assert [r.id for r in store.pending_notifications(before=cut)] == ["01C"]
+    move(store, "01C", notification={"status": "delivered"})
+    assert store.pending_notifications(before=cut) == []
+    assert len(store.unfinished_requests(before=late + timedelta(seconds=1), limit=1)) == 1
+
+
+def test_stalled_steps_of_unfinished_requests_only(store: Store) -> None:
+    store.create_request(record("01A"), steps("01A"))
+    store.create_request(record("01B"), steps("01B"))
+    for rid in ("01A", "01B"):
+        step = store.get_step(rid, "resource-group")
+        assert step is not None
+        store.update_step(step.model_copy(update={"status": StepStatus.QUEUED, "due_at": NOW}))
+    running = store.get_step("01A", "storage")
+    assert running is not None
+    store.update_step(
+        running.model_copy(update={"status": StepStatus.RUNNING, "lease_until": NOW + timedelta(seconds=30)})
+    )
+    move(store, "01B", status=RequestStatus.FAILED)
+    stalled = store.stalled_steps(before=NOW + timedelta(seconds=1))
+    assert [(s.request_id, s.step_id) for s in stalled] == [("01A", "resource-group")]
+    later = store.stalled_steps(before=NOW + timedelta(minutes=1))
+    assert [(s.request_id, s.step_id) for s in later] == [("01A", "resource-group"), ("01A", "storage")]
+    assert store.stalled_steps(before=NOW - timedelta(seconds=1)) == []
+
+
+def test_events_come_back_in_the_order_they_were_kept(store: Store) -> None:
+    store.create_request(record("01A"), [])
+    events = [
+        StatusEvent(name=name, time=NOW, request_id="01A", status=name.value, message="é 🧪")
+        for name in (EventName.ACCEPTED, EventName.STEP_STARTED, EventName.STEP_SUCCEEDED, EventName.PROVISIONED)
+    ]
+    for event in events:
+        store.append_event(event)
+    store.append_event(StatusEvent(name=EventName.ACCEPTED, time=NOW, request_id="01B", status="accepted"))
+    assert store.list_events("01A") == events
+    assert store.list_events("nope") == []
