@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from adapters.telemetry import Telemetry
 from engine.deadletters import DeadLetters
 from engine.events import EventFanout
 from engine.intake import Intake
@@ -14,6 +15,7 @@ from engine.policy import load_policy
 from engine.ports import Bus, Cloud, EventSink, Notifier, Preflight, Store
 from engine.steps import StepEngine, utcnow
 from models.policy import Policy
+from models.redact import register
 from models.settings import Settings
 
 
@@ -35,6 +37,7 @@ class Container:
     ) -> None:
         self.settings = settings
         self.clock = clock
+        register(*settings.secret_values())  # masked in every log line, event and span from here on
         self._given: dict[str, Any] = {
             "store": store,
             "bus": bus,
@@ -157,9 +160,24 @@ class Container:
                     JsonLinesEventLog(self.settings.data_dir / "events.jsonl"),
                     ConsoleEventLog(),
                 ]
+                if self.telemetry.enabled:
+                    from adapters.telemetry import TelemetryEventSink
+
+                    sinks.append(TelemetryEventSink())
             return EventFanout(sinks)
 
         return self._get("events", build)  # type: ignore[no-any-return]
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Spans for doors and steps, and whether telemetry goes to Azure Monitor (set up once per process)."""
+
+        def build() -> Telemetry:
+            from adapters.telemetry import configure
+
+            return configure(self.settings)
+
+        return self._get("telemetry", build)  # type: ignore[no-any-return]
 
     @property
     def engine(self) -> StepEngine:

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from models.errors import PermanentError, TransientError
+from models.redact import register
 
 
 class HttpNotifier:
@@ -17,6 +18,7 @@ class HttpNotifier:
 
     def post(self, url: str, payload: dict[str, Any]) -> None:
         """Deliver one payload."""
+        register(url)  # a callback URL is a credential: masked in logs and spans from here on
         host = httpx.URL(url).host
         try:
             resp = self.client.post(url, json=payload, headers={"User-Agent": "workspace-vending/1"})

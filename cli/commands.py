@@ -134,6 +134,20 @@ def cmd_submit(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     return 0 if view["status"] == "succeeded" else 1
 
 
+def timeline_line(event: dict[str, Any]) -> str:
+    """One status event as a timeline line: time, event, step and attempt, and what happened."""
+    parts = [event["time"][11:23], event["name"]]
+    if event.get("step"):
+        parts.append(f"{event['step']} (attempt {event.get('attempt')})")
+    if event.get("duration_ms") is not None and event["name"] != "WorkspaceStepStarted":
+        parts.append(f"{event['duration_ms'] / 1000:.1f} s")
+    if event.get("error_code"):
+        parts.append(f"{event['error_code']}: {event.get('message') or ''}".rstrip(": "))
+    elif event.get("message"):
+        parts.append(event["message"])
+    return ("  " + "  ".join(parts))[:240]
+
+
 def cmd_status(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     view = api.call("GET", f"/api/workspaces/{args.id}")
     if args.json:
@@ -147,9 +161,7 @@ def cmd_status(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     if events:
         out.write("\ntimeline:\n")
         for e in events:
-            where = f" {e['step']}" if e.get("step") else ""
-            note = f"  {e['message']}" if e.get("message") else ""
-            out.write(f"  {e['time'][11:23]}  {e['name']}{where}{note}\n"[:220])
+            out.write(timeline_line(e) + "\n")
     _summary(view, out)
     return 0
 

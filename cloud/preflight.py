@@ -7,6 +7,7 @@ soft-deleted vaults holding a planned name, and Azure ML vCPU quota per VM famil
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -92,7 +93,8 @@ class ArmPreflight:
         notes: list[Problem] = []
         skipped: list[str] = []
         pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="preflight")
-        futures = {pool.submit(fn): name for name, fn in checks.items()}
+        # Each check runs in the caller's context, so its ARM calls belong to the request's trace.
+        futures = {pool.submit(contextvars.copy_context().run, fn): name for name, fn in checks.items()}
         done, pending = wait(futures, timeout=timeout)
         pool.shutdown(wait=False, cancel_futures=True)
         for future in done:

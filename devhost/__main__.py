@@ -34,6 +34,11 @@ def main() -> int:
     base = f"http://{s.host}:{s.port}"
     faults = f"; faults from {s.emulator_faults}" if s.emulator_faults else ""
     folder = s.data_dir.resolve()
+    telemetry = (
+        "Azure Monitor (APPLICATIONINSIGHTS_CONNECTION_STRING); also events.jsonl and the events API"
+        if runtime.container.telemetry.enabled
+        else "events.jsonl and the events API (set APPLICATIONINSIGHTS_CONNECTION_STRING for Azure Monitor)"
+    )
     state = (
         f"{folder}   (store, bus, events.jsonl)"
         if s.store == "sqlite"
@@ -47,6 +52,7 @@ Workspace Vending devhost
   state          {state}
   policy         {s.policy_file}
   workers        {s.workers} step workers, 2 onboarding workers, 2 notification workers
+  telemetry      {telemetry}
 
 Try:
   .venv/bin/python -m cli submit examples/cpu-small.json --wait

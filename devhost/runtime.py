@@ -51,27 +51,39 @@ class Runtime:
                 update["poll_s"] = max(0.2, settings.emulator_latency_s / 2)
             settings = settings.model_copy(update=update)
         container = Container(settings)
+        telemetry = container.telemetry  # before anything logs: filters, and the exporters when configured
         container.store  # noqa: B018 - a store that cannot be reached stops the start with its reason
         rt = cls(settings=settings, container=container, emulator=emulator)
         rt.workers = [
             QueueWorkers(
                 bus=container.bus,
                 queue=settings.steps_queue,
-                handle=lambda m: handle_step(body=m.body, engine=container.engine),
+                handle=lambda m: handle_step(body=m.body, engine=container.engine, telemetry=telemetry),
                 threads=settings.workers,
                 name="steps",
             ),
             QueueWorkers(
                 bus=container.bus,
                 queue=settings.notifications_queue,
-                handle=lambda m: handle_notification(body=m.body, delivery_count=m.delivery_count, container=container),
+                handle=lambda m: handle_notification(
+                    body=m.body,
+                    delivery_count=m.delivery_count,
+                    container=container,
+                    properties=m.application_properties,
+                ),
                 threads=2,
                 name="notifications",
             ),
             QueueWorkers(
                 bus=container.bus,
                 queue=settings.onboarding_queue,
-                handle=lambda m: handle_onboarding(body=m.body, message_id=m.message_id, intake=container.intake),
+                handle=lambda m: handle_onboarding(
+                    body=m.body,
+                    message_id=m.message_id,
+                    intake=container.intake,
+                    telemetry=telemetry,
+                    properties=m.application_properties,
+                ),
                 threads=2,
                 name="onboarding",
             ),
@@ -103,3 +115,4 @@ class Runtime:
             w.stop()
         if self.emulator:
             self.emulator.stop()
+        self.container.telemetry.flush()

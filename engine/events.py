@@ -9,6 +9,7 @@ from datetime import datetime
 from engine.ports import EventSink
 from models.events import EventName, StatusEvent
 from models.records import RequestRecord, StepRecord
+from models.redact import redact_optional
 
 log = logging.getLogger(__name__)
 
@@ -57,5 +58,5 @@ def status_event(
         attempt=step.attempt if step else None,
         duration_ms=duration_ms,
         error_code=error_code,
-        message=message,
+        message=redact_optional(message),
     )

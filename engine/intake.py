@@ -23,6 +23,7 @@ from models.events import EventName
 from models.plan import Plan
 from models.policy import Policy
 from models.records import RequestRecord, RequestStatus, StepRecord
+from models.redact import redact
 from models.request import TeamOnboarding, WorkspaceRequest, parse_request, problems_from
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,9 @@ class Intake:
         requester: str,
         source: str,
         idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> RequestRecord:
-        """Record input that cannot be served as a `rejected` request, with every reason."""
+        """Record input that cannot be served as a `rejected` request, with every reason (secrets masked)."""
         now = self.clock()
         fields = raw if isinstance(raw, dict) else {}
         team = fields.get("team") if isinstance(fields.get("team"), str) else ""
@@ -159,10 +161,11 @@ class Intake:
             environment=str(env)[:16],
             requester=requester,
             source=source,
-            request={"raw": text[:32768]},
-            problems=[p.as_dict() for p in problems],
+            request={"raw": redact(text[:32768])},
+            problems=[{k: redact(v) for k, v in p.as_dict().items()} for p in problems],
             idempotency_key=idempotency_key,
             body_hash=hashlib.sha256(text.encode()).hexdigest(),
+            traceparent=traceparent,
             created_at=now,
             updated_at=now,
         )
@@ -171,7 +174,9 @@ class Intake:
             self._emit(record, EventName.REJECTED, "rejected", message="; ".join(p.message for p in problems)[:1000])
         return record
 
-    def onboard(self, *, body: bytes, message_id: str, source: str = "queue") -> list[RequestRecord]:
+    def onboard(
+        self, *, body: bytes, message_id: str, source: str = "queue", traceparent: str | None = None
+    ) -> list[RequestRecord]:
         """Handle one onboarding message: a `WorkspaceRequest` or a `TeamOnboarding`.
 
         Each resulting request uses an idempotency key built from the message id, so a redelivered
@@ -182,13 +187,23 @@ class Intake:
         data, requester, parsed = _decode_onboarding(body)
         if isinstance(parsed, InvalidInputError):
             return [
-                self.reject(raw=data, problems=parsed.problems, requester=requester, source=source, idempotency_key=key)
+                self.reject(
+                    raw=data,
+                    problems=parsed.problems,
+                    requester=requester,
+                    source=source,
+                    idempotency_key=key,
+                    traceparent=traceparent,
+                )
             ]
         out = []
         for req in parsed:
             env_key = f"{key}:{req.environment.value}"
             try:
-                out.append(self.submit(request=req, requester=requester, source=source, idempotency_key=env_key).record)
+                submitted = self.submit(
+                    request=req, requester=requester, source=source, idempotency_key=env_key, traceparent=traceparent
+                )
+                out.append(submitted.record)
             except (InvalidInputError, ConflictError) as exc:
                 problems = (
                     exc.problems
@@ -197,7 +212,14 @@ class Intake:
                 )
                 raw = req.model_dump(mode="json")
                 out.append(
-                    self.reject(raw=raw, problems=problems, requester=requester, source=source, idempotency_key=env_key)
+                    self.reject(
+                        raw=raw,
+                        problems=problems,
+                        requester=requester,
+                        source=source,
+                        idempotency_key=env_key,
+                        traceparent=traceparent,
+                    )
                 )
         return out
 

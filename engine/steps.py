@@ -24,6 +24,7 @@ from models.events import EventName
 from models.messages import StepMessage
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.records import ErrorInfo, RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.redact import redact
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ class StepEngine:
         if record is None or record.plan is None:
             return StepResult("dropped: no such request")
         plan = record.plan
+        # How long the message waited between being due and being worked on (queue latency).
+        queued_ms = max(0.0, (now - (step.due_at or step.updated_at)).total_seconds() * 1000)
         try:
             step = self.store.update_step(
                 step.model_copy(
@@ -173,7 +176,7 @@ class StepEngine:
             )
         except StaleWriteError:
             return StepResult("dropped: another worker claimed the step")
-        self._emit(record, EventName.STEP_STARTED, step, status="running")
+        self._emit(record, EventName.STEP_STARTED, step, status="running", duration_ms=queued_ms)
         if record.status == RequestStatus.ACCEPTED:
             record = self._set_request(record, status=RequestStatus.PROVISIONING) or record
 
@@ -197,6 +200,17 @@ class StepEngine:
         return StepResult("ran", outcome)
 
     def _reconcile(self, plan_step: Any, ctx: StepContext) -> Outcome:
+        outcome = self._reconcile_raw(plan_step, ctx)
+        # Whatever the cloud said goes into records, events and logs: no secret may ride along.
+        if isinstance(outcome, Wait):
+            return Wait(outcome.after_s, redact(outcome.reason))
+        if isinstance(outcome, Retry):
+            return Retry(outcome.after_s, redact(outcome.error), outcome.code)
+        if isinstance(outcome, Fail):
+            return Fail(redact(outcome.error), outcome.code)
+        return outcome
+
+    def _reconcile_raw(self, plan_step: Any, ctx: StepContext) -> Outcome:
         try:
             return self._cloud().reconcile(plan_step, ctx)
         except TransientError as exc:
@@ -403,6 +417,7 @@ class StepEngine:
             )
             done = self._set_request(current, status=RequestStatus.FAILED, error=error, **self._notify(current))
             if done:
+                log.warning("request %s failed at step %s: %s", done.id, first.step_id, error.message)
                 self._announce(done)
                 self._emit(
                     done,
@@ -416,6 +431,7 @@ class StepEngine:
         outputs = self._outputs(current, steps)
         done = self._set_request(current, status=RequestStatus.SUCCEEDED, outputs=outputs, **self._notify(current))
         if done:
+            log.info("request %s provisioned in %.1f s", done.id, self._request_ms(done) / 1000)
             self._announce(done)
             self._emit(done, EventName.PROVISIONED, None, status="succeeded", duration_ms=self._request_ms(done))
         return done is not None

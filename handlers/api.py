@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -14,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.telemetry import TRACEPARENT
 from composition import Container
 from models.api import (
     Accepted,
@@ -34,7 +33,6 @@ from models.request import WorkspaceRequest, field_path, parse_request
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
-TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ProblemDetails, "content": {PROBLEM: {}}, "description": text}
     for code, text in ((404, "Not found"), (409, "Conflict"), (422, "Invalid input"), (503, "Briefly unavailable"))
@@ -66,10 +64,8 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _traceparent(value: str | None) -> str:
-    if value and TRACEPARENT.match(value) and value[3:35] != "0" * 32:
-        return value
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+def _traceparent(value: str | None) -> str | None:
+    return value if value and TRACEPARENT.match(value) else None
 
 
 def create_api(container: Callable[[], Container]) -> FastAPI:
@@ -81,6 +77,10 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        # The HTTP door of the trace: with OpenTelemetry configured, FastAPI opens a server span per
+        # request that continues the caller's traceparent; what a request starts is recorded under it.
+        # Its own log records stay off: they would carry request bodies, unmasked.
+        telemetry={"logs": False, "operation_spans": False, "auto_configure": False},
     )
 
     @api.exception_handler(InvalidInputError)
@@ -183,7 +183,7 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
             requester=(x_ms_client_principal_name or "anonymous")[:256],
             source="rest",
             idempotency_key=idempotency_key,
-            traceparent=_traceparent(traceparent),
+            traceparent=c.telemetry.current_traceparent(_traceparent(traceparent)),
         )
         base = _base(request)
         response.headers["Location"] = f"{base}/api/workspaces/{result.record.id}"

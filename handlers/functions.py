@@ -38,13 +38,23 @@ def onboarding_message(msg: func.ServiceBusMessage, container: Container) -> Non
     _settle(
         msg,
         "onboarding",
-        lambda: handle_onboarding(body=msg.get_body(), message_id=msg.message_id or "", intake=container.intake),
+        lambda: handle_onboarding(
+            body=msg.get_body(),
+            message_id=msg.message_id or "",
+            intake=container.intake,
+            telemetry=container.telemetry,
+            properties=msg.application_properties,
+        ),
     )
 
 
 def step_message(msg: func.ServiceBusMessage, container: Container) -> None:
     """Handle one step queue message."""
-    _settle(msg, "steps", lambda: handle_step(body=msg.get_body(), engine=container.engine))
+    _settle(
+        msg,
+        "steps",
+        lambda: handle_step(body=msg.get_body(), engine=container.engine, telemetry=container.telemetry),
+    )
 
 
 def notification_message(msg: func.ServiceBusMessage, container: Container) -> None:
@@ -52,7 +62,12 @@ def notification_message(msg: func.ServiceBusMessage, container: Container) -> N
     _settle(
         msg,
         "notifications",
-        lambda: handle_notification(body=msg.get_body(), delivery_count=msg.delivery_count or 1, container=container),
+        lambda: handle_notification(
+            body=msg.get_body(),
+            delivery_count=msg.delivery_count or 1,
+            container=container,
+            properties=msg.application_properties,
+        ),
     )
 
 

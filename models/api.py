@@ -94,6 +94,15 @@ class RequestSummary(BaseModel):
         )
 
 
+def _masked(request: dict[str, Any]) -> dict[str, Any]:
+    # A callback URL is a credential (its path or query often is the secret): show only where it goes.
+    url = request.get("callback_url")
+    if not isinstance(url, str) or "://" not in url:
+        return request
+    scheme, rest = url.split("://", 1)
+    return {**request, "callback_url": f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}/***"}
+
+
 class RequestView(RequestSummary):
     """A request in full: what was asked, every step, and the outputs."""
 
@@ -110,7 +119,7 @@ class RequestView(RequestSummary):
         """Build the full view of a request and its steps."""
         return cls(
             **RequestSummary.of(r, base).model_dump(),
-            request=r.request,
+            request=_masked(r.request),
             names=r.plan.names if r.plan else None,
             problems=r.problems,
             warnings=r.warnings,

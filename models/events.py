@@ -35,6 +35,10 @@ class StatusEvent(BaseModel):
     kind: str | None = None
     status: str = ""
     attempt: int | None = None
-    duration_ms: float | None = None
+    duration_ms: float | None = Field(
+        None,
+        description="Step started: how long its message waited after being due (queue latency). Step succeeded "
+        "or failed: from its first start to its end. Provisioned or failed: from accepted to the end.",
+    )
     error_code: str | None = None
     message: str | None = Field(None, description="A plain sentence for people; never a secret.")

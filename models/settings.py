@@ -77,4 +77,20 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(30.0, gt=0)
     sweep_grace_s: float = Field(300.0, ge=0, description="How late a step may be before the sweeper re-sends it.")
 
+    applicationinsights_connection_string: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        description="Export telemetry to Application Insights; off when unset.",
+    )
+    telemetry_sampling_ratio: float = Field(1.0, ge=0, le=1, description="Share of traces kept (whole traces).")
+    telemetry_live_metrics: bool = Field(False, description="Send Live Metrics to Application Insights.")
+
     studio_url: str = "https://ml.azure.com"
+
+    def secret_values(self) -> list[str]:
+        """Every setting that is a secret, as plain text (for masking, never for printing)."""
+        return [
+            value.get_secret_value()
+            for value in vars(self).values()
+            if isinstance(value, SecretStr) and value.get_secret_value()
+        ]
