@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.telemetry import Telemetry
 from engine.deadletters import DeadLetters
 from engine.events import EventFanout
 from engine.intake import Intake
 from engine.policy import load_policy
-from engine.ports import Bus, Cloud, EventSink, Notifier, Preflight, Store
+from engine.ports import Bus, ChatPoster, Cloud, EventSink, Notifier, Preflight, Store
 from engine.steps import StepEngine, utcnow
 from models.policy import Policy
 from models.redact import register
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    from adapters.slack import SlackVerifier
+    from engine.chat import Chat
 
 
 class Container:
@@ -33,6 +38,7 @@ class Container:
         preflight: Preflight | None = None,
         policy: Policy | None = None,
         sinks: list[EventSink] | None = None,
+        chat_poster: ChatPoster | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
@@ -46,6 +52,7 @@ class Container:
             "preflight": preflight,
             "policy": policy,
             "sinks": sinks,
+            "chat_poster": chat_poster,
         }
         self._built: dict[str, Any] = {}
         self._lock = threading.RLock()
@@ -142,7 +149,7 @@ class Container:
         def build() -> Notifier:
             from adapters.webhook import HttpNotifier
 
-            return HttpNotifier(timeout_s=self.settings.callback_timeout_s)
+            return HttpNotifier(signing_secret=self.callback_secret, timeout_s=self.settings.callback_timeout_s)
 
         return self._get("notifier", build)  # type: ignore[no-any-return]
 
@@ -167,6 +174,73 @@ class Container:
             return EventFanout(sinks)
 
         return self._get("events", build)  # type: ignore[no-any-return]
+
+    @property
+    def callback_secret(self) -> bytes:
+        """The key callbacks are signed with: the setting, else one kept in the data directory."""
+
+        def build() -> bytes:
+            given = self.settings.callback_signing_secret
+            if given is not None:
+                return given.get_secret_value().encode()
+            path = self.settings.data_dir / "callback-signing-secret"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(secrets.token_hex(32))
+                path.chmod(0o600)
+            value = path.read_text().strip()
+            register(value)
+            return value.encode()
+
+        return self._get("callback_secret", build)  # type: ignore[no-any-return]
+
+    @property
+    def chat(self) -> Chat:
+        """The Slack and Teams commands."""
+
+        def build() -> Chat:
+            from engine.chat import Chat
+
+            key = self.settings.slack_signing_secret
+            return Chat(
+                intake=self.intake,
+                store=self.store,
+                policy=lambda: self.policy,
+                signing_key=key.get_secret_value().encode() if key else self.callback_secret,
+                studio_url=self.settings.studio_url,
+            )
+
+        return self._get("chat", build)  # type: ignore[no-any-return]
+
+    @property
+    def slack_verifier(self) -> SlackVerifier:
+        """Checks Slack's signatures and refuses replays (needs SLACK_SIGNING_SECRET)."""
+
+        def build() -> SlackVerifier:
+            from adapters.slack import SlackVerifier
+
+            secret = self.settings.slack_signing_secret
+            assert secret is not None, "SLACK_SIGNING_SECRET is not set"
+            return SlackVerifier(secret.get_secret_value())
+
+        return self._get("slack_verifier", build)  # type: ignore[no-any-return]
+
+    @property
+    def chat_poster(self) -> ChatPoster:
+        """Posts results to the Slack or Teams conversation a request came from."""
+
+        def build() -> ChatPoster:
+            from adapters.slack import SlackPoster
+            from adapters.teams import ChatPosters, TeamsPoster
+
+            s = self.settings
+            token, workflows = s.slack_bot_token, s.teams_workflows_url
+            return ChatPosters(
+                slack=SlackPoster(bot_token=token.get_secret_value() if token else None, api_url=s.slack_api_url),
+                teams=TeamsPoster(workflows_url=workflows.get_secret_value() if workflows else None),
+            )
+
+        return self._get("chat_poster", build)  # type: ignore[no-any-return]
 
     @property
     def telemetry(self) -> Telemetry:

@@ -86,11 +86,17 @@ class Intake:
         source: str,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        reply_to: dict[str, Any] | None = None,
+        preflight_budget_s: float | None = None,
     ) -> Submitted:
-        """Admit, plan, record and start a request; raise `InvalidInputError` or `ConflictError`."""
+        """Admit, plan, record and start a request; raise `InvalidInputError` or `ConflictError`.
+
+        `reply_to` is a chat conversation to tell at the end; `preflight_budget_s` bounds the
+        pre-flight checks below the policy's timeout (chat doors must answer within seconds).
+        """
         resolved = admit(request, self.policy, team_vcpus_in_use=self._team_vcpus(request.team))
         plan = make_plan(resolved, self.policy)
-        warnings = self._preflight(plan, resolved, idempotency_key)
+        warnings = self._preflight(plan, resolved, idempotency_key, budget_s=preflight_budget_s)
         now = self.clock()
         n = plan.names
         record = RequestRecord(
@@ -107,6 +113,7 @@ class Intake:
             idempotency_key=idempotency_key,
             body_hash=body_hash(request),
             traceparent=traceparent,
+            reply_to=reply_to,
             warnings=[w.as_dict() for w in warnings],
             created_at=now,
             updated_at=now,
@@ -121,14 +128,19 @@ class Intake:
             self.engine.dispatch_ready(record)
         return Submitted(record, created)
 
-    def _preflight(self, plan: Plan, request: WorkspaceRequest, idempotency_key: str | None) -> list[Problem]:
+    def _preflight(
+        self, plan: Plan, request: WorkspaceRequest, idempotency_key: str | None, *, budget_s: float | None = None
+    ) -> list[Problem]:
         """Check the plan against the cloud; refuse or warn as policy says (a replayed key is not re-checked)."""
         settings = self.policy.preflight
         if self.preflight is None or not settings.enabled:
             return []
         if idempotency_key and self.store.find_by_idempotency_key(idempotency_key) is not None:
             return []
-        report = self.preflight.check(plan=plan, request=request, policy=self.policy)
+        policy = self.policy
+        if budget_s is not None and budget_s < settings.timeout_s:
+            policy = policy.model_copy(update={"preflight": settings.model_copy(update={"timeout_s": budget_s})})
+        report = self.preflight.check(plan=plan, request=request, policy=policy)
         for what in report.skipped:
             log.warning("pre-flight check skipped: %s", what)
         if report.problems and settings.on_failure == "refuse":

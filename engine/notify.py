@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from engine.ports import Notifier, Store
+from engine.ports import ChatPoster, Notifier, Store
 from engine.steps import utcnow
 from models.errors import PermanentError, StaleWriteError, TransientError
 from models.records import RequestRecord, StepRecord
@@ -40,39 +40,63 @@ def deliver(
     request_id: str,
     store: Store,
     notifier: Notifier,
+    chat: ChatPoster | None = None,
+    result: Callable[[RequestRecord, list[StepRecord]], Any] | None = None,
     last_delivery: bool = False,
     clock: Callable[[], datetime] = utcnow,
 ) -> str:
-    """Post a finished request's result to its callback_url and record how it went.
+    """Tell a finished request's destinations (its callback_url, its chat conversation) and record how it went.
 
-    A transient failure is raised (the bus delivers the message again) unless this is the
-    message's last delivery, when it is recorded as failed instead of going unrecorded.
+    Each destination is marked when it has been told, so a redelivered message never tells it
+    twice; each attempt carries the same delivery id (`<request>:<status>`), so a receiver can drop
+    a repeat that a crash between posting and recording lets through. A transient failure is raised
+    (the bus delivers the message again) unless this is the message's last delivery, when it is
+    recorded as failed instead of going unrecorded.
     """
     record = store.get_request(request_id)
     if record is None or not record.status.terminal:
         return "nothing to notify"
-    if record.notification and record.notification.get("status") == "delivered":
-        return "already delivered"
+    state = dict(record.notification or {})
+    if state.get("status") in ("delivered", "failed"):
+        return f"already {state['status']}"
+    delivery_id = f"{record.id}:{record.status.value}"
+    steps = store.get_steps(request_id)
+    targets: list[tuple[str, Callable[[], None]]] = []
     url = str(record.request.get("callback_url") or "")
-    if not url:
-        return "no callback_url"
-    try:
-        notifier.post(url, payload(record, store.get_steps(request_id)))
-        outcome = {"status": "delivered", "at": clock().isoformat()}
-    except PermanentError as exc:
-        outcome = {"status": "failed", "at": clock().isoformat(), "error": str(exc)}
-    except TransientError as exc:
-        if not last_delivery:
-            raise
-        outcome = {"status": "failed", "at": clock().isoformat(), "error": f"{exc}; gave up after the last delivery"}
-    _record(store, record, outcome)
-    return str(outcome["status"])
+    if url:
+        targets.append(("callback", lambda: notifier.post(url, payload(record, steps), delivery_id)))
+    if record.reply_to and chat is not None and result is not None:
+        reply_to = record.reply_to
+        targets.append(("chat", lambda: chat.post(reply_to, result(record, steps), delivery_id)))
+    if not targets:
+        return "nothing to notify"
+    errors: list[str] = []
+    for name, send in targets:
+        if state.get(name) in ("delivered", "failed"):
+            continue
+        try:
+            send()
+            state[name] = "delivered"
+        except PermanentError as exc:
+            state[name] = "failed"
+            errors.append(f"{name}: {exc}")
+        except TransientError as exc:
+            if not last_delivery:
+                _record(store, record, state)  # keep what was delivered, so it is not sent again
+                raise
+            state[name] = "failed"
+            errors.append(f"{name}: {exc}; gave up after the last delivery")
+    state.update({"status": "failed" if errors else "delivered", "at": clock().isoformat()})
+    if errors:
+        state["error"] = "; ".join(errors)
+    _record(store, record, state)
+    return str(state["status"])
 
 
 def _record(store: Store, record: RequestRecord, outcome: dict[str, Any]) -> None:
     for _ in range(5):
         try:
-            store.update_request(record.model_copy(update={"notification": outcome}))
+            store.update_request(record.model_copy(update={"notification": dict(outcome)}))
             return
         except StaleWriteError:
             fresh = store.get_request(record.id)

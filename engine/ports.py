@@ -177,8 +177,19 @@ class Bus(Sender, Protocol):
 class Notifier(Protocol):
     """Where finished requests are announced (a requester's callback URL)."""
 
-    def post(self, url: str, payload: dict[str, Any]) -> None:
-        """Deliver one payload; raise `TransientError` to be retried, `PermanentError` to give up."""
+    def post(self, url: str, payload: dict[str, Any], delivery_id: str = "") -> None:
+        """Deliver one payload; raise `TransientError` to be retried, `PermanentError` to give up.
+
+        `delivery_id` is the same for every attempt at one notification: receivers deduplicate on it.
+        """
+        ...
+
+
+class ChatPoster(Protocol):
+    """Where a chat-made request's result is posted (the Slack or Teams conversation it came from)."""
+
+    def post(self, reply_to: dict[str, Any], reply: Any, delivery_id: str) -> None:
+        """Post one reply; raise `TransientError` to be retried, `PermanentError` to give up."""
         ...
 
 

@@ -438,7 +438,8 @@ class StepEngine:
 
     def _notify(self, record: RequestRecord) -> dict[str, Any]:
         # Marked pending in the same write that finishes the request, so the sweeper can resend it.
-        return {"notification": {"status": "pending"}} if record.request.get("callback_url") else {}
+        wanted = record.request.get("callback_url") or record.reply_to
+        return {"notification": {"status": "pending"}} if wanted else {}
 
     def _announce(self, record: RequestRecord) -> None:
         if record.notification:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.telemetry import TRACEPARENT
 from composition import Container
+from handlers.chat import add_chat_routes
 from models.api import (
     Accepted,
     EventList,
@@ -161,6 +162,8 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "Internal error", detail="The service failed; the error is logged. Try again later.")
+
+    add_chat_routes(api, container, problem)
 
     @api.post(
         "/api/workspaces",

@@ -84,6 +84,8 @@ def handle_notification(
             request_id=request_id,
             store=container.store,
             notifier=container.notifier,
+            chat=container.chat_poster,
+            result=container.chat.result,
             last_delivery=delivery_count >= container.settings.bus_max_deliveries,
         )
         span.set(result=result)

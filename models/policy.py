@@ -72,6 +72,22 @@ class PreflightPolicy(PolicyModel):
     timeout_s: float = Field(5.0, gt=0, le=60, description="The most the checks may add to a submission.")
 
 
+class ChatUser(PolicyModel):
+    """Who a chat user is: the Entra principal they request as, and the teams they may request for."""
+
+    slack_user: str | None = Field(None, description="Slack user id, e.g. U012AB3CD.")
+    teams_user: UUID | None = Field(None, description="Microsoft Entra object id of the Teams user (from.aadObjectId).")
+    principal: UUID = Field(description="The Entra object id requests are made as; added as a workspace owner.")
+    name: str | None = Field(None, max_length=256)
+    member_of: list[str] = Field(default_factory=list, description="Teams this person may request workspaces for.")
+
+    @model_validator(mode="after")
+    def _has_a_chat_identity(self) -> ChatUser:
+        if not self.slack_user and not self.teams_user:
+            raise ValueError("a chat user needs slack_user, teams_user or both")
+        return self
+
+
 class Policy(PolicyModel):
     """Everything the platform team decides for the teams."""
 
@@ -96,6 +112,18 @@ class Policy(PolicyModel):
         default_factory=list,
         description="Host patterns (fnmatch) that callback_url may point at; empty: callbacks are refused.",
     )
+    chat_users: list[ChatUser] = Field(
+        default_factory=list, description="Chat users allowed to use the Slack and Teams commands, and their teams."
+    )
+
+    def chat_user(self, *, slack: str | None = None, teams: str | None = None) -> ChatUser | None:
+        """Find the chat user with this Slack user id or Teams (Entra) object id."""
+        for user in self.chat_users:
+            if slack and user.slack_user == slack:
+                return user
+            if teams and user.teams_user and str(user.teams_user) == teams.lower():
+                return user
+        return None
 
     @model_validator(mode="after")
     def _profiles_use_catalogue(self) -> Policy:

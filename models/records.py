@@ -76,6 +76,9 @@ class RequestRecord(BaseModel):
     body_hash: str | None = None
     traceparent: str | None = None
     notification: dict[str, Any] | None = Field(None, description="How the callback went: status, time, error.")
+    reply_to: dict[str, Any] | None = Field(
+        None, description="The chat conversation to tell when the request ends (Slack or Teams); holds secrets."
+    )
     created_at: datetime
     updated_at: datetime
     version: int = 0

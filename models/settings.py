@@ -77,6 +77,27 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(30.0, gt=0)
     sweep_grace_s: float = Field(300.0, ge=0, description="How late a step may be before the sweeper re-sends it.")
 
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"), description="Verifies Slack's requests."
+    )
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"), description="Posts results when response_url expired."
+    )
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL"))
+    teams_outgoing_webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("TEAMS_OUTGOING_WEBHOOK_SECRET"),
+        description="The base64 security token Teams issued for the outgoing webhook.",
+    )
+    teams_workflows_url: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("TEAMS_WORKFLOWS_URL"),
+        description="A Teams Workflows webhook URL where results are posted as Adaptive Cards.",
+    )
+    callback_signing_secret: SecretStr | None = Field(
+        None,
+        description="Signs callbacks (X-Vending-Signature); unset: a secret kept in the data directory is used.",
+    )
     applicationinsights_connection_string: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING"),

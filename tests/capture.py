@@ -18,10 +18,26 @@ class Capture:
         self.statuses: list[int] = []
         self.lock = threading.Lock()
         self.url = ""
+        self.reply = b""  # the body of every answer (the Slack Web API wants {"ok": true})
+
+    def bodies(self, path_prefix: str = "") -> list[Any]:
+        """The JSON (or form) bodies received on paths starting with `path_prefix`."""
+        with self.lock:
+            return [r["json"] for r in self.received if r["path"].startswith(path_prefix)]
 
     def answer(self) -> int:
         with self.lock:
             return self.statuses.pop(0) if self.statuses else 200
+
+
+def _decode(body: bytes, content_type: str) -> Any:
+    if not body:
+        return None
+    if "application/x-www-form-urlencoded" in content_type:
+        from urllib.parse import parse_qs
+
+        return {k: v[0] for k, v in parse_qs(body.decode()).items()}
+    return json.loads(body)
 
 
 @contextmanager
@@ -52,12 +68,14 @@ def capture_server() -> Iterator[Capture]:
                         "path": self.path,
                         "status": status,
                         "headers": dict(self.headers),
-                        "json": json.loads(body) if body else None,
+                        "json": _decode(body, self.headers.get("content-type", "")),
                     }
                 )
             self.send_response(status)
-            self.send_header("content-length", "0")
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(cap.reply)))
             self.end_headers()
+            self.wfile.write(cap.reply)
 
         def log_message(self, *args: object) -> None:
             pass

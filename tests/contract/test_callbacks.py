@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
+
 import pytest
 
-from adapters.webhook import HttpNotifier
+from adapters.webhook import HttpNotifier, signature
 from composition import Container
 from devhost.workers import QueueWorkers
 from models.errors import InvalidInputError, PermanentError, TransientError
@@ -62,7 +67,7 @@ def test_a_refusing_receiver_is_recorded_not_retried(service: tuple[Container, Q
 
 
 def test_notifier_translates_answers() -> None:
-    notifier = HttpNotifier(timeout_s=2)
+    notifier = HttpNotifier(signing_secret=b"k", timeout_s=2)
     with capture_server() as cap:
         cap.statuses = [429, 400]
         with pytest.raises(TransientError):
@@ -73,6 +78,27 @@ def test_notifier_translates_answers() -> None:
         url = cap.url
     with pytest.raises(TransientError):
         notifier.post(url, {"a": 1})  # nobody listens any more
+
+
+def test_callbacks_are_signed_with_a_timestamp_and_carry_one_delivery_id(
+    service: tuple[Container, QueueWorkers],
+) -> None:
+    container, _ = service
+    with capture_server() as cap:
+        cap.statuses = [503]
+        body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
+        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        poll(lambda: len(cap.received) == 2, what="the callback and its retry")
+    first, second = cap.received
+    secret = container.callback_secret
+    for delivery in (first, second):
+        headers = {k.lower(): v for k, v in delivery["headers"].items()}
+        assert headers["x-vending-delivery"] == f"{rid}:succeeded"
+        raw = json.dumps(delivery["json"], separators=(",", ":"), sort_keys=True).encode()
+        expected = hmac.new(secret, b"v1:" + headers["x-vending-timestamp"].encode() + b":" + raw, hashlib.sha256)
+        assert hmac.compare_digest(headers["x-vending-signature"], "v1=" + expected.hexdigest())
+        assert abs(time.time() - int(headers["x-vending-timestamp"])) < 60
+    assert signature(b"other", "1", b"{}") != signature(secret, "1", b"{}")
 
 
 def test_callbacks_only_to_allowed_hosts(service: tuple[Container, QueueWorkers]) -> None:

@@ -1,0 +1,183 @@
+"""Slack (`slack-sdk`): request verification, Block Kit replies, and posting results back.
+
+Verification follows Slack's signing scheme through `slack_sdk.signature.SignatureVerifier`
+(HMAC-SHA256 of `v0:<timestamp>:<body>`, compared in constant time); requests older than five
+minutes and requests seen before (a replayed signature) are refused. Results go back through the
+command's `response_url` while Slack keeps it valid (30 minutes) and through `chat.postMessage`
+with the bot token after that, or when the URL is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.chat import USAGE, Reply
+from models.errors import PermanentError, TransientError
+from models.redact import register
+
+MAX_AGE_S = 300
+RESPONSE_URL_LIFETIME_S = 25 * 60  # Slack keeps a response_url for 30 minutes; leave a margin
+
+
+class SlackVerifier:
+    """Check that a request comes from Slack: signature, age, and not seen before."""
+
+    def __init__(self, signing_secret: str, *, clock: Callable[[], float] = time.time) -> None:
+        from slack_sdk.signature import Clock, SignatureVerifier
+
+        class _Clock(Clock):
+            def now(self) -> float:
+                return clock()
+
+        self._verifier = SignatureVerifier(signing_secret, clock=_Clock())
+        self.clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def refusal(self, body: bytes, headers: Mapping[str, str]) -> str | None:
+        """Return why the request is refused, or None when it is genuine and new."""
+        timestamp = headers.get("x-slack-request-timestamp")
+        signature = headers.get("x-slack-signature")
+        if not timestamp or not signature:
+            return "the request is not signed (X-Slack-Signature and X-Slack-Request-Timestamp are required)."
+        try:
+            age = abs(self.clock() - int(timestamp))
+        except ValueError:
+            return "X-Slack-Request-Timestamp is not a number."
+        if age > MAX_AGE_S:
+            return "the request is older than five minutes; it may be a replay."
+        if not self._verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+            return "the signature does not match the body; check SLACK_SIGNING_SECRET."
+        with self._lock:
+            now = self.clock()
+            while self._seen and next(iter(self._seen.values())) < now - MAX_AGE_S:
+                self._seen.popitem(last=False)
+            if signature in self._seen:
+                return "this request was already received; a replay is refused."
+            self._seen[signature] = now
+        return None
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text[:2900]}
+
+
+def blocks(reply: Reply) -> list[dict[str, Any]]:
+    """Render a reply as Block Kit blocks."""
+    icon = "" if reply.ok else ":warning: "
+    out: list[dict[str, Any]] = [{"type": "section", "text": _mrkdwn(f"{icon}*{reply.title}*")}]
+    if reply.lines:
+        out.append({"type": "section", "text": _mrkdwn("\n".join(reply.lines))})
+    if reply.fields:
+        out.append({"type": "section", "fields": [_mrkdwn(f"*{k}*\n{v}") for k, v in reply.fields[:10]]})
+    if reply.problems:
+        out.append(
+            {"type": "section", "text": _mrkdwn("\n".join(f"• `{p.field}`: {p.message}" for p in reply.problems))}
+        )
+    if reply.usage:
+        out.append({"type": "section", "text": _mrkdwn("*Usage* (`/mlws <command>`)\n" + USAGE)})
+    elements: list[dict[str, Any]] = []
+    if reply.link:
+        elements.append({"type": "button", "text": {"type": "plain_text", "text": reply.link[0]}, "url": reply.link[1]})
+    for button in reply.buttons:
+        element: dict[str, Any] = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": button.label},
+            "action_id": button.action,
+            "value": button.value or "-",
+        }
+        if button.style:
+            element["style"] = button.style
+        elements.append(element)
+    if elements:
+        out.append({"type": "actions", "elements": elements})
+    return out
+
+
+def message(reply: Reply) -> dict[str, Any]:
+    """Build a slash-command or response_url message: visible to the channel or to the asker only."""
+    return {
+        "response_type": "in_channel" if reply.public else "ephemeral",
+        "text": reply.text()[:3000],
+        "blocks": blocks(reply),
+    }
+
+
+class SlackPoster:
+    """Post a reply to the Slack conversation a request came from."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str | None,
+        api_url: str = "https://slack.com/api/",
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bot_token = bot_token
+        self.api_url = api_url
+        self.timeout_s = timeout_s
+        self.clock = clock
+
+    def post(self, reply_to: dict[str, Any], reply: Reply, delivery_id: str) -> None:
+        """Post through response_url while it is valid, else chat.postMessage; raise Transient/Permanent."""
+        url = reply_to.get("response_url")
+        fresh = self.clock() - float(reply_to.get("at", 0)) < RESPONSE_URL_LIFETIME_S
+        if url and fresh and self._via_response_url(str(url), reply):
+            return
+        self._via_web_api(reply_to, reply, delivery_id)
+
+    def _via_response_url(self, url: str, reply: Reply) -> bool:
+        from slack_sdk.webhook import WebhookClient
+
+        register(url)
+        try:
+            response = WebhookClient(url, timeout=int(self.timeout_s)).send_dict(
+                {**message(reply), "replace_original": False}
+            )
+        except OSError as exc:
+            raise TransientError(f"Slack did not answer: {type(exc).__name__}", code="SlackUnreachable") from exc
+        if response.status_code == 200:
+            return True
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientError(f"Slack answered {response.status_code}", code="SlackUnavailable")
+        return False  # expired or used up: fall back to the Web API
+
+    def _via_web_api(self, reply_to: dict[str, Any], reply: Reply, delivery_id: str) -> None:
+        from slack_sdk import WebClient
+        from slack_sdk.errors import SlackApiError
+
+        channel = reply_to.get("channel")
+        if not self.bot_token or not channel:
+            raise PermanentError(
+                "the Slack response_url has expired and there is no bot token (SLACK_BOT_TOKEN) or channel to post "
+                "with; set SLACK_BOT_TOKEN.",
+                code="SlackNotConfigured",
+            )
+        client = WebClient(token=self.bot_token, base_url=self.api_url, timeout=int(self.timeout_s))
+        try:
+            client.chat_postMessage(
+                channel=str(channel),
+                text=reply.text()[:3000],
+                blocks=blocks(reply),
+                metadata={"event_type": "workspace_vending_result", "event_payload": {"delivery_id": delivery_id}},
+            )
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
+            if error == "ratelimited" or (exc.response is not None and exc.response.status_code >= 500):
+                retry = exc.response.headers.get("Retry-After") if exc.response is not None else None
+                raise TransientError(
+                    f"Slack refused for now ({error})",
+                    retry_after_s=float(retry) if retry and str(retry).isdigit() else None,
+                    code="SlackRateLimited",
+                ) from exc
+            raise PermanentError(
+                f"Slack refused the message ({error}); invite the app to the channel or check its scopes (chat:write).",
+                code="SlackRefused",
+            ) from exc
+        except OSError as exc:
+            raise TransientError(f"Slack did not answer: {type(exc).__name__}", code="SlackUnreachable") from exc

@@ -1,0 +1,165 @@
+"""The chat doors: Slack slash commands and interactions, and a Teams outgoing webhook.
+
+Each endpoint checks its platform's signature before reading anything, answers within the
+platform's deadline (the work is a plan, or a submission whose pre-flight is bounded to 1.5 s), and
+answers 503 with a clear message when its secret is not configured. The replies come from
+`engine.chat`; `adapters.slack` and `adapters.teams` render them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from adapters import slack, teams
+from composition import Container
+from engine.chat import Reply, Who
+from models.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: Callable[..., JSONResponse]) -> None:
+    """Add the Slack and Teams endpoints to the API."""
+
+    def not_configured(what: str, setting: str) -> JSONResponse:
+        return problem(
+            503,
+            f"{what} is not configured",
+            detail=f"Set {setting} (from your {what} app) in the service's settings; until then this endpoint does nothing.",
+        )
+
+    async def from_slack(c: Container, request: Request) -> bytes | JSONResponse:
+        """Return the body of a genuine Slack request, or the answer that refuses it."""
+        if c.settings.slack_signing_secret is None:
+            return not_configured("Slack", "SLACK_SIGNING_SECRET")
+        body = await request.body()
+        refusal = c.slack_verifier.refusal(body, request.headers)
+        if refusal:
+            log.warning("Slack request to %s refused: %s", request.url.path, refusal)
+            return problem(401, "Not a genuine Slack request", detail=refusal)
+        return body
+
+    @api.post("/api/chat/slack/commands", tags=["chat"], summary="Slack slash command (/mlws)")
+    async def slack_command(request: Request) -> Response:
+        c = container()
+        body = await from_slack(c, request)
+        if isinstance(body, JSONResponse):
+            return body
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        user_id = form.get("user_id", "")
+        who = Who("slack", user_id, c.policy.chat_user(slack=user_id))
+        reply_to = {
+            "kind": "slack",
+            "response_url": form.get("response_url"),
+            "channel": form.get("channel_id"),
+            "user": user_id,
+            "message_id": form.get("trigger_id"),
+            "at": time.time(),
+        }
+        reply = await run_in_threadpool(
+            c.chat.handle,
+            who=who,
+            text=form.get("text", ""),
+            reply_to=reply_to,
+            traceparent=c.telemetry.current_traceparent(),
+        )
+        return JSONResponse(slack.message(reply))
+
+    @api.post("/api/chat/slack/interactions", tags=["chat"], summary="Slack interactivity (buttons)")
+    async def slack_interaction(request: Request) -> Response:
+        c = container()
+        body = await from_slack(c, request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"))
+            payload: dict[str, Any] = json.loads(form["payload"][0])
+            action = payload["actions"][0]
+        except (KeyError, IndexError, ValueError) as exc:
+            return problem(
+                400, "Not a Slack interaction", detail=f"expected a form field 'payload' with actions ({exc})."
+            )
+        user_id = str(payload.get("user", {}).get("id", ""))
+        who = Who("slack", user_id, c.policy.chat_user(slack=user_id))
+        reply_to = {
+            "kind": "slack",
+            "response_url": payload.get("response_url"),
+            "channel": (payload.get("channel") or {}).get("id"),
+            "user": user_id,
+            "message_id": payload.get("trigger_id"),
+            "at": time.time(),
+        }
+        reply = await run_in_threadpool(
+            _interaction, c, who, str(action.get("action_id", "")), str(action.get("value", "")), reply_to
+        )
+        if reply_to["response_url"]:
+            await run_in_threadpool(_answer, str(reply_to["response_url"]), reply)
+        return Response(status_code=200)
+
+    @api.post("/api/chat/teams/messages", tags=["chat"], summary="Teams outgoing webhook")
+    async def teams_message(request: Request) -> Response:
+        c = container()
+        secret = c.settings.teams_outgoing_webhook_secret
+        if secret is None:
+            return not_configured("Microsoft Teams", "TEAMS_OUTGOING_WEBHOOK_SECRET")
+        body = await request.body()
+        refusal = teams.verify(secret.get_secret_value(), body, request.headers.get("authorization"))
+        if refusal:
+            log.warning("Teams message refused: %s", refusal)
+            return problem(401, "Not a genuine Teams request", detail=refusal)
+        try:
+            activity: dict[str, Any] = json.loads(body)
+        except ValueError as exc:
+            return problem(400, "Not a Teams activity", detail=f"the body is not JSON ({exc}).")
+        sender = activity.get("from") or {}
+        user_id = str(sender.get("aadObjectId") or sender.get("id") or "")
+        who = Who("teams", user_id, c.policy.chat_user(teams=str(sender.get("aadObjectId") or "")))
+        reply_to = {
+            "kind": "teams",
+            "conversation": (activity.get("conversation") or {}).get("id"),
+            "user": user_id,
+            "message_id": activity.get("id"),
+            "at": time.time(),
+        }
+        reply = await run_in_threadpool(
+            c.chat.handle,
+            who=who,
+            text=teams.command_text(activity),
+            reply_to=reply_to,
+            traceparent=c.telemetry.current_traceparent(),
+        )
+        return JSONResponse(teams.message(reply))
+
+
+def _interaction(c: Container, who: Who, action: str, value: str, reply_to: dict[str, Any]) -> Reply:
+    if action == "confirm_create":
+        return c.chat.confirm(who=who, token=value, reply_to=reply_to, traceparent=c.telemetry.current_traceparent())
+    if action == "refresh_status":
+        try:
+            return c.chat.status(value)
+        except InvalidInputError as exc:
+            return Reply("That did not work.", problems=exc.problems, ok=False)
+    if action == "cancel":
+        return Reply("Cancelled: nothing was created.")
+    return Reply("That button is not one I know.", ok=False)
+
+
+def _answer(response_url: str, reply: Reply) -> None:
+    """Update the message a button was on, through its response_url."""
+    from slack_sdk.webhook import WebhookClient
+
+    try:
+        response = WebhookClient(response_url, timeout=3).send_dict({**slack.message(reply), "replace_original": True})
+        if response.status_code != 200:
+            log.warning("Slack response_url answered %s", response.status_code)
+    except OSError as exc:
+        log.warning("Slack response_url did not answer: %s", exc)
