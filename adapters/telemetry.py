@@ -263,6 +263,20 @@ class Telemetry:
                 log.warning("telemetry flush failed: %s", exc)
 
 
+def entra_credential(authentication: str | None) -> Any:
+    """Return the credential `APPLICATIONINSIGHTS_AUTHENTICATION_STRING` asks for, or None for key-based ingestion.
+
+    The value is `Authorization=AAD` with an optional `ClientId=<user-assigned identity>`, as the
+    Functions host reads it; Application Insights with local authentication off accepts only this.
+    """
+    parts = dict(p.split("=", 1) for p in (authentication or "").split(";") if "=" in p)
+    if parts.get("Authorization", "").upper() != "AAD":
+        return None
+    from cloud.credentials import azure_credential
+
+    return azure_credential(parts.get("ClientId") or None)
+
+
 def configure(settings: Settings) -> Telemetry:
     """Set up logging filters and, with a connection string, OpenTelemetry to Azure Monitor (once per process)."""
     install_log_filters()
@@ -284,6 +298,7 @@ def configure(settings: Settings) -> Telemetry:
             logging.getLogger(name).addFilter(EXPORT_FAILURES)
         configure_azure_monitor(
             connection_string=connection_string,
+            credential=entra_credential(settings.applicationinsights_authentication_string),
             logger_name="",
             resource=Resource.create({"service.name": SERVICE_NAME, "service.namespace": "vending"}),
             sampling_ratio=settings.telemetry_sampling_ratio,

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING"),
         description="Export telemetry to Application Insights; off when unset.",
     )
+    applicationinsights_authentication_string: str | None = Field(
+        None,
+        validation_alias=AliasChoices("APPLICATIONINSIGHTS_AUTHENTICATION_STRING"),
+        description="'Authorization=AAD;ClientId=<id>': send telemetry with Microsoft Entra ID (local auth off).",
+    )
     telemetry_sampling_ratio: float = Field(1.0, ge=0, le=1, description="Share of traces kept (whole traces).")
     telemetry_live_metrics: bool = Field(False, description="Send Live Metrics to Application Insights.")
 

@@ -71,3 +71,15 @@ def test_a_door_without_telemetry_continues_or_starts_a_trace() -> None:
         assert span.traceparent == parent
     with Telemetry().span("onboarding message") as span:
         assert span.traceparent.startswith("00-") and span.traceparent != parent
+
+
+def test_entra_ingestion_is_asked_for_by_the_authentication_string() -> None:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    from adapters.telemetry import entra_credential
+
+    assert entra_credential(None) is None and entra_credential("Authorization=Key") is None
+    assert isinstance(
+        entra_credential("ClientId=0c9a3f5e-2b1d-4e6f-8a7b-9c0d1e2f3a4b;Authorization=AAD"), ManagedIdentityCredential
+    )
+    assert isinstance(entra_credential("Authorization=AAD"), DefaultAzureCredential)

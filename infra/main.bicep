@@ -1,0 +1,186 @@
+// Workspace Vending, deployed with the Azure Developer CLI: `azd up` (docs/deploy.md).
+// One resource group holds the service; the provisioning roles go to every subscription the
+// service may create workspaces in.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(40)
+@description('The azd environment name; resource names and tags derive from it.')
+param environmentName string
+
+@minLength(1)
+@description('The region of the service itself (not of the workspaces it provisions: the policy says those).')
+param location string
+
+@description('Comma-separated ids of the subscriptions the service may provision workspaces into; empty: this one.')
+param provisioningSubscriptionIds string = ''
+
+@description('Where alerts are e-mailed; empty: alerts fire without notifying anyone.')
+param alertEmail string = ''
+
+@description('The most instances the Flex Consumption plan may scale out to.')
+param maximumInstanceCount int = 40
+
+@secure()
+@description('Slack app signing secret; empty: the Slack endpoints answer 503.')
+param slackSigningSecret string = ''
+
+@secure()
+@description('Slack bot token (xoxb-...), to post results after a response_url expired.')
+param slackBotToken string = ''
+
+@secure()
+@description('The security token Teams issued for the outgoing webhook; empty: the Teams endpoint answers 503.')
+param teamsOutgoingWebhookSecret string = ''
+
+@secure()
+@description('A Teams Workflows webhook URL where results are posted.')
+param teamsWorkflowsUrl string = ''
+
+@secure()
+@description('The key callbacks are signed with (X-Vending-Signature); give one so receivers can verify.')
+param callbackSigningSecret string = ''
+
+var abbrs = loadJsonContent('abbreviations.json')
+var token = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName, service: 'workspace-vending' }
+var tablePrefix = 'vending'
+var queueNames = ['onboarding', 'steps', 'notifications']
+var deploymentContainerName = 'app-package-${token}'
+var targets = empty(provisioningSubscriptionIds)
+  ? [subscription().subscriptionId]
+  : map(split(provisioningSubscriptionIds, ','), id => trim(id))
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}vending-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}vending-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}vending${token}'
+    location: location
+    tags: tags
+    tablePrefix: tablePrefix
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module messaging 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  scope: rg
+  params: {
+    name: '${abbrs.serviceBusNamespaces}vending-${token}'
+    location: location
+    tags: tags
+    queueNames: queueNames
+    lockDuration: 'PT1M'
+    maxDeliveryCount: 10
+    duplicateDetectionWindow: 'PT10M'
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}vending-${token}'
+    appInsightsName: '${abbrs.insightsComponents}vending-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module vault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}vend-${take(token, 13)}'
+    location: location
+    tags: tags
+    secretValues: {
+      SLACK_SIGNING_SECRET: slackSigningSecret
+      SLACK_BOT_TOKEN: slackBotToken
+      TEAMS_OUTGOING_WEBHOOK_SECRET: teamsOutgoingWebhookSecret
+      TEAMS_WORKFLOWS_URL: teamsWorkflowsUrl
+      VENDING_CALLBACK_SIGNING_SECRET: callbackSigningSecret
+    }
+  }
+}
+
+module roles 'modules/service-roles.bicep' = {
+  name: 'service-roles'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    serviceBusNamespaceName: messaging.outputs.name
+    keyVaultName: vault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+module app 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  // The identity must be able to read its package, secrets and queues before the app starts.
+  dependsOn: [roles]
+  params: {
+    name: '${abbrs.webSitesFunctions}vending-${token}'
+    planName: '${abbrs.webServerFarms}vending-${token}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: deploymentContainerName
+    serviceBusNamespace: messaging.outputs.fullyQualifiedNamespace
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    secretReferences: vault.outputs.references
+    tablePrefix: tablePrefix
+    maximumInstanceCount: maximumInstanceCount
+  }
+}
+
+module provisioning 'modules/provisioning-roles.bicep' = [for subscriptionId in targets: {
+  name: 'vending-provisioning-${environmentName}'
+  scope: subscription(subscriptionId)
+  params: {
+    principalId: identity.outputs.principalId
+  }
+}]
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    serviceBusNamespaceId: messaging.outputs.id
+    queueNames: queueNames
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    alertEmail: alertEmail
+  }
+}
+
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.name
+output SERVICE_API_ENDPOINT string = 'https://${app.outputs.defaultHostName}/api'
+output VENDING_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output VENDING_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output VENDING_KEY_VAULT_NAME string = vault.outputs.name

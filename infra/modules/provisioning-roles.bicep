@@ -1,0 +1,39 @@
+// What the service may do in a subscription it provisions workspaces into: create resource groups
+// and the workspace's resources (Contributor), and assign, to the people named in a request,
+// only the two roles the access steps give (engine/planner.py). Role Based Access Control
+// Administrator carries a condition that limits both writing and deleting role assignments to
+// those roles, so the service can never make anyone Owner, not even itself.
+targetScope = 'subscription'
+
+param principalId string
+
+var contributor = 'b24988ac-6180-42a0-ab88-20f7382dd24c' // Contributor
+var rbacAdministrator = 'f58310d9-a9f6-439a-9e8d-f62e7b41a168' // Role Based Access Control Administrator
+var assignable = [
+  'f6c7c914-8db3-469d-8ca1-694a8f32e121' // AzureML Data Scientist
+  'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
+]
+var roleList = join(assignable, ', ')
+var condition = '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roleList}})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roleList}}))'
+
+resource provision 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(subscription().id, principalId, contributor)
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', contributor)
+    description: 'Workspace Vending: create resource groups, storage, key vaults, insights and Azure ML workspaces.'
+  }
+}
+
+resource grantAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(subscription().id, principalId, rbacAdministrator)
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', rbacAdministrator)
+    description: 'Workspace Vending: give requesters AzureML Data Scientist and Storage Blob Data Contributor, nothing else.'
+    condition: condition
+    conditionVersion: '2.0'
+  }
+}
