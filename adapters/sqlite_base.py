@@ -37,6 +37,10 @@ class SqliteDatabase:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # One writer at a time inside this process: threads queue on a lock instead of polling
+        # SQLite's busy handler, which sleeps in steps of up to 100 ms. Other processes still
+        # meet the busy timeout.
+        self._writer = threading.Lock()
         self.conn().executescript(schema)
 
     def _connect(self) -> sqlite3.Connection:
@@ -59,11 +63,12 @@ class SqliteDatabase:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Run a write transaction that holds the write lock from its first statement."""
         conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        with self._writer:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")

@@ -14,13 +14,14 @@ import hashlib
 import hmac
 import html
 import re
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from engine.chat import USAGE, Reply
 from models.errors import PermanentError, TransientError
 from models.redact import register
+
+if TYPE_CHECKING:
+    import httpx
 
 CARD = "application/vnd.microsoft.card.adaptive"
 _MENTION = re.compile(r"<at>.*?</at>", re.S)
@@ -99,7 +100,17 @@ class TeamsPoster:
         self, *, workflows_url: str | None, timeout_s: float = 10.0, client: httpx.Client | None = None
     ) -> None:
         self.workflows_url = workflows_url
-        self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self.timeout_s = timeout_s
+        self._client = client
+
+    @property
+    def client(self) -> httpx.Client:
+        """The HTTP client, made on first use (httpx stays off the HTTP path's imports)."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
+        return self._client
 
     def post(self, reply_to: dict[str, Any], reply: Reply, delivery_id: str) -> None:
         """Post the card; raise Transient/Permanent."""
@@ -110,6 +121,8 @@ class TeamsPoster:
                 code="TeamsNotConfigured",
             )
         register(url)
+        import httpx
+
         try:
             resp = self.client.post(url, json=message(reply), headers={"X-Vending-Delivery": delivery_id})
         except httpx.TransportError as exc:

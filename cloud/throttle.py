@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from models.errors import TransientError
+from models.errors import BackPressure
 
 
 class SubscriptionThrottle:
@@ -39,7 +39,7 @@ class SubscriptionThrottle:
         """Hold one of the subscription's call slots; refuse at once while it cools down."""
         left = self.cooldown_left(subscription)
         if left > 0:
-            raise TransientError(
+            raise BackPressure(
                 f"ARM is throttling subscription {subscription}; holding calls for {left:.1f} s more",
                 retry_after_s=left,
                 code="SubscriptionThrottled",
@@ -47,7 +47,7 @@ class SubscriptionThrottle:
         with self._lock:
             sem = self._slots.setdefault(subscription, threading.BoundedSemaphore(self.max_concurrent))
         if not sem.acquire(timeout=self.wait_for_slot_s):
-            raise TransientError(
+            raise BackPressure(
                 f"{self.max_concurrent} ARM calls to subscription {subscription} are already running; trying later",
                 retry_after_s=1.0,
                 code="LocalConcurrencyLimit",

@@ -126,6 +126,11 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
     missing = [t for t in policy.required_tags if t not in request.tags]
     if missing:
         problems.append(Problem("tags", f"add the required tags: {', '.join(missing)}.", "policy"))
+    problems += [
+        Problem(f"tags.{t}", f"the required tag '{t}' is empty; give it a value.", "policy")
+        for t in policy.required_tags
+        if t in request.tags and not request.tags[t].strip()
+    ]
     if request.workspace_name is None and len(f"mlw-{request.team}-{request.environment.value}") > 33:
         problems.append(Problem("team", "the derived workspace name is too long; set workspace_name.", "policy"))
     return problems

@@ -19,7 +19,7 @@ from typing import Any
 from engine.events import EventFanout, status_event
 from engine.notify_message import notification_message
 from engine.ports import Cloud, OutgoingMessage, Sender, StepContext, Store
-from models.errors import PermanentError, StaleWriteError, TransientError
+from models.errors import BackPressure, PermanentError, StaleWriteError, TransientError
 from models.events import EventName
 from models.messages import StepMessage
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
@@ -213,6 +213,8 @@ class StepEngine:
     def _reconcile_raw(self, plan_step: Any, ctx: StepContext) -> Outcome:
         try:
             return self._cloud().reconcile(plan_step, ctx)
+        except BackPressure as exc:
+            return Wait(exc.retry_after_s or 1.0, str(exc))
         except TransientError as exc:
             return Retry(exc.retry_after_s or 0.0, str(exc), exc.code)
         except PermanentError as exc:

@@ -40,6 +40,14 @@ class TransientError(VendingError):
         super().__init__(message)
 
 
+class BackPressure(TransientError):
+    """The service holds its own calls back (a cooling-down subscription): no attempt was made.
+
+    The engine waits it out instead of counting it as a failed attempt, so a throttled
+    subscription slows every step down without making any of them give up early.
+    """
+
+
 class PermanentError(VendingError):
     """A failure that needs a person to act: stop and explain what to do."""
 

@@ -19,7 +19,7 @@ from emulator.state import Config, parse_path
 from engine.planner import plan
 from engine.policy import admit, load_policy
 from engine.ports import StepContext
-from models.errors import PermanentError, TransientError
+from models.errors import BackPressure, PermanentError, TransientError
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.plan import Plan
 from models.request import parse_request
@@ -96,6 +96,10 @@ def drive(
             outcome = provider.reconcile(step, ctx)
         except PermanentError as exc:  # what the engine turns errors into
             outcome = Fail(str(exc), exc.code)
+        except BackPressure as exc:
+            outcome = Wait(exc.retry_after_s or 1.0, str(exc))
+            if not retry:
+                return outcome
         except TransientError as exc:
             outcome = Retry(exc.retry_after_s or 0.0, str(exc), exc.code)
         if isinstance(outcome, Retry) and not retry:
