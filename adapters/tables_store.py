@@ -22,7 +22,7 @@ and removed after it leaves, and every listing reads the pointed record and keep
 belongs, so a pointer left behind by a crash is never wrong, only extra (and readers prune it).
 
 Every status change is an ETag-conditional write: a step update replaces the entity only if it is
-unchanged since the version the caller read. ETags are remembered per (entity, version) from reads
+unchanged since the version the caller read. Step ETags are remembered per (step, version) from reads
 and writes, so the common write needs no extra read; a version is written once, so an ETag
 remembered for it is either still current or refused by the service (HTTP 412: `StaleWriteError`).
 """
@@ -399,9 +399,9 @@ class TablesStore:
         return entity
 
     def _read_request(self, entity: Any) -> RequestRecord:
-        record = RequestRecord.model_validate_json(_body(entity))
-        self._etags.put(record.id, REQUEST_ROW, record.version, _etag(entity))
-        return record
+        # No ETag is remembered: a request update reads the entity anyway (its old status says which
+        # pointers move), and requests are read far more often than steps, whose ETags the cache keeps.
+        return RequestRecord.model_validate_json(_body(entity))
 
     def _read_step(self, entity: Any) -> StepRecord:
         step = StepRecord.model_validate_json(_body(entity))
@@ -590,10 +590,9 @@ class TablesStore:
             before, after = _memberships(old), _memberships(new)
             for partition in after - before:
                 self._add_pointer(partition, new)
-            meta = self.requests.update_entity(
+            self.requests.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=_etag(current), match_condition=MatchConditions.IfNotModified
             )
-            self._etags.put(new.id, REQUEST_ROW, new.version, _etag(meta))
             for partition in before - after:
                 self._drop_pointer(partition, record.id, up_to=record.version)
         return new

@@ -121,6 +121,16 @@ def parse_command(text: str) -> tuple[str, dict[str, str], list[str]]:
     return verb, args, rest
 
 
+def refusal(exc: InvalidInputError | ConflictError | TransientError, *, usage: bool = False) -> Reply:
+    """Say why something was refused: the problems (with the usage after a command), a taken name, or "later"."""
+    if isinstance(exc, InvalidInputError):
+        named = usage and exc.title != "The request is not valid."
+        return Reply(exc.title if named else "That did not work.", problems=exc.problems, usage=usage, ok=False)
+    if isinstance(exc, ConflictError):
+        return Reply("That workspace is taken.", lines=[str(exc)], ok=False)
+    return Reply("I cannot do that right now.", lines=[f"{exc} Try again in a minute."], ok=False)
+
+
 class Chat:
     """The commands, shared by the Slack and Teams doors."""
 
@@ -160,17 +170,8 @@ class Chat:
                     return self.submit(who=who, request=request, reply_to=reply_to, traceparent=traceparent)
                 return self._plan(who, request, offer=verb == "create")
             raise InvalidInputError([Problem("(command)", f"'{verb}' is not a command I know.")])
-        except InvalidInputError as exc:
-            return Reply(
-                exc.title if exc.title != "The request is not valid." else "That did not work.",
-                problems=exc.problems,
-                usage=True,
-                ok=False,
-            )
-        except ConflictError as exc:
-            return Reply("That workspace is taken.", lines=[str(exc)], ok=False)
-        except TransientError as exc:
-            return Reply("I cannot do that right now.", lines=[f"{exc} Try again in a minute."], ok=False)
+        except (InvalidInputError, ConflictError, TransientError) as exc:
+            return refusal(exc, usage=True)
 
     def confirm(self, *, who: Who, token: str, reply_to: dict[str, Any], traceparent: str | None = None) -> Reply:
         """Create what a confirmed plan showed (the Slack button)."""
@@ -178,12 +179,8 @@ class Chat:
             request = self._open(token, who)
             self._known(who)
             return self.submit(who=who, request=request, reply_to=reply_to, traceparent=traceparent, token=token)
-        except InvalidInputError as exc:
-            return Reply("That did not work.", problems=exc.problems, ok=False)
-        except ConflictError as exc:
-            return Reply("That workspace is taken.", lines=[str(exc)], ok=False)
-        except TransientError as exc:
-            return Reply("I cannot do that right now.", lines=[f"{exc} Try again in a minute."], ok=False)
+        except (InvalidInputError, ConflictError, TransientError) as exc:
+            return refusal(exc)
 
     def submit(
         self,

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters import slack, teams
 from composition import Container
-from engine.chat import Reply, Who
+from engine.chat import Reply, Who, refusal
 from models.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,7 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
             "message_id": form.get("trigger_id"),
             "at": time.time(),
         }
-        reply = await run_in_threadpool(
-            c.chat.handle,
-            who=who,
-            text=form.get("text", ""),
-            reply_to=reply_to,
-            traceparent=c.telemetry.current_traceparent(),
-        )
-        return JSONResponse(slack.message(reply))
+        return JSONResponse(slack.message(await _command(c, who, form.get("text", ""), reply_to)))
 
     @api.post("/api/chat/slack/interactions", tags=["chat"], summary="Slack interactivity (buttons)")
     async def slack_interaction(request: Request) -> Response:
@@ -130,14 +123,14 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
             "message_id": activity.get("id"),
             "at": time.time(),
         }
-        reply = await run_in_threadpool(
-            c.chat.handle,
-            who=who,
-            text=teams.command_text(activity),
-            reply_to=reply_to,
-            traceparent=c.telemetry.current_traceparent(),
-        )
-        return JSONResponse(teams.message(reply))
+        return JSONResponse(teams.message(await _command(c, who, teams.command_text(activity), reply_to)))
+
+
+async def _command(c: Container, who: Who, text: str, reply_to: dict[str, Any]) -> Reply:
+    """Answer a command off the event loop (the store and the bus block), in the request's trace."""
+    return await run_in_threadpool(
+        c.chat.handle, who=who, text=text, reply_to=reply_to, traceparent=c.telemetry.current_traceparent()
+    )
 
 
 def _interaction(c: Container, who: Who, action: str, value: str, reply_to: dict[str, Any]) -> Reply:
@@ -147,7 +140,7 @@ def _interaction(c: Container, who: Who, action: str, value: str, reply_to: dict
         try:
             return c.chat.status(value)
         except InvalidInputError as exc:
-            return Reply("That did not work.", problems=exc.problems, ok=False)
+            return refusal(exc)
     if action == "cancel":
         return Reply("Cancelled: nothing was created.")
     return Reply("That button is not one I know.", ok=False)
