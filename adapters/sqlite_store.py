@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 
 from adapters.sqlite_base import SqliteDatabase, ts
 from adapters.store_rules import due_of, key_reused, workspace_taken
-from engine.ports import Page
-from models.errors import StaleWriteError
+from engine.ports import Page, VcpuLimit
+from models.errors import LimitExceededError, StaleWriteError
 from models.events import StatusEvent
 from models.records import RequestRecord, RequestStatus, StepRecord
 
@@ -43,6 +44,13 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_request ON events (request_id, seq);
+-- The vCPUs each live request holds against its team: the figure a create claims against.
+CREATE TABLE IF NOT EXISTS team_vcpus (
+    team TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    vcpus INTEGER NOT NULL,
+    PRIMARY KEY (team, request_id)
+);
 """
 
 
@@ -56,8 +64,14 @@ class SqliteStore:
     def __init__(self, path: Path | str) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
 
-    def create_request(self, record: RequestRecord, steps: list[StepRecord]) -> tuple[RequestRecord, bool]:
-        """Insert a request and its steps atomically, honouring idempotency keys and name reservations."""
+    def create_request(
+        self, record: RequestRecord, steps: list[StepRecord], *, vcpu_limit: VcpuLimit | None = None
+    ) -> tuple[RequestRecord, bool]:
+        """Insert a request and its steps atomically, honouring idempotency keys, name reservations and the team limit.
+
+        One immediate transaction holds the write lock from its first statement, so the team's figure
+        read here cannot change before the new request's share is added to it.
+        """
         with self.db.transaction() as conn:
             if record.idempotency_key:
                 row = conn.execute(
@@ -75,6 +89,13 @@ class SqliteStore:
                 ).fetchone()
                 if row:
                     raise workspace_taken(record, row["id"])
+            if vcpu_limit is not None and record.vcpus and record.status.live:
+                in_use = self._team_vcpus(conn, record.team)
+                if in_use + record.vcpus > vcpu_limit.limit:
+                    raise LimitExceededError(
+                        team=record.team, asked=record.vcpus, in_use=in_use, limit=vcpu_limit.limit
+                    )
+            self._hold_vcpus(conn, record)
             conn.execute(
                 "INSERT INTO requests (id, team, status, workspace_key, idempotency_key, updated_at, version, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -161,7 +182,28 @@ class SqliteStore:
             )
             if cur.rowcount != 1:
                 raise StaleWriteError(f"request {record.id} changed since version {record.version}")
+            self._hold_vcpus(conn, new)
         return new
+
+    @staticmethod
+    def _hold_vcpus(conn: sqlite3.Connection, record: RequestRecord) -> None:
+        """Make the team's figure hold the record's vCPUs while it is live, and give them back when not."""
+        if record.status.live and record.vcpus:
+            conn.execute(
+                "INSERT OR IGNORE INTO team_vcpus (team, request_id, vcpus) VALUES (?, ?, ?)",
+                (record.team, record.id, record.vcpus),
+            )
+        else:
+            conn.execute("DELETE FROM team_vcpus WHERE team = ? AND request_id = ?", (record.team, record.id))
+
+    @staticmethod
+    def _team_vcpus(conn: sqlite3.Connection, team: str) -> int:
+        row = conn.execute("SELECT COALESCE(SUM(vcpus), 0) AS n FROM team_vcpus WHERE team = ?", (team,)).fetchone()
+        return int(row["n"])
+
+    def team_vcpus(self, team: str) -> int:
+        """Return the vCPUs the team's live requests hold."""
+        return self._team_vcpus(self.db.conn(), team)
 
     def get_steps(self, request_id: str) -> list[StepRecord]:
         """Return every step of a request, in plan order."""

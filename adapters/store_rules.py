@@ -5,9 +5,21 @@ Both stores (SQLite and Azure Tables) import these, so the contract suite checks
 
 from __future__ import annotations
 
+__all__ = [
+    "FINISHED",
+    "IN_FLIGHT_STEPS",
+    "LIVE",
+    "UNFINISHED",
+    "due_of",
+    "key_reused",
+    "notification_pending",
+    "workspace_taken",
+]
+
 from datetime import datetime
 
 from models.errors import ConflictError
+from models.errors import idempotency_key_reused as key_reused
 from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
 
 LIVE = (RequestStatus.ACCEPTED, RequestStatus.PROVISIONING, RequestStatus.SUCCEEDED)
@@ -25,15 +37,6 @@ def due_of(step: StepRecord) -> datetime:
 def notification_pending(record: RequestRecord) -> bool:
     """Return True when a finished request's callback has not been delivered yet."""
     return record.status in FINISHED and (record.notification or {}).get("status") == "pending"
-
-
-def key_reused(existing_id: str) -> ConflictError:
-    """Build the conflict for an Idempotency-Key sent again with another body."""
-    return ConflictError(
-        "this Idempotency-Key was used for a different request body; use a new key.",
-        code="IdempotencyKeyReused",
-        existing_id=existing_id,
-    )
 
 
 def workspace_taken(record: RequestRecord, holder_id: str) -> ConflictError:

@@ -17,6 +17,14 @@ Three tables, named from a prefix (`vending` by default):
   key>`; inserting one is the create-only write that makes them exclusive.
 - `<prefix>events`: the partition is the request id; rows sort in append order.
 
+A team's vCPU figure is one entity in the index table, `vcpus-<team>` / `team`, listing the live
+requests that hold vCPUs (`{request id: {vcpus, at}}`). A create adds its request to it with an
+ETag-conditional write after checking the sum against the limit, so concurrent creates of one team
+are serialised on that entity and can never exceed the limit together. The list can only ever say
+too much (a crash after the claim, a release that failed): before refusing a create, and whenever
+the figure is read, each holder is checked against its record and ones that no longer hold (not
+live, or never written and older than the claim grace) are not counted.
+
 The record is the truth and pointers are hints. A pointer is added before a record enters a listing
 and removed after it leaves, and every listing reads the pointed record and keeps it only if it
 belongs, so a pointer left behind by a crash is never wrong, only extra (and readers prune it).
@@ -32,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import re
 import threading
 import time
@@ -42,6 +51,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, TypeAdapter
+
 from adapters.store_rules import (
     IN_FLIGHT_STEPS,
     UNFINISHED,
@@ -50,9 +61,10 @@ from adapters.store_rules import (
     notification_pending,
     workspace_taken,
 )
-from engine.ports import Page
+from engine.ports import Page, VcpuLimit
 from models.errors import (
     InvalidInputError,
+    LimitExceededError,
     PermanentError,
     Problem,
     StaleWriteError,
@@ -242,6 +254,16 @@ def _memberships(record: RequestRecord) -> set[str]:
     return parts
 
 
+class _Holder(BaseModel):
+    """One live request's share of its team's vCPU figure, and when it was claimed."""
+
+    vcpus: int
+    at: datetime
+
+
+_Holders = TypeAdapter(dict[str, _Holder])
+
+
 @dataclass(frozen=True)
 class _Claim:
     partition: str
@@ -418,12 +440,14 @@ class TablesStore:
 
     # ----- requests ---------------------------------------------------------------------------
 
-    def create_request(self, record: RequestRecord, steps: list[StepRecord]) -> tuple[RequestRecord, bool]:
-        """Create a request and its steps, honouring idempotency keys and workspace name claims.
+    def create_request(
+        self, record: RequestRecord, steps: list[StepRecord], *, vcpu_limit: VcpuLimit | None = None
+    ) -> tuple[RequestRecord, bool]:
+        """Create a request and its steps, honouring idempotency keys, workspace name claims and the team limit.
 
-        Order matters for crashes: claims first, then pointers, then the steps and, in the last
-        transaction, the request entity. Until that entity exists nothing is visible; claims left by
-        a crash are taken over after `claim_grace_s`.
+        Order matters for crashes: claims first (key, workspace, the team's vCPUs), then pointers,
+        then the steps and, in the last transaction, the request entity. Until that entity exists
+        nothing is visible; claims left by a crash are taken over after `claim_grace_s`.
         """
         request_entity = self._request_entity(record, creating=True)
         step_entities = [self._step_entity(s, seq=i) for i, s in enumerate(steps)]
@@ -438,14 +462,100 @@ class TablesStore:
             try:
                 if record.workspace_key and record.status.live:
                     claims.append(self._claim_workspace(record))
+                self._hold_vcpus(record, vcpu_limit)
                 for partition in _memberships(record):
                     self._add_pointer(partition, record)
                 self._write_request(request_entity, step_entities)
             except BaseException:
                 for claim in claims:
                     self._release(claim)
+                with suppress(Exception):  # a holder left behind is not counted once its claim grace is over
+                    self._give_back_vcpus(record)
                 raise
         return record, True
+
+    # ----- the team's vCPU figure -------------------------------------------------------------
+
+    def _vcpus_entity(self, team: str) -> tuple[Any | None, dict[str, _Holder]]:
+        entity = self._get(self.index, f"vcpus-{_key_part(team)}", "team")
+        if entity is None:
+            return None, {}
+        return entity, _Holders.validate_json(_body(entity))
+
+    def _write_vcpus(self, team: str, current: Any | None, holders: dict[str, _Holder]) -> bool:
+        """Write the team's holders if the entity is unchanged since read; False when another writer won."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        entity = {
+            "PartitionKey": f"vcpus-{_key_part(team)}",
+            "RowKey": "team",
+            "Team": team,
+            "VcpusHeld": sum(h.vcpus for h in holders.values()),
+            **_body_properties(_Holders.dump_json(holders).decode(), f"the vCPU figure of team {team}"),
+        }
+        try:
+            if current is None:
+                self.index.create_entity(entity)
+            else:
+                self.index.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=_etag(current), match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def _still_holding(self, request_id: str, holder: _Holder) -> bool:
+        record = self.get_request(request_id)
+        if record is None:
+            return self.clock() - holder.at < self.claim_grace  # being created right now
+        return record.status.live
+
+    def _held(self, holders: dict[str, _Holder]) -> dict[str, _Holder]:
+        """Return the holders that still hold: their request is live, or is being created right now."""
+        return {rid: h for rid, h in holders.items() if self._still_holding(rid, h)}
+
+    def _hold_vcpus(self, record: RequestRecord, limit: VcpuLimit | None) -> None:
+        """Add the record to its team's figure, checking the limit first when one is given."""
+        if not (record.vcpus and record.status.live):
+            return
+        for attempt in range(60):
+            current, holders = self._vcpus_entity(record.team)
+            if record.id in holders:
+                return
+            if limit is not None and sum(h.vcpus for h in holders.values()) + record.vcpus > limit.limit:
+                holders = self._held(holders)  # what a crash or a failed release left is not counted
+                in_use = sum(h.vcpus for h in holders.values())
+                if in_use + record.vcpus > limit.limit:
+                    raise LimitExceededError(team=record.team, asked=record.vcpus, in_use=in_use, limit=limit.limit)
+            holders[record.id] = _Holder(vcpus=record.vcpus, at=self.clock())
+            if self._write_vcpus(record.team, current, holders):
+                return
+            time.sleep(random.uniform(0.005, 0.02 * min(attempt + 1, 10)))  # noqa: S311 - jitter, not secrecy
+        raise TransientError(
+            f"the vCPU figure of team '{record.team}' is contended; send the request again.",
+            retry_after_s=1.0,
+            code="StoreBusy",
+        )
+
+    def _give_back_vcpus(self, record: RequestRecord) -> None:
+        """Remove the record from its team's figure (nothing to do when it holds none)."""
+        for _ in range(60):
+            current, holders = self._vcpus_entity(record.team)
+            if record.id not in holders:
+                return
+            del holders[record.id]
+            if self._write_vcpus(record.team, current, holders):
+                return
+            time.sleep(random.uniform(0.005, 0.05))  # noqa: S311 - jitter, not secrecy
+        raise TransientError(f"the vCPU figure of team '{record.team}' is contended.", code="StoreBusy")
+
+    def team_vcpus(self, team: str) -> int:
+        """Return the vCPUs the team's live requests hold (holders checked against their records)."""
+        with translated(f"reading the vCPU figure of team {team}"):
+            _, holders = self._vcpus_entity(team)
+            return sum(h.vcpus for h in self._held(holders).values())
 
     def _write_request(self, request_entity: dict[str, Any], step_entities: list[dict[str, Any]]) -> None:
         from azure.data.tables import UpdateMode
@@ -590,11 +700,18 @@ class TablesStore:
             before, after = _memberships(old), _memberships(new)
             for partition in after - before:
                 self._add_pointer(partition, new)
+            if new.status.live and not old.status.live:
+                self._hold_vcpus(new, None)  # held again before it counts as live: the figure never says too little
             self.requests.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=_etag(current), match_condition=MatchConditions.IfNotModified
             )
             for partition in before - after:
                 self._drop_pointer(partition, record.id, up_to=record.version)
+            if old.status.live and not new.status.live:
+                try:
+                    self._give_back_vcpus(new)
+                except Exception as exc:  # noqa: BLE001 - the record is written; counted until a create checks again
+                    log.warning("request %s kept its team's vCPUs after it ended: %s", record.id, exc)
         return new
 
     # ----- pointers ---------------------------------------------------------------------------

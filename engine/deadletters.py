@@ -15,7 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from engine.intake import Intake
+from engine.intake import Intake, queue_key
 from engine.ports import Bus, DeadLetter, OutgoingMessage, Store
 from engine.steps import StepEngine
 from models.errors import Problem
@@ -111,7 +111,7 @@ class DeadLetters:
             error = ErrorInfo(code="DeadLettered", message=f"step '{msg.step_id}' stopped: {self._why(letter)}")
             return int(self.engine.fail_step(request_id=msg.request_id, step_id=msg.step_id, error=error))
         if view.kind == "onboarding":
-            key = f"queue:{letter.message_id}"
+            key = queue_key(letter.message_id)
             if self.store.find_by_idempotency_key(key) is not None:
                 return 0
             problem = Problem(

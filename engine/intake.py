@@ -15,10 +15,10 @@ from ulid import ULID
 
 from engine.events import EventFanout, status_event
 from engine.planner import plan as make_plan
-from engine.policy import admit, team_vcpus
-from engine.ports import Preflight, Store
+from engine.policy import POLICY_REFUSAL, admit, team_vcpus, vcpu_limit_problem
+from engine.ports import Preflight, Store, VcpuLimit
 from engine.steps import StepEngine, utcnow
-from models.errors import ConflictError, InvalidInputError, Problem
+from models.errors import ConflictError, InvalidInputError, LimitExceededError, Problem, idempotency_key_reused
 from models.events import EventName
 from models.plan import Plan
 from models.policy import Policy
@@ -27,6 +27,21 @@ from models.redact import redact
 from models.request import TeamOnboarding, WorkspaceRequest, parse_request, problems_from
 
 log = logging.getLogger(__name__)
+
+
+def rest_key(caller: str, key: str) -> str:
+    """Scope a REST caller's Idempotency-Key to its door and to that caller.
+
+    The caller's name is length-prefixed, so no (caller, key) pair can spell another's, and no REST
+    key can ever equal a key the queue or a chat door uses.
+    """
+    return f"rest:{len(caller)}:{caller}:{key}"
+
+
+def queue_key(message_id: str, environment: str | None = None) -> str:
+    """Return the idempotency key of an onboarding message (or of one environment it asks for)."""
+    base = f"queue:{len(message_id)}:{message_id}"
+    return f"{base}:{environment}" if environment else base
 
 
 def body_hash(request: WorkspaceRequest) -> str:
@@ -66,17 +81,8 @@ class Intake:
 
     def plan(self, *, request: WorkspaceRequest) -> Plan:
         """Return the plan a request would get; nothing is created."""
-        resolved = admit(request, self.policy, team_vcpus_in_use=self._team_vcpus(request.team))
+        resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
         return make_plan(resolved, self.policy)
-
-    def _team_vcpus(self, team: str) -> int:
-        total = 0
-        for record in self.store.live_requests(team=team):
-            try:
-                total += team_vcpus(WorkspaceRequest.model_validate(record.request), self.policy)
-            except ValidationError:
-                log.warning("request %s has a stored body that no longer validates", record.id)
-        return total
 
     def submit(
         self,
@@ -91,12 +97,23 @@ class Intake:
     ) -> Submitted:
         """Admit, plan, record and start a request; raise `InvalidInputError` or `ConflictError`.
 
+        Idempotency is settled first: a key already used with the same body returns its request
+        before policy, planning or pre-flight run (a replay must not be judged against a team that
+        now includes the original), and with another body raises `IdempotencyKeyReused`. Keys are
+        the door's own (`rest_key`, `queue_key`, chat's), so one door cannot take another's.
         `reply_to` is a chat conversation to tell at the end; `preflight_budget_s` bounds the
         pre-flight checks below the policy's timeout (chat doors must answer within seconds).
         """
-        resolved = admit(request, self.policy, team_vcpus_in_use=self._team_vcpus(request.team))
+        digest = body_hash(request)
+        if idempotency_key:
+            existing = self.store.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                if existing.body_hash != digest:
+                    raise idempotency_key_reused(existing.id)
+                return Submitted(existing, False)
+        resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
         plan = make_plan(resolved, self.policy)
-        warnings = self._preflight(plan, resolved, idempotency_key, budget_s=preflight_budget_s)
+        warnings = self._preflight(plan, resolved, budget_s=preflight_budget_s)
         now = self.clock()
         n = plan.names
         record = RequestRecord(
@@ -111,10 +128,11 @@ class Intake:
             request=resolved.model_dump(mode="json"),
             plan=plan,
             idempotency_key=idempotency_key,
-            body_hash=body_hash(request),
+            body_hash=digest,
             traceparent=traceparent,
             reply_to=reply_to,
             warnings=[w.as_dict() for w in warnings],
+            vcpus=team_vcpus(resolved, self.policy),
             created_at=now,
             updated_at=now,
         )
@@ -122,20 +140,22 @@ class Intake:
             StepRecord(request_id=record.id, step_id=s.id, kind=s.kind, depends_on=s.depends_on, updated_at=now)
             for s in plan.steps
         ]
-        record, created = self.store.create_request(record, steps)
+        try:
+            # The team's figure is claimed in the same atomic write that creates the request: two
+            # submissions racing past the check above cannot both take the team over its limit.
+            record, created = self.store.create_request(record, steps, vcpu_limit=VcpuLimit(self.policy.max_team_vcpus))
+        except LimitExceededError as exc:
+            problem = vcpu_limit_problem(team=exc.team, asked=exc.asked, in_use=exc.in_use, limit=exc.limit)
+            raise InvalidInputError([problem], title=POLICY_REFUSAL) from exc
         if created:
             self._emit(record, EventName.ACCEPTED, "accepted")
             self.engine.dispatch_ready(record)
         return Submitted(record, created)
 
-    def _preflight(
-        self, plan: Plan, request: WorkspaceRequest, idempotency_key: str | None, *, budget_s: float | None = None
-    ) -> list[Problem]:
-        """Check the plan against the cloud; refuse or warn as policy says (a replayed key is not re-checked)."""
+    def _preflight(self, plan: Plan, request: WorkspaceRequest, *, budget_s: float | None = None) -> list[Problem]:
+        """Check the plan against the cloud; refuse or warn as policy says."""
         settings = self.policy.preflight
         if self.preflight is None or not settings.enabled:
-            return []
-        if idempotency_key and self.store.find_by_idempotency_key(idempotency_key) is not None:
             return []
         policy = self.policy
         if budget_s is not None and budget_s < settings.timeout_s:
@@ -191,11 +211,12 @@ class Intake:
     ) -> list[RequestRecord]:
         """Handle one onboarding message: a `WorkspaceRequest` or a `TeamOnboarding`.
 
-        Each resulting request uses an idempotency key built from the message id, so a redelivered
-        message finds the requests it made the first time instead of making new ones. Input that
-        cannot be served is recorded as `rejected` with its reasons; it is never retried.
+        Each resulting request uses an idempotency key built from the message id (`queue_key`), so
+        a redelivered message finds the requests it made the first time, whatever became of them,
+        and counts as handled instead of making new ones or failing. Input that cannot be served is
+        recorded as `rejected` with its reasons; it is never retried.
         """
-        key = f"queue:{message_id}"
+        key = queue_key(message_id)
         data, requester, parsed = _decode_onboarding(body)
         if isinstance(parsed, InvalidInputError):
             return [
@@ -210,7 +231,12 @@ class Intake:
             ]
         out = []
         for req in parsed:
-            env_key = f"{key}:{req.environment.value}"
+            env_key = queue_key(message_id, req.environment.value)
+            # A redelivered message finds what its first delivery made, accepted or rejected: success.
+            existing = self.store.find_by_idempotency_key(env_key)
+            if existing is not None:
+                out.append(existing)
+                continue
             try:
                 submitted = self.submit(
                     request=req, requester=requester, source=source, idempotency_key=env_key, traceparent=traceparent

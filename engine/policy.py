@@ -13,6 +13,8 @@ from models.errors import InvalidInputError, Problem
 from models.policy import Policy
 from models.request import ComputeSpec, DatastoreSpec, WorkspaceRequest, field_path
 
+POLICY_REFUSAL = "The request does not comply with the platform policy."
+
 
 class PolicyFileError(Exception):
     """The policy file cannot be read or does not validate; the service must not start with it."""
@@ -106,13 +108,7 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
             )
     if vcpus and team_vcpus_in_use + vcpus > policy.max_team_vcpus:
         problems.append(
-            Problem(
-                "compute",
-                f"at max scale these clusters use {vcpus} vCPUs and team '{request.team}' already has "
-                f"{team_vcpus_in_use} in live workspaces; the team limit is {policy.max_team_vcpus}. "
-                "Lower max_nodes or pick smaller VM sizes.",
-                "policy",
-            )
+            vcpu_limit_problem(team=request.team, asked=vcpus, in_use=team_vcpus_in_use, limit=policy.max_team_vcpus)
         )
     if request.callback_url is not None:
         host = (request.callback_url.host or "").lower()
@@ -136,6 +132,17 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
     return problems
 
 
+def vcpu_limit_problem(*, team: str, asked: int, in_use: int, limit: int) -> Problem:
+    """Say that a request would take its team over the vCPU limit, and what to do."""
+    return Problem(
+        "compute",
+        f"at max scale these clusters use {asked} vCPUs and team '{team}' already has "
+        f"{in_use} in live workspaces; the team limit is {limit}. "
+        "Lower max_nodes or pick smaller VM sizes.",
+        "policy",
+    )
+
+
 def team_vcpus(request: WorkspaceRequest, policy: Policy) -> int:
     """Return the vCPUs a request's clusters use at max scale (sizes not in the catalogue count 0)."""
     return sum(
@@ -149,5 +156,5 @@ def admit(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
     resolved = resolve(request, policy)
     problems = check(resolved, policy, team_vcpus_in_use=team_vcpus_in_use)
     if problems:
-        raise InvalidInputError(problems, title="The request does not comply with the platform policy.")
+        raise InvalidInputError(problems, title=POLICY_REFUSAL)
     return resolved

@@ -23,16 +23,32 @@ class Page:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class VcpuLimit:
+    """The team limit a create must fit under: the record's `vcpus` are claimed against it atomically."""
+
+    limit: int
+
+
 class Store(Protocol):
     """Request and step records with conditional (versioned) writes."""
 
-    def create_request(self, record: RequestRecord, steps: list[StepRecord]) -> tuple[RequestRecord, bool]:
+    def create_request(
+        self, record: RequestRecord, steps: list[StepRecord], *, vcpu_limit: VcpuLimit | None = None
+    ) -> tuple[RequestRecord, bool]:
         """Insert a request and its steps atomically; return (record, created).
 
         With an idempotency key already used for the same body, return that record and False; for
         another body raise `ConflictError(code="IdempotencyKeyReused")`. A workspace key held by a
-        live request raises `ConflictError(code="WorkspaceNameTaken")`.
+        live request raises `ConflictError(code="WorkspaceNameTaken")`. With `vcpu_limit`, the
+        record's `vcpus` are added to its team's stored figure in the same atomic act, or
+        `LimitExceededError` is raised and nothing is created: concurrent creates of one team can
+        never take it over the limit together.
         """
+        ...
+
+    def team_vcpus(self, team: str) -> int:
+        """Return the vCPUs the team's live requests hold, from the stored figure."""
         ...
 
     def get_request(self, request_id: str) -> RequestRecord | None:
@@ -59,7 +75,11 @@ class Store(Protocol):
         ...
 
     def update_request(self, record: RequestRecord) -> RequestRecord:
-        """Write `record` if its version is still current; return it with the next version."""
+        """Write `record` if its version is still current; return it with the next version.
+
+        A request that stops being live (failed, rejected) gives its vCPUs back to its team in the
+        same write; one that becomes live again (an operator resumed it) holds them again.
+        """
         ...
 
     def get_steps(self, request_id: str) -> list[StepRecord]:

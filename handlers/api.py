@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.telemetry import TRACEPARENT
 from composition import Container
+from engine.intake import rest_key
 from handlers.chat import add_chat_routes
 from models.api import (
     Accepted,
@@ -181,11 +182,12 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
     ) -> Accepted:
         """Ask for a workspace; provisioning starts at once and is followed with GET."""
         c = container()
+        requester = (x_ms_client_principal_name or "anonymous")[:256]
         result = c.intake.submit(
             request=body,
-            requester=(x_ms_client_principal_name or "anonymous")[:256],
+            requester=requester,
             source="rest",
-            idempotency_key=idempotency_key,
+            idempotency_key=rest_key(requester, idempotency_key) if idempotency_key else None,
             traceparent=c.telemetry.current_traceparent(_traceparent(traceparent)),
         )
         base = _base(request)

@@ -69,6 +69,26 @@ class ConflictError(VendingError):
         super().__init__(message)
 
 
+class LimitExceededError(VendingError):
+    """A request would take a team over a limit that the store counts (its vCPUs at max scale)."""
+
+    def __init__(self, *, team: str, asked: int, in_use: int, limit: int) -> None:
+        self.team = team
+        self.asked = asked
+        self.in_use = in_use
+        self.limit = limit
+        super().__init__(f"team '{team}' would use {in_use + asked} vCPUs; the limit is {limit}")
+
+
+def idempotency_key_reused(existing_id: str) -> ConflictError:
+    """Build the conflict for an Idempotency-Key sent again with another body."""
+    return ConflictError(
+        "this Idempotency-Key was used for a different request body; use a new key.",
+        code="IdempotencyKeyReused",
+        existing_id=existing_id,
+    )
+
+
 class StaleWriteError(ConflictError):
     """A conditional write found a newer version than the one it read."""
 

@@ -70,6 +70,9 @@ class RequestRecord(BaseModel):
     plan: Plan | None = None
     problems: list[dict[str, str]] = Field(default_factory=list, description="Why it was rejected.")
     warnings: list[dict[str, str]] = Field(default_factory=list, description="What pre-flight noticed but let pass.")
+    vcpus: int = Field(
+        0, ge=0, description="vCPUs its compute uses at max scale; counted against the team while the request is live."
+    )
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     idempotency_key: str | None = None

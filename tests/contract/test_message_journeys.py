@@ -45,10 +45,10 @@ class FlakyStore(SqliteStore):
             raise TransientError("the state store did not answer", code="StoreUnavailable")
         return super().get_step(request_id, step_id)
 
-    def live_requests(self, *, team: str):  # type: ignore[no-untyped-def]
+    def team_vcpus(self, team: str) -> int:
         if self.down_for_onboarding:
             raise TransientError("the state store did not answer", code="StoreUnavailable")
-        return super().live_requests(team=team)
+        return super().team_vcpus(team)
 
 
 class CrashingCloud(FakeCloud):

@@ -182,6 +182,7 @@ def test_the_api_answers_503_with_retry_after_while_the_store_is_down(settings: 
     import httpx
 
     from composition import Container
+    from engine.intake import rest_key
     from handlers.api import create_api
     from tests.conftest import example, served
     from tests.fakes import FakeCloud
@@ -198,7 +199,7 @@ def test_the_api_answers_503_with_retry_after_while_the_store_is_down(settings: 
         # A create that died after claiming its key: the same key is "in flight" for the grace period.
         store.index.upsert_entity(
             {
-                "PartitionKey": f"key-{_digest('k2')}",
+                "PartitionKey": f"key-{_digest(rest_key('anonymous', 'k2'))}",
                 "RowKey": "idempotency",
                 "RequestId": "01DEAD",
                 "BodyHash": "h",
