@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
@@ -22,6 +25,16 @@ from tests.azurite import Azurite
 from tests.fakes import FakeCloud
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE. `ci` (set by .ci/run) is the same run every time:
+# a fixed seed, no example database carried between runs, the reproduction blob printed on failure,
+# and no limit on time per example or on data generation speed, which a slow runner must not fail.
+# `dev` (the default) explores new random examples on every run and replays past failures first.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile("dev")
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def poll(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.02, what: str = "condition") -> Any:
