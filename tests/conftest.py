@@ -49,6 +49,41 @@ def poll(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.02
         time.sleep(every)
 
 
+LAST_EVENTS = frozenset({"WorkspaceProvisioned", "WorkspaceProvisioningFailed"})
+STEP_ENDS = frozenset({"WorkspaceStepSucceeded", "WorkspaceStepFailed"})
+
+
+def whole_timeline(names: Callable[[], list[str]], *, steps: int | None = None, timeout: float = 30.0) -> list[str]:
+    """Poll a request's event names until they hold its last event (and, given `steps`, each step's success).
+
+    A request's final status is written just before its last event, and a step's status just before
+    its event: a test that saw the status must wait for the events before it reads the timeline.
+    """
+
+    def whole() -> list[str] | None:
+        seen = names()
+        if not LAST_EVENTS.intersection(seen):
+            return None
+        if steps is not None and seen.count("WorkspaceStepSucceeded") < steps:
+            return None
+        return seen
+
+    found: list[str] = poll(whole, timeout=timeout, what="the request's whole timeline")
+    return found
+
+
+def assert_closes_the_timeline(names: list[str], last: str) -> None:
+    """Assert that `last` comes once, after every step started, and that only steps' ends follow it.
+
+    Two steps that finish together both record their end; the one that finishes the request may
+    record the request's event before the other records its own.
+    """
+    assert names.count(last) == 1, names
+    at = names.index(last)
+    assert all(i < at for i, name in enumerate(names) if name == "WorkspaceStepStarted"), names
+    assert set(names[at + 1 :]) <= STEP_ENDS, names
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     """Azurite's Table service for the session; a clear failure, never a skip, when it cannot start."""
