@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
@@ -15,12 +17,35 @@ from models.errors import VendingError
 from models.settings import Settings
 
 
+def unwritable(folder: Path) -> str | None:
+    """Say why the devhost cannot keep its state in `folder` (a folder or file in it it may not write), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+        for path in sorted(folder.iterdir()):
+            # The store, the bus and the event log are opened for writing later, by threads.
+            if path.is_file():
+                with path.open("r+b"):
+                    pass
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != folder else ""
+        return (
+            f"the data directory {folder} is not writable: {exc.strerror or exc}{where}. Make it and its files "
+            "writable by this user, or set VENDING_DATA_DIR to another folder."
+        )
+    return None
+
+
 def main() -> int:
     """Run the devhost until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     for noisy in ("azure", "httpx", "urllib3", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings()
+    if why := unwritable(settings.data_dir.resolve()):
+        print(f"error: cannot start: {why}", file=sys.stderr)
+        return 2
     try:
         runtime = Runtime.start(settings)
         runtime.container.policy  # noqa: B018 - fail now, not on the first request, if the policy is wrong

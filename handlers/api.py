@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.fault_log import FaultLog
+from adapters.health import probe
 from adapters.telemetry import TRACEPARENT
 from composition import Container
 from engine.intake import rest_key
@@ -20,6 +22,8 @@ from models.api import (
     Accepted,
     EventList,
     Health,
+    HealthCheck,
+    HealthProblem,
     PlannedStep,
     PlanView,
     ProblemDetails,
@@ -60,6 +64,10 @@ def problem(
         existing_id=existing_id,
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
+
+
+def _retry_after(seconds: float | None) -> str:
+    return str(max(1, round(seconds or 5)))
 
 
 def _base(request: Request) -> str:
@@ -142,17 +150,20 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
         return problem(404, "Not found", detail=str(exc), instance=request.url.path)
 
+    # An outage fails every request at once: one line per kind of fault, not one per request.
+    faults = FaultLog(log)
+
     @api.exception_handler(TransientError)
     async def _unavailable(request: Request, exc: TransientError) -> JSONResponse:
         # The store or the bus is briefly out of reach; the client may send the same request again.
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        faults.fault(exc.code, f"{request.method} {request.url.path} answers 503: {exc}")
         response = problem(
             503,
             "Service unavailable",
             detail=f"{exc} Send the request again later; with the same Idempotency-Key it is never created twice.",
             instance=request.url.path,
         )
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s or 5)))
+        response.headers["Retry-After"] = _retry_after(exc.retry_after_s)
         return response
 
     @api.exception_handler(StarletteHTTPException)
@@ -253,10 +264,56 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
             tags=plan.tags,
         )
 
-    @api.get("/api/health", response_model=Health)
-    def health() -> Health:
-        """Say the service is up and what it runs on."""
-        s = container().settings
-        return Health(status="ok", store=s.store, bus=s.bus, cloud=s.cloud)
+    unhealthy: set[str] = set()  # parts whose last check failed, so that their recovery is logged once
+
+    def check(part: Literal["store", "bus"], get: Callable[[], object]) -> tuple[HealthCheck | None, float | None]:
+        try:
+            checked = probe(get())
+        except Exception as exc:  # noqa: BLE001 - health reports whatever stops a part; it never fails itself
+            code = str(getattr(exc, "code", "") or type(exc).__name__)
+            faults.fault(code, f"the health check finds the {part} failing: {exc}")
+            unhealthy.add(part)
+            retry = exc.retry_after_s if isinstance(exc, TransientError) else None
+            return HealthCheck(part=part, ok=False, code=code, reason=str(exc)), retry
+        if not checked:
+            return None, None
+        if part in unhealthy:
+            unhealthy.discard(part)
+            faults.cleared(f"the {part}")
+        return HealthCheck(part=part, ok=True), None
+
+    @api.get(
+        "/api/health",
+        response_model=Health,
+        response_model_exclude_none=True,
+        responses={
+            503: {
+                "model": HealthProblem,
+                "content": {PROBLEM: {}},
+                "description": "The store or the bus cannot be read or written",
+            }
+        },
+    )
+    def health() -> Health | JSONResponse:
+        """Say whether the service can work: its store and bus read and written once, now; and what it runs on."""
+        c = container()
+        results = [check("store", lambda: c.store), check("bus", lambda: c.bus)]
+        checks = [found for found, _ in results if found is not None]
+        failing = [found for found in checks if not found.ok]
+        if not failing:
+            s = c.settings
+            return Health(store=s.store, bus=s.bus, cloud=s.cloud, checks=checks)
+        body = HealthProblem(
+            title="Service unavailable",
+            status=503,
+            detail="; ".join(f"{found.part}: {found.reason}" for found in failing),
+            instance="/api/health",
+            checks=checks,
+        )
+        response = JSONResponse(body.model_dump(exclude_none=True), status_code=503, media_type=PROBLEM)
+        waits = [wait for _, wait in results if wait is not None]
+        if waits:
+            response.headers["Retry-After"] = _retry_after(max(waits))
+        return response
 
     return api

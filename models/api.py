@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -180,13 +180,29 @@ class ProblemDetails(BaseModel):
     existing_id: str | None = None
 
 
-class Health(BaseModel):
-    """Liveness and what the service runs on."""
+class HealthCheck(BaseModel):
+    """One part the service needs, as the health check found it."""
 
-    status: str
+    part: Literal["store", "bus"]
+    ok: bool
+    code: str | None = Field(None, description="What kind of fault, when it is not ok (e.g. StoreReadOnly).")
+    reason: str | None = Field(None, description="What is wrong and what to do, when it is not ok.")
+
+
+class Health(BaseModel):
+    """Liveness, what the service runs on, and the parts that were read and written to check it."""
+
+    status: Literal["ok"] = "ok"
     store: str
     bus: str
     cloud: str
+    checks: list[HealthCheck] = Field(default_factory=list)
+
+
+class HealthProblem(ProblemDetails):
+    """A failing health check (503): problem details naming each part that is wrong, and why."""
+
+    checks: list[HealthCheck]
 
 
 def links(request_id: str, base: str) -> Links:

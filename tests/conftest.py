@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
@@ -23,6 +26,16 @@ from tests.fakes import FakeCloud
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE. `ci` (set by .ci/run) is the same run every time:
+# a fixed seed, no example database carried between runs, the reproduction blob printed on failure,
+# and no limit on time per example or on data generation speed, which a slow runner must not fail.
+# `dev` (the default) explores new random examples on every run and replays past failures first.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile("dev")
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
 
 def poll(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.02, what: str = "condition") -> Any:
     """Call `check` until it returns something truthy or the deadline passes."""
@@ -34,6 +47,41 @@ def poll(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.02
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+LAST_EVENTS = frozenset({"WorkspaceProvisioned", "WorkspaceProvisioningFailed"})
+STEP_ENDS = frozenset({"WorkspaceStepSucceeded", "WorkspaceStepFailed"})
+
+
+def whole_timeline(names: Callable[[], list[str]], *, steps: int | None = None, timeout: float = 30.0) -> list[str]:
+    """Poll a request's event names until they hold its last event (and, given `steps`, each step's success).
+
+    A request's final status is written just before its last event, and a step's status just before
+    its event: a test that saw the status must wait for the events before it reads the timeline.
+    """
+
+    def whole() -> list[str] | None:
+        seen = names()
+        if not LAST_EVENTS.intersection(seen):
+            return None
+        if steps is not None and seen.count("WorkspaceStepSucceeded") < steps:
+            return None
+        return seen
+
+    found: list[str] = poll(whole, timeout=timeout, what="the request's whole timeline")
+    return found
+
+
+def assert_closes_the_timeline(names: list[str], last: str) -> None:
+    """Assert that `last` comes once, after every step started, and that only steps' ends follow it.
+
+    Two steps that finish together both record their end; the one that finishes the request may
+    record the request's event before the other records its own.
+    """
+    assert names.count(last) == 1, names
+    at = names.index(last)
+    assert all(i < at for i, name in enumerate(names) if name == "WorkspaceStepStarted"), names
+    assert set(names[at + 1 :]) <= STEP_ENDS, names
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from emulator.server import EmulatorServer
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.conftest import example, poll, running_steps
+from tests.conftest import example, poll, running_steps, whole_timeline
 from tests.contract.conftest import STORAGE_BODY, _plan, held_elsewhere
 
 SUB = "11111111-1111-1111-1111-111111111111"
@@ -85,6 +85,7 @@ def test_a_bad_day_ends_with_the_right_statuses_and_messages(
     # Throttled twice, then created; the slow workspace waited.
     assert gpu_steps["storage"].retries >= 1
     assert gpu_steps["workspace"].attempt >= 3 and gpu_steps["workspace"].waited_s > 0
+    whole_timeline(lambda: [e.name.value for e in store.list_events(gpu.id)])  # written just after the status
     events = Counter((e.name.value, e.step) for e in store.list_events(gpu.id))
     assert events[("WorkspaceStepRetrying", "storage")] >= 1
     assert events[("WorkspaceStepWaiting", "workspace")] >= 2

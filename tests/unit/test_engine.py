@@ -9,7 +9,7 @@ from devhost.workers import QueueWorkers
 from models.outcomes import Fail
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
-from tests.conftest import example, poll, running_steps
+from tests.conftest import assert_closes_the_timeline, example, poll, running_steps, whole_timeline
 from tests.fakes import FakeCloud
 
 
@@ -38,9 +38,10 @@ def test_request_reaches_succeeded_with_every_step_succeeded(
         for d in s.depends_on:
             assert by_id[d].finished_at is not None and s.started_at is not None
             assert by_id[d].finished_at <= s.started_at
-    names = [e.name.value for e in container.store.list_events(record.id)]
-    assert names[0] == "WorkspaceRequestAccepted" and names[-1] == "WorkspaceProvisioned"
-    assert names.count("WorkspaceProvisioned") == 1
+    names = whole_timeline(lambda: [e.name.value for e in container.store.list_events(record.id)], steps=len(steps))
+    assert names[0] == "WorkspaceRequestAccepted"
+    assert_closes_the_timeline(names, "WorkspaceProvisioned")
+    assert names.count("WorkspaceStepSucceeded") == len(steps)
 
 
 def test_transient_errors_are_retried_and_unexpected_errors_too(
@@ -117,15 +118,16 @@ def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) ->
         rid = container.intake.submit(
             request=parse_request(example("cpu-small.json")), requester="t", source="test"
         ).record.id
+        # The step is marked queued just before its message is sent (and lost): wait for both.
         poll(
             lambda: (
                 (s := store.get_step(rid, "storage")) is not None
                 and s.status == StepStatus.QUEUED
+                and LosingBus.lost == 1
                 and all(x.status.terminal for x in store.get_steps(rid) if x.step_id in ("key-vault", "insights"))
             ),
-            what="stuck",
+            what="the storage message to be lost and the other steps to finish",
         )
-        assert LosingBus.lost == 1
         assert container.engine.sweep() >= 1
         poll(lambda: _finished(container, rid), what="request to finish after the sweep")
     record = store.get_request(rid)

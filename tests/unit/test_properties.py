@@ -23,9 +23,17 @@ POLICY = load_policy(DEFAULT_POLICY)
 SIZES = sorted(k for k, v in POLICY.vm_sizes.items() if v.vcpus <= 8)
 PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-teams = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True).filter(lambda t: "--" not in t)
-compute_names = st.from_regex(r"[a-z][a-z0-9-]{2,12}", fullmatch=True)
-datastore_names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+# Each strategy draws only names that models/azure_names.py accepts, so every generated request is
+# one the properties claim is valid.
+teams = st.from_regex(r"[a-z][a-z0-9-]{0,18}[a-z0-9]", fullmatch=True)  # TEAM
+compute_names = st.from_regex(r"[a-z][a-z0-9-]{2,12}", fullmatch=True)  # COMPUTE
+datastore_names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)  # DATASTORE
+# CONTAINER: 3 to 63 lowercase letters and digits in groups joined by single hyphens (11 + 4 * 13 = 63).
+container_names = st.builds(
+    lambda first, rest: "-".join([first, *rest]),
+    st.from_regex(r"[a-z0-9]{3,11}", fullmatch=True),
+    st.lists(st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True), max_size=4),
+)
 principals = st.builds(
     lambda u, t: {"object_id": str(u), "type": t}, st.uuids(), st.sampled_from(["User", "Group", "ServicePrincipal"])
 )
@@ -39,7 +47,7 @@ def requests(draw: Any) -> dict[str, Any]:
         for name in draw(st.lists(compute_names, max_size=3, unique=True))
     ]
     datastores = [
-        {"name": name, "kind": "blob", "container": name.replace("_", "-").strip("-")[:60].rjust(3, "c")}
+        {"name": name, "kind": "blob", "container": draw(container_names)}
         for name in draw(st.lists(datastore_names, max_size=3, unique=True))
     ]
     people = draw(st.lists(principals, max_size=4, unique_by=lambda p: p["object_id"]))
