@@ -66,13 +66,18 @@ class SqliteBus:
         max_deliveries: int = 10,
         duplicate_window_s: float = 600.0,
         clock: Callable[[], datetime] = _now,
+        busy_timeout_s: float = 30.0,
     ) -> None:
-        self.db = SqliteDatabase(path, SCHEMA)
+        self.db = SqliteDatabase(path, SCHEMA, busy_timeout_s=busy_timeout_s)
         self.lock = timedelta(seconds=lock_s)
         self.max_deliveries = max_deliveries
         self.duplicate_window = timedelta(seconds=duplicate_window_s)
         self.clock = clock
         self._arrived = threading.Condition()
+
+    def probe(self) -> None:
+        """Read and write the database once, now; raise `TransientError` saying what is wrong."""
+        self.db.probe()
 
     def send(self, queue: str, message: OutgoingMessage) -> None:
         """Enqueue unless the same message id was sent to this queue within the duplicate window."""

@@ -61,8 +61,12 @@ def _due(step: StepRecord) -> str:
 class SqliteStore:
     """`Store` on a SQLite file (or `:memory:`), safe for threads and processes."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.db = SqliteDatabase(path, SCHEMA)
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0) -> None:
+        self.db = SqliteDatabase(path, SCHEMA, busy_timeout_s=busy_timeout_s)
+
+    def probe(self) -> None:
+        """Read and write the database once, now; raise `TransientError` saying what is wrong."""
+        self.db.probe()
 
     def create_request(
         self, record: RequestRecord, steps: list[StepRecord], *, vcpu_limit: VcpuLimit | None = None

@@ -376,6 +376,14 @@ class TablesStore:
         """Close the connections."""
         self._service.close()
 
+    def probe(self) -> None:
+        """Write and read back one health entity in the index table; raise why not."""
+        entity = {"PartitionKey": "probe", "RowKey": "health", "At": self.clock()}
+        with translated("writing the health check entity"):
+            self.index.upsert_entity(entity)
+        with translated("reading the health check entity"):
+            self.index.get_entity("probe", "health")
+
     # ----- entities ---------------------------------------------------------------------------
 
     def _request_entity(self, record: RequestRecord, *, creating: bool) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from models.errors import Problem
 from models.events import StatusEvent
@@ -115,6 +115,15 @@ class Store(Protocol):
 
     def list_events(self, request_id: str) -> list[StatusEvent]:
         """Return a request's events, oldest first."""
+        ...
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """A part that can check itself with one cheap read and write (the health check asks it)."""
+
+    def probe(self) -> None:
+        """Read and write once, now; raise `TransientError` (or `PermanentError`) saying what is wrong."""
         ...
 
 
