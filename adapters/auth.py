@@ -285,6 +285,9 @@ class Authenticator:
             raise AuthenticationError("the bearer token is not a signed JWT") from None
         if header.get("alg") != ALGORITHM:
             raise AuthenticationError("the token must be signed with RS256")
+        if "crit" in header:
+            # RFC 7515 section 4.1.11: extensions that must be understood; Entra's tokens carry none.
+            raise AuthenticationError("the token asks for header extensions this API does not support")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthenticationError("the token does not name its signing key (kid)")

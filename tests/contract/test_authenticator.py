@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import jwt
 import pytest
 
 from adapters.auth import Authenticator
@@ -219,6 +220,19 @@ def test_rs256_in_the_header_but_an_hmac_signature_is_refused(issuer: TestIssuer
     error = refused(authenticator, bearer(token))
 
     assert "signature" in error.reason
+
+
+def test_a_token_with_critical_header_extensions_is_refused(issuer: TestIssuer, authenticator: Authenticator) -> None:
+    token = jwt.encode(
+        issuer.claims(),
+        issuer.keys["key-1"],
+        algorithm="RS256",
+        headers={"kid": "key-1", "crit": ["b64"], "b64": False},
+    )
+
+    error = refused(authenticator, bearer(token))
+
+    assert "extensions" in error.reason
 
 
 def test_the_group_overage_claim_sets_groups_overage(issuer: TestIssuer, authenticator: Authenticator) -> None:
