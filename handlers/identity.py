@@ -1,27 +1,60 @@
-"""The devhost's embedded identity provider over HTTP: discovery, key set and token endpoint.
+"""Identity over HTTP: who calls each REST route, and the devhost's embedded identity provider.
 
-Mounted by the devhost only (VENDING_AUTH_MODE=local), on its own port, under the issuer's path
-(`/identity`): it is a development convenience that hands out tokens without a password, and is
-never mounted in Azure. The routes stay out of the OpenAPI document.
+`add_authentication` makes an app authenticate its callers: a route that takes a `CurrentCaller`
+parameter gets the `Caller` the request's headers prove, or the request is answered 401
+problem+json with a `WWW-Authenticate` header (AuthUnavailableError is a TransientError: the
+app's 503 handler answers it). Routes without that parameter (health, chat) stay open.
+
+`add_identity_routes` serves the embedded issuer's discovery document, key set and token endpoint,
+mounted by the devhost only (VENDING_AUTH_MODE=local), on its own port, under the issuer's path
+(`/identity`): a development convenience that hands out tokens without a password, never mounted in
+Azure. Those routes stay out of the OpenAPI document.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from models.identity import TokenError
+from models.identity import AuthenticationError, Caller, TokenError
 
 if TYPE_CHECKING:
+    from adapters.auth import Authenticator
     from devhost.identity import LocalIssuer
 
 MAX_FORM_BYTES = 4096
 # RFC 6749 section 5.1: token responses are never cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def current_caller(request: Request) -> Caller:
+    """Return who is calling, as the app's authenticator says, or raise AuthenticationError."""
+    # A sync dependency on purpose: FastAPI runs it in the thread pool, where the authenticator may
+    # fetch the issuer's keys, in local mode from this very server.
+    authenticator: Callable[[], Authenticator] = request.app.state.authenticator
+    return authenticator().authenticate(request.headers)
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+"""A route parameter of this type makes the route authenticated."""
+
+
+def add_authentication(
+    app: FastAPI, authenticator: Callable[[], Authenticator], problem: Callable[..., JSONResponse]
+) -> None:
+    """Make `app` authenticate the callers of routes that take a `CurrentCaller`; refusals are 401 problem+json."""
+    app.state.authenticator = authenticator
+
+    @app.exception_handler(AuthenticationError)
+    async def _unauthenticated(request: Request, exc: AuthenticationError) -> JSONResponse:
+        response = problem(401, "Sign in first", detail=exc.reason, instance=request.url.path)
+        response.headers["WWW-Authenticate"] = exc.www_authenticate
+        return response
 
 
 def _refused(error: TokenError) -> JSONResponse:

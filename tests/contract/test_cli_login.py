@@ -9,16 +9,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from adapters.auth import Authenticator
-from cli.commands import LOGIN_FILE, main
+from cli.commands import LOGIN_FILE, CliError, _check, main
 from devhost.identity import LocalIssuer, load_directory
-from handlers.identity import add_identity_routes
-from models.identity import DEFAULT_DIRECTORY, AuthenticationError, AuthSettings
+from handlers.api import problem
+from handlers.identity import CurrentCaller, add_authentication, add_identity_routes
+from models.identity import DEFAULT_DIRECTORY, AuthSettings
 from tests.conftest import ROOT, served
 from tests.tokens import LateApp
 
@@ -30,45 +32,35 @@ class Service:
     """The local issuer and a small API on one port, as the devhost serves them; it notes who called."""
 
     url: str
-    seen: list[str | None] = field(default_factory=list)  # the oid of each API caller, None when refused
-    headers: list[dict[str, str]] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)  # the oid of each authenticated API caller
+    headers: list[dict[str, str]] = field(default_factory=list)  # every request's headers
 
 
 def build(service: Service, issuer: LocalIssuer) -> FastAPI:
     app = FastAPI()
     add_identity_routes(app, issuer)
     authenticator = Authenticator(issuer.validation_settings(AuthSettings(website_site_name=None)))
+    add_authentication(app, lambda: authenticator, problem)
 
-    def authenticated(request: Request) -> str | JSONResponse:
+    @app.middleware("http")
+    async def note(request: Request, call_next: Any) -> Any:
         service.headers.append(dict(request.headers))
-        try:
-            caller = authenticator.authenticate(request.headers)
-        except AuthenticationError as exc:
-            service.seen.append(None)
-            return JSONResponse(
-                {"title": "Sign in first", "status": 401, "detail": exc.reason},
-                status_code=401,
-                headers={"WWW-Authenticate": exc.www_authenticate},
-                media_type="application/problem+json",
-            )
-        service.seen.append(caller.oid)
-        return caller.oid
+        return await call_next(request)
 
-    # Sync routes run in the thread pool: the authenticator fetches the keys from this same server.
     @app.get("/api/workspaces")
-    def list_requests(request: Request) -> object:
-        who = authenticated(request)
-        if isinstance(who, JSONResponse):
-            return who
+    def list_requests(caller: CurrentCaller) -> object:
+        service.seen.append(caller.oid)
         item = {"id": "01J9ZZ", "status": "succeeded", "team": "fraud-detection", "environment": "dev"}
-        return {"items": [{**item, "workspace_name": f"ws-of-{who}"}], "next": None}
+        return {"items": [{**item, "workspace_name": f"ws-of-{caller.oid}"}], "next": None}
 
-    @app.post("/api/workspaces")
-    def submit(request: Request) -> object:
-        who = authenticated(request)
-        if isinstance(who, JSONResponse):
-            return who
-        return JSONResponse({"id": "01J9ZZ", "links": {"self": "/api/workspaces/01J9ZZ"}}, status_code=202)
+    @app.post("/api/workspaces", status_code=202)
+    def submit(caller: CurrentCaller) -> object:
+        service.seen.append(caller.oid)
+        return {"id": "01J9ZZ", "links": {"self": "/api/workspaces/01J9ZZ"}}
+
+    @app.get("/api/health")
+    def health() -> object:
+        return {"status": "ok"}
 
     return app
 
@@ -158,7 +150,7 @@ def test_an_expired_token_is_not_sent(service: Service, tmp_path: Path, capsys: 
     code, _ = cli(service, "list")
 
     assert code == 1
-    assert service.seen == [None]
+    assert service.seen == []
     assert "authorization" not in service.headers[-1]
     assert "python -m cli login" in capsys.readouterr().err
     code, out = cli(service, "whoami")
@@ -201,6 +193,21 @@ def test_login_as_a_user_the_directory_does_not_know_fails_clearly(
     assert not token_path(tmp_path).exists()
 
 
+def test_the_api_answers_401_problem_json_with_www_authenticate(service: Service) -> None:
+    anonymous = httpx.get(f"{service.url}/api/workspaces")
+    forged = httpx.get(f"{service.url}/api/workspaces", headers={"Authorization": "Bearer a.b.c"})
+    open_route = httpx.get(f"{service.url}/api/health")
+
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="workspace-vending"'
+    assert anonymous.json()["title"] == "Sign in first"
+    assert forged.status_code == 401
+    assert 'error="invalid_token"' in forged.headers["www-authenticate"]
+    assert open_route.status_code == 200
+    assert service.seen == []
+
+
 def test_login_to_a_service_without_a_local_issuer_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -210,3 +217,11 @@ def test_login_to_a_service_without_a_local_issuer_says_so(
 
     assert code == 1
     assert "no local sign-in" in capsys.readouterr().err
+
+
+def test_a_401_that_does_not_say_how_to_sign_in_gets_the_cli_s_hint() -> None:
+    # App Service Authentication answers anonymous callers with its own plain 401.
+    with pytest.raises(CliError) as caught:
+        _check(httpx.Response(401, text="You do not have permission to view this directory or page."))
+
+    assert "python -m cli login <user>" in str(caught.value)
