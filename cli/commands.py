@@ -54,7 +54,9 @@ def _load(path: str) -> Any:
 def _check(resp: httpx.Response) -> Any:
     if resp.status_code < 400:
         return resp.json()
-    hint = "  sign in first: python -m cli login <user> (see: python -m cli whoami)" if resp.status_code == 401 else ""
+    # The service's refusal may already say how to sign in; otherwise the CLI does.
+    unsigned = resp.status_code == 401 and "cli login" not in resp.text
+    hint = "  sign in first: python -m cli login <user> (see: python -m cli whoami)" if unsigned else ""
     try:
         body = resp.json()
     except ValueError:
