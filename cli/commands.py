@@ -1,19 +1,35 @@
-"""The CLI's commands. They talk to the API over HTTP, except `onboard`, which writes to the bus."""
+"""The CLI's commands. They talk to the API over HTTP, except `onboard`, which writes to the bus.
+
+Every API call sends `Authorization: Bearer <token>` when the CLI has one: the token `login` got
+from the devhost's embedded issuer and remembered (in the data directory, mode 0600, until it
+expires; only for the service it came from), or, with `--as USER`, a fresh one for that directory
+user, used for that one command and not remembered.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+import jwt
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from models.identity import LOCAL_ISSUER_PATH, AccessTokenClaims, OpenIdConfiguration, TokenResponse
 
 TERMINAL = {"succeeded", "failed", "rejected"}
+LOGIN_FILE = "cli-token.json"
+EXPIRY_MARGIN = timedelta(seconds=30)  # a token about to expire is not sent: it would expire on the way
 MARK = {"succeeded": "✔", "failed": "✘", "skipped": "–", "running": "▶", "waiting": "…", "queued": "·", "pending": " "}
 
 
@@ -38,32 +54,121 @@ def _load(path: str) -> Any:
 def _check(resp: httpx.Response) -> Any:
     if resp.status_code < 400:
         return resp.json()
+    # The service's refusal may already say how to sign in; otherwise the CLI does.
+    unsigned = resp.status_code == 401 and "cli login" not in resp.text
+    hint = "  sign in first: python -m cli login <user> (see: python -m cli whoami)" if unsigned else ""
     try:
         body = resp.json()
     except ValueError:
-        raise CliError(f"HTTP {resp.status_code}: {resp.text[:300]}") from None
+        raise CliError("\n".join(filter(None, [f"HTTP {resp.status_code}: {resp.text[:300]}", hint]))) from None
     lines = [f"{body.get('title', 'error')} (HTTP {resp.status_code})"]
     if body.get("detail"):
         lines.append(f"  {body['detail']}")
     for err in body.get("errors") or []:
         lines.append(f"  - {err['field']}: {err['message']}")
+    if hint:
+        lines.append(hint)
     raise CliError("\n".join(lines))
 
 
-class Api:
-    """A small client of the REST API."""
+class Login(BaseModel):
+    """A token the CLI remembers: for one service and one directory user, until it expires."""
 
-    def __init__(self, base: str) -> None:
+    service_url: str
+    username: str
+    access_token: SecretStr
+    expires_at: datetime
+
+    def usable_for(self, service_url: str, now: datetime) -> bool:
+        """Say whether the token may be sent to `service_url` now: the service it came from, not expired."""
+        return self.service_url.rstrip("/") == service_url.rstrip("/") and now + EXPIRY_MARGIN < self.expires_at
+
+
+def token_file() -> Path:
+    """Where the remembered login is kept: the data directory ($VENDING_DATA_DIR, default .local)."""
+    return Path(os.environ.get("VENDING_DATA_DIR", ".local")) / LOGIN_FILE
+
+
+def remember(login: Login) -> Path:
+    """Keep a login in the token file, created with mode 0600 and replaced whole."""
+    path = token_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "service_url": login.service_url,
+        "username": login.username,
+        "access_token": login.access_token.get_secret_value(),
+        "expires_at": login.expires_at.isoformat(),
+    }
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(body, out)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def remembered() -> Login | None:
+    """Return the remembered login, if there is a readable one."""
+    try:
+        return Login.model_validate_json(token_file().read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+class Api:
+    """A small client of the REST API; `credentials` gives the bearer token to send, if any."""
+
+    def __init__(self, base: str, *, credentials: Callable[[Api], str | None] = lambda api: None) -> None:
         self.http = httpx.Client(base_url=base, timeout=30.0)
         self.base = base
+        self._credentials = credentials
+        self._token: str | None = None
+        self._asked = False
+
+    def _authorization(self) -> dict[str, str]:
+        if not self._asked:
+            self._token = self._credentials(self)
+            self._asked = True
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
+        headers = {**kw.pop("headers", {}), **self._authorization()}
         try:
-            return _check(self.http.request(method, path, **kw))
+            return _check(self.http.request(method, path, headers=headers, **kw))
         except httpx.TransportError as exc:
             raise CliError(
                 f"cannot reach the service at {self.base} ({exc}); is it running? Start it with: make run"
             ) from exc
+
+    def token_for(self, username: str) -> TokenResponse:
+        """Get a token for a directory user from the service's embedded issuer (the devhost's)."""
+        try:
+            found = self.http.get(f"{LOCAL_ISSUER_PATH}/.well-known/openid-configuration")
+            if found.status_code == 404:
+                raise CliError(
+                    f"the service at {self.base} has no local sign-in (it is not a devhost with "
+                    "VENDING_AUTH_MODE=local); get a token from Microsoft Entra ID instead"
+                )
+            doc = OpenIdConfiguration.model_validate(_check(found))
+            if not doc.token_endpoint:
+                raise CliError(f"the issuer at {self.base} names no token endpoint")
+            answer = self.http.post(doc.token_endpoint, data={"grant_type": "password", "username": username})
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"cannot reach the service at {self.base} ({exc}); is it running? Start it with: make run"
+            ) from exc
+        except ValidationError as exc:
+            raise CliError(f"the issuer at {self.base} sent a discovery document of another shape") from exc
+        if answer.status_code == 400:
+            refused = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+            raise CliError(f"cannot log in as {username}: {refused.get('error_description') or answer.text[:200]}")
+        try:
+            return TokenResponse.model_validate(_check(answer))
+        except ValidationError as exc:
+            raise CliError(f"the issuer at {self.base} answered with something other than a token") from exc
 
 
 def _step_line(step: dict[str, Any]) -> str:
@@ -264,13 +369,109 @@ def cmd_deadletters(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     return 0
 
 
+def _claims(token: str) -> AccessTokenClaims:
+    # The CLI reads its own token to show who it calls as; the service is the one that verifies it.
+    try:
+        return AccessTokenClaims.model_validate(jwt.decode(token, options={"verify_signature": False}))
+    except (jwt.PyJWTError, ValidationError) as exc:
+        raise CliError("the remembered token cannot be read; log in again: python -m cli login <user>") from exc
+
+
+def _until(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_login(args: argparse.Namespace, api: Api, out: TextIO) -> int:
+    if args.as_user:
+        raise CliError("login names its user itself: python -m cli login <user>")
+    answer = api.token_for(args.user)
+    expires_at = datetime.now(UTC) + timedelta(seconds=answer.expires_in)
+    path = remember(
+        Login(service_url=api.base, username=args.user, access_token=answer.access_token, expires_at=expires_at)
+    )
+    claims = _claims(answer.access_token.get_secret_value())
+    out.write(
+        f"logged in as {args.user} ({claims.name or claims.preferred_username or claims.oid}) at {api.base}\n"
+        f"  the token is valid until {_until(expires_at)}; kept in {path}\n"
+    )
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace, api: Api, out: TextIO) -> int:
+    login = remembered()
+    with contextlib.suppress(FileNotFoundError):
+        token_file().unlink()
+    out.write(f"logged out {login.username}\n" if login else "not logged in\n")
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace, api: Api, out: TextIO) -> int:
+    if args.as_user:
+        answer = api.token_for(args.as_user)
+        token, who = answer.access_token.get_secret_value(), args.as_user
+        validity = f"for {api.base}, valid for {answer.expires_in // 60} min, not remembered (--as)"
+    else:
+        login = remembered()
+        if login is None:
+            out.write("not logged in; log in with: python -m cli login <user>\n")
+            return 1
+        if not login.usable_for(api.base, datetime.now(UTC)):
+            why = (
+                f"expired at {_until(login.expires_at)}"
+                if login.service_url.rstrip("/") == api.base.rstrip("/")
+                else f"is for {login.service_url}"
+            )
+            out.write(
+                f"not logged in at {api.base}: the token for {login.username} {why}; run: python -m cli login {login.username}\n"
+            )
+            return 1
+        token, who = login.access_token.get_secret_value(), login.username
+        validity = f"for {login.service_url}, valid until {_until(login.expires_at)}"
+    claims = _claims(token)
+    out.write(f"{who}  {claims.name or '-'} <{claims.preferred_username or '-'}>\n")
+    out.write(f"  object id  {claims.oid}\n  tenant     {claims.tid}\n")
+    out.write(f"  roles      {', '.join(sorted(claims.roles)) or '-'}\n")
+    if claims.groups_overage:
+        out.write("  groups     too many for the token (group overage): the service asks Microsoft Graph\n")
+    else:
+        out.write(f"  groups     {', '.join(sorted(claims.groups)) or '-'}\n")
+    out.write(f"  token      {validity}\n")
+    return 0
+
+
+def _credentials(args: argparse.Namespace) -> Callable[[Api], str | None]:
+    def credentials(api: Api) -> str | None:
+        if args.as_user:
+            return api.token_for(args.as_user).access_token.get_secret_value()
+        login = remembered()
+        if login is not None and login.usable_for(api.base, datetime.now(UTC)):
+            return login.access_token.get_secret_value()
+        return None  # an expired token, or one for another service, is never sent
+
+    return credentials
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Describe the commands."""
     p = argparse.ArgumentParser(prog="python -m cli", description="Workspace Vending command line.")
     p.add_argument(
         "--url", default=None, help="the service (default: $VENDING_URL or http://127.0.0.1:$PORT, port 7071)"
     )
+    p.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        default=None,
+        help="call as another user of the local directory, for this command only (the token is not remembered)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("login", help="get a token for a user of the devhost's local directory and remember it")
+    s.add_argument("user", help="a user of the local directory, e.g. alice (policy/directory.example.yaml)")
+    s.set_defaults(run=cmd_login)
+    s = sub.add_parser("logout", help="forget the remembered token")
+    s.set_defaults(run=cmd_logout)
+    s = sub.add_parser("whoami", help="show who the CLI calls the service as")
+    s.set_defaults(run=cmd_whoami)
     s = sub.add_parser("submit", help="submit a workspace request from a JSON file")
     s.add_argument("file")
     s.add_argument("--wait", action="store_true", help="show live per-step progress until it finishes")
@@ -306,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     """Run one command."""
     args = build_parser().parse_args(argv)
-    api = Api(args.url or _url())
+    api = Api((args.url or _url()).rstrip("/"), credentials=_credentials(args))
     try:
         return int(args.run(args, api, out))
     except CliError as exc:

@@ -1,0 +1,326 @@
+"""The devhost's embedded identity provider: a local directory, one RSA key, Entra-shaped access tokens.
+
+As the ARM emulator is the embedded cloud, this is the embedded Microsoft Entra ID: an OpenID issuer
+with a discovery document, a key set and a token endpoint, for the users of a local directory file
+(policy/directory.example.yaml by default). The REST API validates its tokens with exactly the
+code that validates Entra's (adapters/auth.py, mode local: mode entra with this issuer's URL and
+audience).
+
+It is a development convenience: the token endpoint hands a token to anyone who names a directory
+user, with no password. It is mounted only by the devhost, never in Azure, and AuthSettings refuses
+mode local on App Service.
+
+The signing key is generated on first start and kept in the data directory, created with mode 0600
+(never readable by others, not even for a moment); it is not rotated. Tokens follow the v2.0
+access token shape: https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import jwt
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from models.errors import VendingError
+from models.identity import (
+    LOCAL_ISSUER_PATH,
+    AccessTokenClaims,
+    AppRole,
+    AuthSettings,
+    ClaimSource,
+    JsonWebKey,
+    JsonWebKeySet,
+    ObjectId,
+    OpenIdConfiguration,
+    TokenResponse,
+    check_key_url,
+    is_object_id,
+)
+
+KEY_FILE = "local-issuer-key.pem"
+TOKEN_LIFETIME_S = 3600
+GRAPH_MEMBER_OBJECTS = "https://graph.microsoft.com/v1.0/users/{oid}/getMemberObjects"
+
+
+class DirectoryModel(BaseModel):
+    """Base for the directory file's models: a typo is an error at start, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DirectoryUser(DirectoryModel):
+    """One user who can sign in locally."""
+
+    object_id: ObjectId
+    name: str = Field(min_length=1, description="The display name (the name claim).")
+    username: str = Field(min_length=1, description="The sign-in name (the preferred_username claim).")
+    groups: list[str] = Field(
+        default_factory=list, description="The user's groups: names from the directory's groups, or object ids."
+    )
+    roles: list[AppRole] = Field(default_factory=list, description="App roles assigned to the user.")
+    groups_overage: bool = Field(
+        False, description="Sign tokens with the group overage claim instead of the groups, as Entra does past 200."
+    )
+
+
+class DirectoryApplication(DirectoryModel):
+    """The API's app registration, as the local tokens name it."""
+
+    client_id: ObjectId = Field(description="The application (client) id: the aud of v2.0 access tokens.")
+    app_id_uri: str = Field(min_length=1, description="The application ID URI, e.g. api://workspace-vending.")
+
+
+class Directory(DirectoryModel):
+    """The local directory: a tenant, the API's registration, groups and users."""
+
+    tenant_id: ObjectId
+    application: DirectoryApplication
+    groups: dict[str, ObjectId] = Field(default_factory=dict, description="Group name -> group object id.")
+    users: dict[str, DirectoryUser]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Directory:
+        for login, user in self.users.items():
+            unknown = [g for g in user.groups if g not in self.groups and not is_object_id(g)]
+            if unknown:
+                raise ValueError(f"users.{login}.groups: no group named {', '.join(unknown)} in groups")
+        ids = [u.object_id for u in self.users.values()] + list(self.groups.values())
+        if len(ids) != len(set(ids)):
+            raise ValueError("every user and group needs an object id of its own")
+        return self
+
+    def group_ids(self, user: DirectoryUser) -> list[str]:
+        """Return the object ids of a user's groups."""
+        return [self.groups.get(g) or g.strip().lower() for g in user.groups]
+
+    def find(self, name: str) -> DirectoryUser | None:
+        """Return the user signing in as `name` (the directory's key or the username), if any."""
+        wanted = name.strip().lower()
+        for login, user in self.users.items():
+            if wanted in (login.lower(), user.username.lower()):
+                return user
+        return None
+
+
+class LocalIdentityError(ValueError):
+    """The directory file or the signing key cannot be used: the devhost does not start."""
+
+
+def load_directory(path: Path) -> Directory:
+    """Read the local directory from a YAML (or JSON) file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LocalIdentityError(f"cannot read the directory file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise LocalIdentityError(f"the directory file {path} is not valid YAML: {exc}") from exc
+    try:
+        return Directory.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors())
+        raise LocalIdentityError(f"the directory file {path} is not valid: {problems}") from exc
+
+
+def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
+    """Return the signing key kept at `path`, generating it (mode 0600 from creation) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        # Written whole to a file of our own, then linked into place: a second devhost starting at the
+        # same moment keeps the first key, and nobody reads a half-written one.
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(pem)
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise LocalIdentityError(f"the signing key {path} can be read by others; run: chmod 600 {path}")
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise LocalIdentityError(f"{path} does not hold an RSA private key")
+    return loaded
+
+
+def _b64url_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class TokenRequest(BaseModel):
+    """A token endpoint request (form fields); the password is accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    grant_type: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    scope: str | None = None
+    client_id: str | None = None
+
+
+class TokenRequestError(VendingError):
+    """A token request refused (RFC 6749 section 5.2): the handler answers 400 with `error`."""
+
+    def __init__(
+        self, error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type"], description: str
+    ) -> None:
+        self.error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type"] = error
+        self.description = description
+        super().__init__(description)
+
+
+class LocalIssuer:
+    """Sign Entra-shaped access tokens for the users of a local directory."""
+
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        key: rsa.RSAPrivateKey,
+        issuer: str,
+        clock: Callable[[], float] = time.time,
+        lifetime_s: int = TOKEN_LIFETIME_S,
+    ) -> None:
+        self.directory = directory
+        self.issuer = check_key_url(issuer.rstrip("/"), "the local issuer")
+        self.path = urlsplit(self.issuer).path or "/"
+        self._key = key
+        self._clock = clock
+        self.lifetime_s = lifetime_s
+        numbers = key.public_key().public_numbers()
+        self._public = {"e": _b64url_uint(numbers.e), "kty": "RSA", "n": _b64url_uint(numbers.n)}
+        # The key id is the key's RFC 7638 thumbprint: stable for the key, different for another.
+        canonical = json.dumps(self._public, separators=(",", ":"), sort_keys=True).encode()
+        self.kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+
+    @classmethod
+    def open(
+        cls, *, directory_file: Path, data_dir: Path, base_url: str, clock: Callable[[], float] = time.time
+    ) -> LocalIssuer:
+        """Load the directory and the signing key (made on first start); issue as `<base_url>/identity`."""
+        return cls(
+            directory=load_directory(directory_file),
+            key=load_or_create_key(data_dir / KEY_FILE),
+            issuer=base_url.rstrip("/") + LOCAL_ISSUER_PATH,
+            clock=clock,
+        )
+
+    @property
+    def jwks_uri(self) -> str:
+        """Where the key set is served."""
+        return f"{self.issuer}/keys"
+
+    @property
+    def token_endpoint(self) -> str:
+        """Where tokens are asked for."""
+        return f"{self.issuer}/token"
+
+    def openid_configuration(self) -> OpenIdConfiguration:
+        """Return the discovery document served at `<issuer>/.well-known/openid-configuration`."""
+        return OpenIdConfiguration(
+            issuer=self.issuer,
+            jwks_uri=self.jwks_uri,
+            token_endpoint=self.token_endpoint,
+            grant_types_supported=["password"],
+            token_endpoint_auth_methods_supported=["none"],
+            id_token_signing_alg_values_supported=["RS256"],
+            claims_supported=[
+                "iss",
+                "aud",
+                "exp",
+                "nbf",
+                "iat",
+                "sub",
+                "oid",
+                "tid",
+                "name",
+                "preferred_username",
+                "roles",
+                "groups",
+                "ver",
+            ],
+        )
+
+    def jwks(self) -> JsonWebKeySet:
+        """Return the key set: the one public key."""
+        return JsonWebKeySet(keys=[JsonWebKey(use="sig", alg="RS256", kid=self.kid, **self._public)])
+
+    def validation_settings(self, settings: AuthSettings) -> AuthSettings:
+        """Return `settings` made to trust this issuer: its URL, tenant and audiences (keys by discovery)."""
+        return settings.model_copy(
+            update={
+                "mode": "local",
+                "issuer": self.issuer,
+                "tenant_id": self.directory.tenant_id,
+                "audience": self.directory.application.app_id_uri,
+                "client_id": self.directory.application.client_id,
+                "jwks_url": None,
+            }
+        )
+
+    def token(self, request: TokenRequest) -> TokenResponse:
+        """Answer a token request: grant_type=password and a directory user's name."""
+        if request.grant_type != "password":
+            raise TokenRequestError("unsupported_grant_type", "the local issuer accepts grant_type=password only")
+        if not request.username:
+            raise TokenRequestError("invalid_request", "name the directory user in 'username'")
+        user = self.directory.find(request.username)
+        if user is None:
+            raise TokenRequestError("invalid_grant", f"no user '{request.username[:64]}' in the local directory")
+        return self.issue(user)
+
+    def issue(self, user: DirectoryUser) -> TokenResponse:
+        """Sign an access token for a directory user, valid for `lifetime_s`."""
+        now = int(self._clock())
+        app = self.directory.application
+        groups = self.directory.group_ids(user)
+        claims = AccessTokenClaims(
+            iss=self.issuer,
+            aud=app.client_id,  # v2.0 access tokens carry the API's client id
+            exp=now + self.lifetime_s,
+            nbf=now,
+            iat=now,
+            sub=user.object_id,
+            oid=user.object_id,
+            tid=self.directory.tenant_id,
+            name=user.name,
+            preferred_username=user.username,
+            roles=[r.value for r in user.roles],
+            groups=[] if user.groups_overage else groups,
+            claim_names={"groups": "src1"} if user.groups_overage else {},
+            claim_sources={"src1": ClaimSource(endpoint=GRAPH_MEMBER_OBJECTS.format(oid=user.object_id))}
+            if user.groups_overage
+            else {},
+            ver="2.0",
+            uti=secrets.token_urlsafe(16),
+        )
+        # Entra leaves out claims that have no value; so does this issuer.
+        payload = {k: v for k, v in claims.model_dump(by_alias=True, exclude_none=True).items() if v not in ([], {})}
+        token = jwt.encode(payload, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
+        return TokenResponse(
+            access_token=SecretStr(token), expires_in=self.lifetime_s, scope=f"{app.app_id_uri}/.default"
+        )
