@@ -1,8 +1,8 @@
 """Retry later, not again, on the devhost: its queue workers on the SQLite bus, with the real engine and HTTP callbacks.
 
 Short outages are ridden out with scheduled copies; a failure that never clears is dead-lettered
-with its reason after the configured tries or total wait; worker threads survive anything a
-handler raises.
+with its reason after the configured tries or total wait; a poison step is failed after its
+handlings keep failing; worker threads survive anything a handler raises.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from devhost.workers import QueueWorkers
 from engine.ports import OutgoingMessage, ReceivedMessage
 from engine.redelivery import RetryPolicy
 from models.errors import TransientError
-from models.records import RequestStatus
+from models.messages import StepMessage
+from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
 from tests.conftest import example, poll
-from tests.fakes import FakeCloud, StoreOutage, receiver
+from tests.fakes import FakeCloud, OutcomeWriteFails, StoreOutage, receiver
 
 QUEUES = ("onboarding", "steps", "notifications")
 
@@ -191,6 +192,101 @@ def test_a_bus_that_cannot_be_read_is_logged_once_until_it_works_again(caplog: p
         "receive from q failed; trying again every second",
         "receive from q works again",
     ]
+
+
+# ----- a step whose handling fails after its reconcile ------------------------------------------
+
+
+def _poison_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return _settings(tmp_path, step_max_handling_failures=3, message_max_attempts=20, **overrides)
+
+
+def _failed(container: Container, rid: str) -> Any:
+    record = container.store.get_request(rid)
+    return record if record is not None and record.status.terminal else None
+
+
+def _assert_failed_by_handling(container: Container, rid: str) -> None:
+    record = container.store.get_request(rid)
+    assert record is not None and record.status == RequestStatus.FAILED
+    assert record.error is not None and record.error.code == "StepHandlingFailed"
+    storage = container.store.get_step(rid, "storage")
+    assert storage is not None and storage.status == StepStatus.FAILED and storage.handling_failures == 3
+    assert storage.error is not None and storage.error.code == "StepHandlingFailed"
+    assert "failed 3 times in a row" in storage.error.message
+    assert f"cannot write the outcome of {rid}/storage" in storage.error.message
+    assert "submit the request again" in storage.error.message
+    steps = {s.step_id: s.status for s in container.store.get_steps(rid)}
+    assert steps["workspace"] == StepStatus.SKIPPED
+    assert all(steps[s] == StepStatus.SKIPPED for s in steps if s.startswith(("compute:", "datastore:", "access:")))
+    failed = [e for e in container.store.list_events(rid) if e.name.value == "WorkspaceStepFailed"]
+    assert [(e.step, e.error_code) for e in failed] == [("storage", "StepHandlingFailed")]
+    _no_dead_letters(container)
+
+
+def test_a_step_whose_outcome_cannot_be_written_fails_after_its_handlings(tmp_path: Path) -> None:
+    store = OutcomeWriteFails("storage")
+    # The lease (half the 60 s lock) would hold a copy back for 30 s; a failed handling releases it.
+    settings = _poison_settings(tmp_path, message_retry_base_s=0.1, message_retry_cap_s=0.2)
+    with devhost(settings, store=store) as container:
+        rid = container.intake.submit(
+            request=parse_request(example("cpu-small.json")), requester="t", source="t"
+        ).record.id
+        poll(lambda: _failed(container, rid), timeout=20, what="the request to fail")
+        _assert_failed_by_handling(container, rid)
+    assert store.refused == 3
+
+
+def test_the_sweeper_in_between_does_not_reset_the_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = OutcomeWriteFails("storage")
+    # Copies come late (1 s and more) and the sweeper early (0.3 s): it re-dispatches the step between handlings.
+    settings = _poison_settings(tmp_path, message_retry_base_s=2.0, message_retry_cap_s=4.0, sweep_grace_s=0.3)
+    caplog.set_level(logging.WARNING)
+    with devhost(settings, store=store) as container:
+        rid = container.intake.submit(
+            request=parse_request(example("cpu-small.json")), requester="t", source="t"
+        ).record.id
+
+        def swept_until_failed() -> Any:
+            container.engine.sweep()
+            return _failed(container, rid)
+
+        poll(swept_until_failed, timeout=30, every=0.2, what="the request to fail")
+        _assert_failed_by_handling(container, rid)
+        storage = container.store.get_step(rid, "storage")
+        assert storage is not None and storage.attempt >= 3  # each handling ran under a new dispatch
+    swept = [r for r in caplog.records if r.getMessage().startswith(f"sweeper re-dispatched {rid}/storage")]
+    assert len(swept) >= 2
+    assert store.refused == 3
+
+
+def test_a_failed_handling_that_cannot_be_counted_is_raised_for_a_retry_later(tmp_path: Path) -> None:
+    class NothingWrites(OutcomeWriteFails):
+        """Once the step is claimed, no write of it succeeds (the store went down mid-handling)."""
+
+        claimed = False
+        writes = 0
+
+        def update_step(self, step: Any) -> Any:
+            if step.step_id == self.step_id and self.claimed:
+                self.writes += 1
+                raise TransientError(f"write {self.writes} after the claim failed", code="StoreUnavailable")
+            if step.step_id == self.step_id and step.status == StepStatus.RUNNING:
+                self.claimed = True
+            return super().update_step(step)
+
+    store = NothingWrites("resource-group")
+    bus = SqliteBus(":memory:")
+    container = Container(_poison_settings(tmp_path), store=store, bus=bus, cloud=FakeCloud())
+    rid = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="t").record.id
+    with pytest.raises(TransientError, match="write 1 after the claim failed"):  # the outcome's, not the count's
+        container.engine.run_step(message=StepMessage(request_id=rid, step_id="resource-group", attempt=1))
+    assert store.writes == 2  # the outcome, then the count
+    step = store.get_step(rid, "resource-group")
+    assert step is not None and step.status == StepStatus.RUNNING and step.handling_failures == 0
+
+
+# ----- callbacks that ask to be retried later ---------------------------------------------------
 
 
 def test_a_receiver_asking_for_2_s_is_retried_after_2_s_and_told_once(tmp_path: Path) -> None:
