@@ -2,8 +2,9 @@
 
 In Azure the Functions host receives and settles messages; this adapter sends them (deterministic
 message ids for duplicate detection, the request id as correlation id, the trace context and ids as
-application properties, scheduled enqueue times for Wait and Retry) and serves the operators'
-dead-letter tools. It can also receive, so the devhost can run against a real namespace.
+application properties, scheduled enqueue times for Wait and Retry and for the retry copies of
+messages whose handling failed) and serves the operators' dead-letter tools. It can also receive,
+so the devhost can run against a real namespace.
 Senders are kept and reused across invocations; a broken connection drops the cached sender.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from engine.ports import DeadLetter, OutgoingMessage, ReceivedMessage
 from models.errors import PermanentError, TransientError, VendingError
+from models.messages import text_properties
 
 T = TypeVar("T")
 
@@ -221,10 +223,7 @@ class ServiceBusBus:
 
 
 def _props(m: Any) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-        for k, v in (m.application_properties or {}).items()
-    }
+    return text_properties(m.application_properties)
 
 
 def _body(m: Any) -> bytes:

@@ -14,8 +14,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -27,6 +30,28 @@ from models.redact import register
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     """Return the `X-Vending-Signature` value for a body signed at `timestamp`."""
     return "v1=" + hmac.new(secret, b"v1:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+
+
+def retry_after_s(value: str | None, *, now: float) -> float | None:
+    """Return the seconds a Retry-After header asks to wait (delay-seconds or an HTTP-date), or None.
+
+    RFC 9110 section 10.2.3: `Retry-After: 120` or `Retry-After: Fri, 31 Dec 1999 23:59:59 GMT`; a
+    date in the past means now. Anything else (negative, not a number, not a date) is ignored.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class HttpNotifier:
@@ -66,10 +91,11 @@ class HttpNotifier:
         if resp.status_code < 300:
             return
         if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
-            retry = resp.headers.get("Retry-After")
+            wait = retry_after_s(resp.headers.get("Retry-After"), now=self.clock())
             raise TransientError(
-                f"callback to {host} answered {resp.status_code}",
-                retry_after_s=float(retry) if retry and retry.isdigit() else None,
+                f"callback to {host} answered {resp.status_code}"
+                + (f"; it asks to try again in {wait:.0f} s" if wait is not None else ""),
+                retry_after_s=wait,
                 code="CallbackUnavailable",
             )
         raise PermanentError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from composition import Container
@@ -11,7 +12,9 @@ from devhost.workers import QueueWorkers
 from emulator.faults import Scenario, load_scenario
 from emulator.server import EmulatorServer
 from emulator.state import Config
-from handlers.queues import handle_notification, handle_onboarding, handle_step
+from engine.ports import ReceivedMessage
+from engine.redelivery import RetryPolicy
+from handlers.queues import notification_received, onboarding_received, step_received
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,43 +54,10 @@ class Runtime:
                 update["poll_s"] = max(0.2, settings.emulator_latency_s / 2)
             settings = settings.model_copy(update=update)
         container = Container(settings)
-        telemetry = container.telemetry  # before anything logs: filters, and the exporters when configured
+        container.telemetry  # noqa: B018 - before anything logs: filters, and the exporters when configured
         container.store  # noqa: B018 - a store that cannot be reached stops the start with its reason
         rt = cls(settings=settings, container=container, emulator=emulator)
-        rt.workers = [
-            QueueWorkers(
-                bus=container.bus,
-                queue=settings.steps_queue,
-                handle=lambda m: handle_step(body=m.body, engine=container.engine, telemetry=telemetry),
-                threads=settings.workers,
-                name="steps",
-            ),
-            QueueWorkers(
-                bus=container.bus,
-                queue=settings.notifications_queue,
-                handle=lambda m: handle_notification(
-                    body=m.body,
-                    delivery_count=m.delivery_count,
-                    container=container,
-                    properties=m.application_properties,
-                ),
-                threads=2,
-                name="notifications",
-            ),
-            QueueWorkers(
-                bus=container.bus,
-                queue=settings.onboarding_queue,
-                handle=lambda m: handle_onboarding(
-                    body=m.body,
-                    message_id=m.message_id,
-                    intake=container.intake,
-                    telemetry=telemetry,
-                    properties=m.application_properties,
-                ),
-                threads=2,
-                name="onboarding",
-            ),
-        ]
+        rt.workers = queue_workers(container)
         for w in rt.workers:
             w.start()
         rt._sweeper = threading.Thread(target=rt._sweep_loop, name="sweeper", daemon=True)
@@ -116,3 +86,26 @@ class Runtime:
         if self.emulator:
             self.emulator.stop()
         self.container.telemetry.flush()
+
+
+def queue_workers(container: Container) -> list[QueueWorkers]:
+    """Build (not start) the workers of the three queues, each settling as `handlers.queues.settle_for` says."""
+    settings = container.settings
+    retry = RetryPolicy.from_settings(settings)
+
+    def workers(queue: str, threads: int, received: Callable[[ReceivedMessage, Container], object]) -> QueueWorkers:
+        return QueueWorkers(
+            bus=container.bus,
+            queue=queue,
+            handle=lambda m: received(m, container),
+            threads=threads,
+            name=queue,
+            retry=retry,
+            clock=container.clock,
+        )
+
+    return [
+        workers(settings.steps_queue, settings.workers, step_received),
+        workers(settings.notifications_queue, 2, notification_received),
+        workers(settings.onboarding_queue, 2, onboarding_received),
+    ]

@@ -1,11 +1,13 @@
 """Dead letters are not a silent grave: record what each one means, and let operators replay them.
 
-A message lands in a dead-letter queue when it could not be settled within the queue's max
-deliveries (a transient failure that never cleared, or a worker that kept crashing). The processor
-reads each queue's dead letters and records them where people look: a step message fails its step
-(with the dead-letter reason; dependents are skipped and the request finishes), an onboarding
-message becomes a rejected request, a notification marks the callback failed. Each record is made
-once; the dead letter stays until an operator replays or removes it.
+A message lands in a dead-letter queue when its tries ran out (`RetriesExhausted`: a failure that
+did not clear within the retry budget, see engine/redelivery.py) or it could not be settled within
+the queue's max deliveries (`MaxDeliveryCountExceeded`: a worker that kept crashing; on Functions
+also the end of a spent retry budget). The processor reads each queue's dead letters and records
+them where people look: a step message fails its step (with the dead-letter reason; dependents are
+skipped and the request finishes), an onboarding message becomes a rejected request for each
+environment it asks for, with its team, a notification marks the callback failed. Each record is
+made once; the dead letter stays until an operator replays or removes it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from engine.intake import Intake, queue_key
 from engine.ports import Bus, DeadLetter, OutgoingMessage, Store
 from engine.steps import StepEngine
 from models.errors import Problem
-from models.messages import StepMessage
+from models.messages import DeliveryAttempt, StepMessage, original_message_id, without_attempt
 from models.records import ErrorInfo, StepStatus
 from models.settings import Settings
 
@@ -94,8 +97,13 @@ class DeadLetters:
         return made
 
     def _why(self, letter: DeadLetter) -> str:
+        at = letter.dead_lettered_at
+        attempt = DeliveryAttempt.of(message_id=letter.message_id, properties=letter.application_properties, now=at)
+        tried = f"{letter.delivery_count} deliveries"
+        if attempt.number > 1:
+            tried = f"{attempt.number} tries over {attempt.waited_s(at):.0f} s (the last one delivered {letter.delivery_count} times)"
         return (
-            f"its queue message was dead-lettered after {letter.delivery_count} deliveries "
+            f"its queue message was dead-lettered after {tried} "
             f"({letter.reason}: {letter.description or 'no description'}). Fix the cause, then replay it: "
             f"python -m cli deadletters replay {letter.message_id}"
         )
@@ -111,20 +119,7 @@ class DeadLetters:
             error = ErrorInfo(code="DeadLettered", message=f"step '{msg.step_id}' stopped: {self._why(letter)}")
             return int(self.engine.fail_step(request_id=msg.request_id, step_id=msg.step_id, error=error))
         if view.kind == "onboarding":
-            key = queue_key(letter.message_id)
-            if self.store.find_by_idempotency_key(key) is not None:
-                return 0
-            problem = Problem(
-                "(message)", f"the onboarding message was not processed: {self._why(letter)}", "DeadLettered"
-            )
-            self.intake.reject(
-                raw=letter.body.decode("utf-8", "replace"),
-                problems=[problem],
-                requester="queue",
-                source="queue",
-                idempotency_key=key,
-            )
-            return 1
+            return self._record_onboarding(letter)
         request_id = view.request_id or json.loads(letter.body).get("request_id")
         record = self.store.get_request(request_id) if request_id else None
         if record is None or (record.notification or {}).get("status") != "pending":
@@ -132,6 +127,27 @@ class DeadLetters:
         note = {"status": "failed", "error": f"the callback was not delivered: {self._why(letter)}"}
         self.store.update_request(record.model_copy(update={"notification": note}))
         return 1
+
+    def _record_onboarding(self, letter: DeadLetter) -> int:
+        """Record a dead-lettered onboarding message as a rejected request per environment it asks for.
+
+        One record per environment, each with the message's team and its environment, so that
+        `list --team` shows the team's dead-lettered environments beside the ones that were made,
+        and each request view reads like the request the team would have had. An environment whose
+        request an earlier try made (or that an earlier run recorded) is left alone: both use the
+        key intake gives that environment's request.
+        """
+        original = original_message_id(letter.message_id, letter.application_properties)
+        problem = Problem("(message)", f"the onboarding message was not processed: {self._why(letter)}", "DeadLettered")
+        requester, parts = _onboarding_parts(letter.body)
+        made = 0
+        for environment, raw in parts:
+            key = queue_key(original, environment or None)  # the key intake.onboard gives it
+            if self.store.find_by_idempotency_key(key) is not None:
+                continue
+            self.intake.reject(raw=raw, problems=[problem], requester=requester, source="queue", idempotency_key=key)
+            made += 1
+        return made
 
     def replay(self, message_id: str) -> str:
         """Replay a dead letter after its cause was fixed; say what was done."""
@@ -158,11 +174,11 @@ class DeadLetters:
                 outcome = f"step {msg.step_id} of request {msg.request_id} has finished; nothing to replay"
         else:
             queue = letter.queue
-            if view.kind == "onboarding":
-                # A replay is new work: the rejected record made from the dead letter stays as history.
-                new_id = f"{letter.message_id}/replay-{uuid.uuid4().hex[:8]}"
-            else:
-                new_id = f"{letter.message_id}/replay-{uuid.uuid4().hex[:8]}"
+            # A replay is new work under a new id, with tries counted anew: for onboarding, the
+            # rejected records made from the dead letter stay as history.
+            original = original_message_id(letter.message_id, letter.application_properties)
+            new_id = f"{original}/replay-{uuid.uuid4().hex[:8]}"
+            if view.kind == "notification":
                 record = self.store.get_request(view.request_id or "")
                 if record is not None:
                     self.store.update_request(record.model_copy(update={"notification": {"status": "pending"}}))
@@ -171,10 +187,36 @@ class DeadLetters:
                 OutgoingMessage(
                     message_id=new_id,
                     body=letter.body,
-                    correlation_id=letter.message_id,
-                    application_properties={**letter.application_properties, "replay_of": letter.message_id},
+                    correlation_id=original,
+                    application_properties={
+                        **without_attempt(letter.application_properties),
+                        "replay_of": letter.message_id,
+                    },
                 ),
             )
             outcome = f"sent again to '{queue}' as {new_id}"
         self.bus.remove_dead_letter(letter.queue, letter.message_id)
         return outcome
+
+
+def _onboarding_parts(body: bytes) -> tuple[str, list[tuple[str, Any]]]:
+    """Split an onboarding body into its requester and one (environment, raw input) per request it asks for.
+
+    Lenient on purpose: a dead letter's body is recorded as far as it can be read, so a
+    `TeamOnboarding` gives one part per listed environment (each with the team) and a
+    `WorkspaceRequest` one part; anything else one part with no environment.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "queue", [("", body.decode("utf-8", "replace"))]
+    if not isinstance(data, dict):
+        return "queue", [("", data)]
+    requester = data.get("requested_by")
+    requester = requester[:256] if isinstance(requester, str) and requester else "queue"
+    environments = data.get("environments")
+    if isinstance(environments, list) and environments and all(isinstance(e, str) for e in environments):
+        common = {k: v for k, v in data.items() if k not in ("environments", "kind", "requested_by")}
+        return requester, [(env, {**common, "environment": env}) for env in dict.fromkeys(environments)]
+    environment = data.get("environment")
+    return requester, [(environment if isinstance(environment, str) else "", data)]

@@ -2,8 +2,9 @@
 
 The finisher enqueues one notification message per finished request (id `<request>/notify`, so
 duplicates are dropped); the notification handler posts the result. A transient failure is raised
-so the bus redelivers the message (and dead-letters it, with the reason, after max deliveries); a
-permanent one is recorded on the request. Either way the request's record says what happened.
+so the message is tried again later (a scheduled copy, honouring the receiver's Retry-After:
+`engine.redelivery`), unless it is the last try, when it is recorded as failed; a permanent one is
+recorded at once. Either way the request's record says what happened.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def deliver(
     notifier: Notifier,
     chat: ChatPoster | None = None,
     result: Callable[[RequestRecord, list[StepRecord]], Any] | None = None,
-    last_delivery: bool = False,
+    gives_up: Callable[[TransientError], bool] | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> str:
     """Tell a finished request's destinations (its callback_url, its chat conversation) and record how it went.
@@ -50,7 +51,7 @@ def deliver(
     Each destination is marked when it has been told, so a redelivered message never tells it
     twice; each attempt carries the same delivery id (`<request>:<status>`), so a receiver can drop
     a repeat that a crash between posting and recording lets through. A transient failure is raised
-    (the bus delivers the message again) unless this is the message's last delivery, when it is
+    (the message is tried again later) unless `gives_up` says this was the last try, when it is
     recorded as failed instead of going unrecorded.
     """
     record = store.get_request(request_id)
@@ -81,11 +82,11 @@ def deliver(
             state[name] = "failed"
             errors.append(f"{name}: {exc}")
         except TransientError as exc:
-            if not last_delivery:
+            if gives_up is None or not gives_up(exc):
                 _record(store, record, state)  # keep what was delivered, so it is not sent again
                 raise
             state[name] = "failed"
-            errors.append(f"{name}: {exc}; gave up after the last delivery")
+            errors.append(f"{name}: {exc}; gave up after the last try")
     state.update({"status": "failed" if errors else "delivered", "at": clock().isoformat()})
     if errors:
         state["error"] = "; ".join(errors)

@@ -19,6 +19,7 @@ from typing import Any
 from engine.events import EventFanout, status_event
 from engine.notify_message import notification_message
 from engine.ports import Cloud, OutgoingMessage, Sender, StepContext, Store
+from engine.redelivery import backoff_s
 from models.errors import BackPressure, PermanentError, StaleWriteError, TransientError
 from models.events import EventName
 from models.messages import StepMessage
@@ -159,7 +160,6 @@ class StepEngine:
         record = self.store.get_request(message.request_id)
         if record is None or record.plan is None:
             return StepResult("dropped: no such request")
-        plan = record.plan
         # How long the message waited between being due and being worked on (queue latency).
         queued_ms = max(0.0, (now - (step.due_at or step.updated_at)).total_seconds() * 1000)
         try:
@@ -176,6 +176,17 @@ class StepEngine:
             )
         except StaleWriteError:
             return StepResult("dropped: another worker claimed the step")
+        try:
+            return self._work(record, step, queued_ms)
+        except Exception as exc:
+            if self._handling_failed(record, step, exc):
+                return StepResult("failed: its handling kept failing")
+            raise
+
+    def _work(self, record: RequestRecord, step: StepRecord, queued_ms: float) -> StepResult:
+        """Work on a claimed step: reconcile it and record the outcome."""
+        assert record.plan is not None
+        plan = record.plan
         self._emit(record, EventName.STEP_STARTED, step, status="running", duration_ms=queued_ms)
         if record.status == RequestStatus.ACCEPTED:
             record = self._set_request(record, status=RequestStatus.PROVISIONING) or record
@@ -198,6 +209,45 @@ class StepEngine:
             # Our lease ran out and another worker took the step; its result stands.
             return StepResult("dropped: lease lost before the outcome was written", outcome)
         return StepResult("ran", outcome)
+
+    def _handling_failed(self, record: RequestRecord, claimed: StepRecord, exc: Exception) -> bool:
+        """Count a failed handling of a claimed step, releasing its lease in the same write; fail it at the limit.
+
+        Return True when the step was failed (its message is done with). Return False when the
+        failure was counted, or could not be (the store is down), or came after the outcome was
+        written: the message is then tried again later, and its copy may take the step at once.
+        """
+        limit = self.settings.step_max_handling_failures
+        what = f"{type(exc).__name__}: {str(exc)[:300]}"
+        try:
+            current = self.store.get_step(claimed.request_id, claimed.step_id)
+            if current is None or current.version != claimed.version:
+                return False  # its outcome was written before the failure, or another worker took it over
+            failures = current.handling_failures + 1
+            if failures < limit:
+                self.store.update_step(
+                    current.model_copy(
+                        update={
+                            "handling_failures": failures,
+                            "lease_until": None,
+                            "status_reason": f"handling failed ({failures} of {limit} allowed): {what}",
+                            "updated_at": self.clock(),
+                        }
+                    )
+                )
+                return False
+            error = ErrorInfo(
+                code="StepHandlingFailed",
+                message=f"its handling failed {failures} times in a row after the cloud was asked ({what}). "
+                f"Look for '{claimed.request_id}/{claimed.step_id}' in the service's log, fix the cause "
+                "(often the state store), then submit the request again: what exists in Azure is reused.",
+            )
+            return self._fail(record, current, error, handling_failures=failures)
+        except Exception as count_error:  # noqa: BLE001 - the message's retry later still applies
+            log.warning(
+                "could not count the failed handling of %s/%s: %s", claimed.request_id, claimed.step_id, count_error
+            )
+            return False
 
     def _reconcile(self, plan_step: Any, ctx: StepContext) -> Outcome:
         outcome = self._reconcile_raw(plan_step, ctx)
@@ -243,6 +293,7 @@ class StepEngine:
                     status=StepStatus.WAITING,
                     delay_s=outcome.after_s,
                     waited_s=waited,
+                    handling_failures=0,
                     status_reason=outcome.reason,
                     announce=partial(
                         self._emit, record, EventName.STEP_WAITING, step, status="waiting", message=outcome.reason
@@ -254,7 +305,7 @@ class StepEngine:
             if retries > s.step_max_retries:
                 outcome = Fail(f"gave up after {step.retries} retries; last error: {outcome.error}", outcome.code)
             else:
-                backoff = min(s.retry_cap_s, s.retry_base_s * 2 ** (retries - 1)) * (0.5 + self.rng() / 2)
+                backoff = backoff_s(retries, base_s=s.retry_base_s, cap_s=s.retry_cap_s, jitter=self.rng())
                 delay = max(outcome.after_s, backoff)
                 error = ErrorInfo(code=outcome.code, message=outcome.error)
                 self._advance(
@@ -263,6 +314,7 @@ class StepEngine:
                     status=StepStatus.WAITING,
                     delay_s=delay,
                     retries=retries,
+                    handling_failures=0,
                     error=error,
                     status_reason="retrying",
                     announce=partial(
@@ -345,25 +397,31 @@ class StepEngine:
             step = self.store.get_step(request_id, step_id)
             if record is None or step is None or step.status.terminal:
                 return False
-            now = self.clock()
-            update = {
-                "status": StepStatus.FAILED,
-                "error": error,
-                "finished_at": now,
-                "updated_at": now,
-                "lease_until": None,
-                "due_at": None,
-            }
             try:
-                step = self.store.update_step(step.model_copy(update=update))
+                return self._fail(record, step, error)
             except StaleWriteError:
                 continue
-            self._emit(
-                record, EventName.STEP_FAILED, step, status="failed", error_code=error.code, message=error.message
-            )
-            self.finish_if_done(record, self._skip_dependents(record, step))
-            return True
         return False
+
+    def _fail(self, record: RequestRecord, step: StepRecord, error: ErrorInfo, **update: Any) -> bool:
+        """Mark a step failed (a conditional write), announce it, skip its dependents and finish the request."""
+        now = self.clock()
+        step = self.store.update_step(
+            step.model_copy(
+                update={
+                    **update,
+                    "status": StepStatus.FAILED,
+                    "error": error,
+                    "finished_at": now,
+                    "updated_at": now,
+                    "lease_until": None,
+                    "due_at": None,
+                }
+            )
+        )
+        self._emit(record, EventName.STEP_FAILED, step, status="failed", error_code=error.code, message=error.message)
+        self.finish_if_done(record, self._skip_dependents(record, step))
+        return True
 
     def resume_step(self, *, request_id: str, step_id: str) -> bool:
         """Run a failed step again (an operator fixed the cause); the dependents it skipped wait again."""
@@ -394,6 +452,7 @@ class StepEngine:
             status=StepStatus.QUEUED,
             retries=0,
             waited_s=0.0,
+            handling_failures=0,
             error=None,
             finished_at=None,
             status_reason="resumed by an operator",

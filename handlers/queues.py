@@ -1,11 +1,18 @@
-"""Queue handlers: the onboarding queue and the step queue, and how their messages are settled.
+"""Queue handlers: the onboarding, step and notification queues, and how their messages are settled.
 
-Settlement, in one place (`settle_for`):
+Settlement, in one place (`settle_for`, applied by the devhost's workers and the Functions triggers):
 - handled, or recorded as rejected: complete. Invalid onboarding input becomes a `rejected`
   request with every reason, so it is completed, never retried.
-- a step message that does not parse: dead-letter with the reason (nothing to record it against).
-- a transient failure (store or bus unavailable, lost lock): abandon, so the message is delivered
-  again; after the queue's max deliveries it is dead-lettered by the bus.
+- a step or notification message that does not parse: dead-letter with the reason (nothing to record
+  it against).
+- any other failure (a `TransientError` such as the store or the bus being unavailable or a lost
+  lock, a `PermanentError` an operator may fix, or an unexpected exception): retry later. The
+  message is completed and a copy is scheduled with backoff (`engine.redelivery`); after the
+  configured tries or total wait it is dead-lettered with `RetriesExhausted`. An unexpected
+  exception is retried the same way, so it is never lost and never loops: if it is a bug, the
+  budget runs out and the dead letter is recorded where operators look.
+- a crash (the process dies mid-message): nothing is settled; the lock runs out and the bus
+  delivers the message again (and dead-letters it after its max deliveries).
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -22,21 +31,67 @@ from adapters.telemetry import TRACEPARENT, Telemetry
 from composition import Container
 from engine.intake import Intake
 from engine.notify import deliver
+from engine.ports import OutgoingMessage, ReceivedMessage
+from engine.redelivery import RetryPolicy, redeliver
 from engine.steps import StepEngine, StepResult
-from models.errors import InvalidInputError, Problem
-from models.messages import StepMessage
+from models.errors import InvalidInputError, Problem, VendingError
+from models.messages import DeliveryAttempt, StepMessage, original_message_id
 from models.records import RequestRecord
 from models.request import problems_from
 
 log = logging.getLogger(__name__)
 
 
-class Settlement(StrEnum):
+class Action(StrEnum):
     """What to do with a message after its handler ran."""
 
     COMPLETE = "complete"
-    ABANDON = "abandon"
+    RETRY_LATER = "retry-later"
     DEAD_LETTER = "dead-letter"
+
+
+INVALID_MESSAGE = "InvalidMessage"
+RETRIES_EXHAUSTED = "RetriesExhausted"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How to settle one message: the action, the dead-letter reason, what went wrong, the copy to schedule."""
+
+    action: Action
+    reason: str = ""
+    description: str = ""
+    copy: OutgoingMessage | None = None
+
+
+def settle_for(
+    message: ReceivedMessage, error: BaseException | None, policy: RetryPolicy, *, now: datetime
+) -> Settlement:
+    """Decide a message's settlement from how its handler ended."""
+    if error is None:
+        return Settlement(Action.COMPLETE)
+    if isinstance(error, InvalidInputError):
+        return Settlement(Action.DEAD_LETTER, INVALID_MESSAGE, str(error)[:1024])
+    decision = redeliver(message, error, policy, now=now)
+    what = f"{type(error).__name__}: {str(error)[:900]} ({decision.describe()})"
+    if decision.copy is None:
+        return Settlement(Action.DEAD_LETTER, RETRIES_EXHAUSTED, what)
+    return Settlement(Action.RETRY_LATER, description=what, copy=decision.copy)
+
+
+def log_failure(queue: str, message: ReceivedMessage, settlement: Settlement, error: BaseException, then: str) -> None:
+    """Log one failed message once: what went wrong and what was done; an unexpected error with its traceback."""
+    expected = isinstance(error, VendingError)
+    logger = log.warning if expected and settlement.action == Action.RETRY_LATER else log.error
+    logger(
+        "%s message %s failed: %s; %s",
+        queue,
+        message.message_id,
+        settlement.description,
+        then,
+        exc_info=None if expected else error,
+        extra={"message_id": message.message_id, "queue": queue, "settlement": settlement.reason or settlement.action},
+    )
 
 
 def trace_context(properties: Mapping[str, Any] | None) -> str | None:
@@ -58,7 +113,12 @@ def handle_onboarding(
     telemetry: Telemetry | None = None,
     properties: Mapping[str, Any] | None = None,
 ) -> list[RequestRecord]:
-    """Turn one onboarding message into requests (or rejected records), in a span of the message's trace."""
+    """Turn one onboarding message into requests (or rejected records), in a span of the message's trace.
+
+    A retry copy is handled under the id of the message it retries: intake builds its idempotency
+    keys from it, so the copy finds the requests an earlier try made.
+    """
+    message_id = original_message_id(message_id, properties)
     with (telemetry or Telemetry()).span(
         "onboarding message", parent=trace_context(properties), kind="consumer", attributes={"message_id": message_id}
     ) as span:
@@ -70,13 +130,26 @@ def handle_onboarding(
 
 
 def handle_notification(
-    *, body: bytes, delivery_count: int, container: Container, properties: Mapping[str, Any] | None = None
+    *,
+    body: bytes,
+    container: Container,
+    properties: Mapping[str, Any] | None = None,
+    message_id: str = "",
+    delivery_count: int = 1,
 ) -> str:
-    """Post a finished request's result to its callback URL, in a span of the request's trace."""
+    """Post a finished request's result to its callback URL, in a span of the request's trace.
+
+    Whether a transient failure is the last try comes from the try count the message carries
+    (`engine.redelivery`), not from the bus's delivery count: a retry copy is a new message.
+    """
     try:
         request_id = str(json.loads(body)["request_id"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInputError([Problem("(body)", f"not a notification message: {exc}")]) from exc
+    policy = RetryPolicy.from_settings(container.settings)
+    attempt = DeliveryAttempt.of(
+        message_id=message_id or f"{request_id}/notify", properties=properties, now=container.clock()
+    )
     with container.telemetry.span(
         "notify", parent=trace_context(properties), kind="consumer", request_id=request_id
     ) as span:
@@ -86,10 +159,10 @@ def handle_notification(
             notifier=container.notifier,
             chat=container.chat_poster,
             result=container.chat.result,
-            last_delivery=delivery_count >= container.settings.bus_max_deliveries,
+            gives_up=lambda exc: policy.gives_up(attempt, exc, now=container.clock()),
         )
-        span.set(result=result)
-    log.info("notification for %s: %s", request_id, result)
+        span.set(result=result, attempt=attempt.number, delivery_count=delivery_count)
+    log.info("notification for %s (try %d): %s", request_id, attempt.number, result)
     return result
 
 
@@ -123,10 +196,28 @@ def handle_step(*, body: bytes, engine: StepEngine, telemetry: Telemetry | None 
     return result
 
 
-def settle_for(exc: BaseException | None) -> tuple[Settlement, str]:
-    """Decide a message's settlement from how its handler ended, with the reason to record."""
-    if exc is None:
-        return Settlement.COMPLETE, ""
-    if isinstance(exc, InvalidInputError):
-        return Settlement.DEAD_LETTER, str(exc)[:1024]
-    return Settlement.ABANDON, f"{type(exc).__name__}: {exc}"[:1024]
+def onboarding_received(message: ReceivedMessage, container: Container) -> list[RequestRecord]:
+    """Handle a received onboarding message (on either host)."""
+    return handle_onboarding(
+        body=message.body,
+        message_id=message.message_id,
+        intake=container.intake,
+        telemetry=container.telemetry,
+        properties=message.application_properties,
+    )
+
+
+def step_received(message: ReceivedMessage, container: Container) -> StepResult:
+    """Handle a received step message (on either host)."""
+    return handle_step(body=message.body, engine=container.engine, telemetry=container.telemetry)
+
+
+def notification_received(message: ReceivedMessage, container: Container) -> str:
+    """Handle a received notification message (on either host)."""
+    return handle_notification(
+        body=message.body,
+        container=container,
+        properties=message.application_properties,
+        message_id=message.message_id,
+        delivery_count=message.delivery_count,
+    )

@@ -98,6 +98,11 @@ class StepRecord(BaseModel):
     attempt: int = Field(0, description="Dispatch number; the step message id ends with it.")
     retries: int = 0
     waited_s: float = 0.0
+    handling_failures: int = Field(
+        0,
+        description="Handlings in a row that failed after the step was claimed (its status write, say); "
+        "the step fails at step_max_handling_failures. The sweeper never resets it; a written outcome does.",
+    )
     due_at: datetime | None = Field(None, description="When its current message is due to be worked on.")
     lease_until: datetime | None = Field(None, description="While running: when another worker may take over.")
     started_at: datetime | None = None

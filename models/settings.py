@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     bus_max_deliveries: int = Field(10, ge=1)
     bus_duplicate_window_s: float = Field(600.0, ge=0)
 
+    # Retry later, not again: a message whose handling failed is completed and sent again, scheduled.
+    message_max_attempts: int = Field(
+        15, ge=1, description="Tries at a queue message whose handling failed before it is dead-lettered."
+    )
+    message_retry_base_s: float = Field(1.0, ge=0, description="Delay before the second try; doubles each try.")
+    message_retry_cap_s: float = Field(60.0, ge=0, description="Longest delay between two tries (before jitter).")
+    message_max_wait_s: float = Field(
+        1800.0, gt=0, description="No try starts later than this after the first; then the message is dead-lettered."
+    )
+    step_max_handling_failures: int = Field(
+        5, ge=1, description="Failed handlings in a row after a step was claimed before the step is failed."
+    )
+
     step_max_retries: int = Field(8, ge=0, description="Retry outcomes allowed before a step fails.")
     step_max_wait_s: float = Field(7200.0, gt=0, description="Total Wait time allowed before a step fails.")
     retry_base_s: float = Field(2.0, ge=0)

@@ -1,15 +1,25 @@
-"""An in-memory cloud for engine tests: resources appear after one Wait, failures on demand."""
+"""Fakes for engine and journey tests: an in-memory cloud (resources appear after one Wait, failures on
+demand) and stores that fail as real ones do (an outage for a while, a step whose outcome cannot be written), and a
+callback receiver that asks to be called again later."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
+from adapters.sqlite_store import SqliteStore
 from engine.ports import StepContext
+from models.errors import TransientError
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.plan import Step
+from models.records import StepRecord, StepStatus
+from tests.capture import serving
 
 
 @dataclass
@@ -60,3 +70,75 @@ class FakeCloud:
         finally:
             with self._lock:
                 self._active.discard(key)
+
+
+class StoreOutage:
+    """Wraps a store: while an outage lasts, every call raises `TransientError` (as the stores do when unreachable)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.refused = 0
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def outage(self, seconds: float) -> None:
+        """Start an outage of `seconds` from now."""
+        self._until = time.monotonic() + seconds
+
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self._until
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                with self._lock:
+                    self.refused += 1
+                raise TransientError("the state store did not answer", code="StoreUnavailable")
+            return attr(*args, **kwargs)
+
+        return call
+
+
+class OutcomeWriteFails(SqliteStore):
+    """A store that cannot write one step's outcome: its claim, and marking it failed, still work."""
+
+    def __init__(self, step_id: str) -> None:
+        super().__init__(":memory:")
+        self.step_id = step_id
+        self.refused = 0
+
+    def update_step(self, step: StepRecord) -> StepRecord:
+        if step.step_id == self.step_id and step.status in (StepStatus.WAITING, StepStatus.SUCCEEDED):
+            self.refused += 1
+            raise RuntimeError(f"cannot write the outcome of {step.request_id}/{step.step_id}")
+        return super().update_step(step)
+
+
+@contextmanager
+def receiver(answers: list[tuple[int, dict[str, str]]]) -> Iterator[tuple[str, list[tuple[float, int]]]]:
+    """A callback receiver on loopback that answers with `answers` first, then 200; yield its URL and (time, status) calls."""
+    calls: list[tuple[float, int]] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            with lock:
+                status, headers = answers.pop(0) if answers else (200, {})
+                calls.append((time.monotonic(), status))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with serving(Handler) as url:
+        yield url, calls

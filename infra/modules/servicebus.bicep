@@ -1,9 +1,12 @@
 // Service Bus: the onboarding, steps and notifications queues (docs/messaging.md).
 // The queue properties agree with the code and host.json (tests/unit/test_infra.py checks):
 //   lockDuration        = VENDING_BUS_LOCK_S (60 s); a step's lease is half of it
-//   maxDeliveryCount    = VENDING_BUS_MAX_DELIVERIES (10); then the message is dead-lettered
+//   maxDeliveryCount    = VENDING_BUS_MAX_DELIVERIES (10); then the message is dead-lettered. It counts
+//                         crashes, and the end of a spent retry budget (the trigger raises); failed
+//                         handlings are retried later as scheduled copies (VENDING_MESSAGE_*)
 //   duplicate detection = VENDING_BUS_DUPLICATE_WINDOW_S (600 s), keyed on the engine's
-//                         deterministic message ids (<request>/<step>/<attempt>)
+//                         deterministic message ids (<request>/<step>/<attempt>, retry copies
+//                         <id>/retry-<n>)
 param name string
 param location string
 param tags object

@@ -26,11 +26,13 @@ from typing import Any
 import pytest
 
 from composition import Container
+from devhost.workers import QueueWorkers
 from emulator.faults import Fault
 from emulator.server import EmulatorServer
 from emulator.state import Config
 from engine.ports import ReceivedMessage, StepContext
-from handlers.queues import Settlement, handle_step, settle_for
+from engine.redelivery import RetryPolicy
+from handlers.queues import handle_step
 from models.outcomes import Outcome
 from models.plan import Step
 from models.records import RequestStatus, StepStatus
@@ -116,6 +118,14 @@ class ChaosWorkers:
         self.deaths = 0
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.settler = QueueWorkers(
+            bus=container.bus,
+            queue=container.settings.steps_queue,
+            handle=self._handle,
+            threads=0,
+            name="chaos",
+            retry=RetryPolicy.from_settings(container.settings),
+        )
 
     def start(self) -> None:
         for _ in range(self.count):
@@ -140,16 +150,7 @@ class ChaosWorkers:
                         self._handle(message)
                     except Exception as exc:  # noqa: BLE001 - settlement decides
                         error = exc
-                    settlement, reason = settle_for(error)
-                    try:
-                        if settlement == Settlement.COMPLETE:
-                            bus.complete(message)
-                        elif settlement == Settlement.ABANDON:
-                            bus.abandon(message)
-                        else:
-                            bus.dead_letter(message, reason="InvalidMessage", description=reason)
-                    except Exception:  # noqa: BLE001 - a lost lock: the bus delivers it again
-                        continue
+                    self.settler.settle(message, error)  # as the devhost's workers settle: retry later, or dead-letter
                     with self._lock:
                         twice = self.rng.random() < DUPLICATE_RATE
                     if twice:  # the same message delivered again, after it was handled
@@ -179,6 +180,8 @@ def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWork
         poll_s=0.2,
         retry_base_s=0.1,
         retry_cap_s=1.0,
+        message_retry_base_s=0.1,
+        message_retry_cap_s=1.0,
         step_max_retries=30,
         bus_lock_s=3.0,
         sweep_grace_s=2.0,
@@ -272,7 +275,7 @@ def test_every_request_ends_consistent_with_the_cloud_and_no_message_is_lost(
     ]
     assert strays == [], strays[:10]
     # No message unaccounted for: queues drained; anything dead-lettered carries its reason.
-    time.sleep(container.settings.bus_lock_s + 0.5)  # locks held by killed workers run out
+    # Locks held by killed workers run out, their messages come back and are settled; copies come due.
     poll(
         lambda: all(
             container.bus.counts(q)["active"] + container.bus.counts(q)["locked"] + container.bus.counts(q)["scheduled"]

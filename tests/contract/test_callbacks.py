@@ -17,7 +17,7 @@ from models.outcomes import Fail
 from models.request import parse_request
 from tests.capture import capture_server
 from tests.conftest import example, poll
-from tests.fakes import FakeCloud
+from tests.fakes import FakeCloud, receiver
 
 
 def _notified(container: Container, rid: str) -> dict | None:
@@ -108,3 +108,37 @@ def test_callbacks_only_to_allowed_hosts(service: tuple[Container, QueueWorkers]
         container.intake.submit(request=parse_request(body), requester="t", source="test")
     [problem] = info.value.problems
     assert problem.field == "callback_url" and "'attacker.invalid' are not allowed" in problem.message
+
+
+def test_retry_after_in_seconds_or_as_an_http_date_becomes_retry_after_s() -> None:
+    from email.utils import formatdate
+
+    now = time.time()
+    answers = [
+        (503, {"Retry-After": "7"}),
+        (429, {"Retry-After": formatdate(now + 120, usegmt=True)}),
+        (503, {"Retry-After": "soon"}),
+        (503, {}),
+    ]
+    notifier = HttpNotifier(signing_secret=b"k", timeout_s=2, clock=lambda: now)
+    errors = []
+    with receiver(answers) as (url, _):
+        for _ in range(4):
+            with pytest.raises(TransientError) as info:
+                notifier.post(url, {"a": 1})
+            errors.append(info.value)
+    waits = [e.retry_after_s for e in errors]
+    assert waits[0] == 7.0 and str(errors[0]).endswith("answered 503; it asks to try again in 7 s")
+    assert waits[1] is not None and 119 <= waits[1] <= 120  # an HTTP-date has whole seconds
+    assert waits[2:] == [None, None]
+
+
+def test_retry_after_parses_as_rfc_9110_says() -> None:
+    from adapters.webhook import retry_after_s
+
+    assert retry_after_s("120", now=0) == 120.0
+    assert retry_after_s(" 2 ", now=0) == 2.0
+    assert retry_after_s("Thu, 01 Jan 1970 00:02:00 GMT", now=0) == 120.0
+    assert retry_after_s("Thu, 01 Jan 1970 00:02:00 GMT", now=500) == 0.0  # a date in the past: now
+    for junk in (None, "", "-1", "nan", "inf", "later", "Mon, 99 Foo"):
+        assert retry_after_s(junk, now=0) is None, junk

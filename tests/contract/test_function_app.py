@@ -6,6 +6,7 @@ import importlib
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +17,10 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
+from engine.intake import queue_key
+from models.errors import TransientError
 from models.records import RequestStatus, StepStatus
+from models.request import parse_request
 from tests.conftest import ROOT, example, poll
 from tests.fakes import FakeCloud
 
@@ -160,3 +164,100 @@ def test_http_path_does_not_import_azure_ai_ml() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+class SendRefused(SqliteBus):
+    """A bus that can be read but refuses sends (Service Bus throttling the namespace, say)."""
+
+    def send(self, queue: str, message: Any) -> None:
+        from models.errors import TransientError
+
+        raise TransientError("the namespace is busy", code="ServerBusy")
+
+
+def test_a_transient_failure_completes_the_message_and_schedules_a_copy(function_app: ModuleType) -> None:
+    from tests.fakes import StoreOutage
+
+    container = function_app.container
+    store = StoreOutage(SqliteStore(":memory:"))
+    container.swap(store=store)
+    onboarding = _functions(function_app)["onboarding"].get_user_function()
+    body = json.dumps(example("onboarding.json") | {"team": "retry-fn"}).encode()
+    store.outage(60)
+    onboarding(_sb(body, "m-9", properties={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}))
+    # The function returned: the host completes the original; the copy waits on the queue for its time.
+    assert container.bus.counts("onboarding") == {"active": 0, "scheduled": 1, "locked": 0, "dead": 0}
+    [copy] = poll(lambda: container.bus.receive("onboarding"), timeout=10, what="the copy to come due")
+    assert copy.message_id == "m-9/retry-1" and copy.body == body
+    props = copy.application_properties
+    assert (props["original_message_id"], props["delivery_attempt"]) == ("m-9", "2")
+    assert props["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert (copy.enqueued_at - datetime.fromisoformat(props["first_attempt_at"])).total_seconds() < 5
+    store.outage(0)
+    onboarding(_sb(copy.body, copy.message_id, copy.delivery_count, props))
+    container.bus.complete(copy)
+    keys = sorted(r.idempotency_key or "" for r in store.list_requests(team="retry-fn").items)
+    assert keys == [
+        queue_key("m-9", "dev"),
+        queue_key("m-9", "prod"),
+        queue_key("m-9", "test"),
+    ]  # made under the original id
+
+
+def test_a_copy_that_cannot_be_sent_raises_so_the_message_is_abandoned(function_app: ModuleType) -> None:
+    from tests.fakes import StoreOutage
+
+    store = StoreOutage(SqliteStore(":memory:"))
+    function_app.container.swap(store=store, bus=SendRefused(":memory:"))
+    store.outage(60)
+    onboarding = _functions(function_app)["onboarding"].get_user_function()
+    with pytest.raises(TransientError, match="namespace is busy"):
+        onboarding(_sb(json.dumps(example("onboarding.json")).encode(), "m-10"))
+
+
+def test_the_last_try_raises_so_that_service_bus_dead_letters_the_message(function_app: ModuleType) -> None:
+    from tests.fakes import StoreOutage
+
+    container = function_app.container
+    store = StoreOutage(SqliteStore(":memory:"))
+    container.swap(store=store)
+    store.outage(60)
+    tries = container.settings.message_max_attempts
+    onboarding = _functions(function_app)["onboarding"].get_user_function()
+    body = json.dumps(example("onboarding.json")).encode()
+
+    def attempt(n: int) -> dict[str, str]:
+        return {
+            "original_message_id": "m-11",
+            "delivery_attempt": str(n),
+            "first_attempt_at": datetime.now(UTC).isoformat(),
+        }
+
+    onboarding(_sb(body, f"m-11/retry-{tries - 2}", properties=attempt(tries - 1)))  # one try left: a copy
+    assert container.bus.counts("onboarding")["scheduled"] == 1
+    with pytest.raises(TransientError, match="did not answer"):  # none left: abandoned, for Service Bus to dead-letter
+        onboarding(_sb(body, f"m-11/retry-{tries - 1}", properties=attempt(tries)))
+    assert container.bus.counts("onboarding")["scheduled"] == 1
+
+
+def test_a_callback_on_its_last_try_is_recorded_failed_and_completed(function_app: ModuleType) -> None:
+    from tests.capture import capture_server
+
+    container = function_app.container
+    notifications = _functions(function_app)["notifications"].get_user_function()
+    with capture_server() as cap:
+        cap.statuses = [503, 503]
+        body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
+        record = container.intake.submit(request=parse_request(body), requester="t", source="t").record
+        finished = record.model_copy(update={"status": RequestStatus.SUCCEEDED, "notification": {"status": "pending"}})
+        container.store.update_request(finished)
+        message = json.dumps({"request_id": record.id}).encode()
+        notifications(_sb(message, f"{record.id}/notify"))  # try 1: 503, a copy is scheduled
+        assert container.bus.counts("notifications")["scheduled"] == 1
+        last = {"original_message_id": f"{record.id}/notify", "delivery_attempt": "15"}
+        notifications(_sb(message, f"{record.id}/notify/retry-14", properties=last))  # 503 on the last try
+        assert len(cap.received) == 2
+    note = container.store.get_request(record.id).notification
+    assert note["status"] == "failed" and "answered 503" in note["error"]
+    assert "gave up after the last try" in note["error"]
+    assert container.bus.counts("notifications")["scheduled"] == 1  # only try 1's copy: none after the last

@@ -20,11 +20,12 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
+from engine.intake import queue_key
 from models.errors import TransientError
 from models.outcomes import Outcome
 from models.records import RequestStatus, StepStatus
 from tests.conftest import example, poll
-from tests.contract.test_function_app import _functions
+from tests.contract.test_function_app import _functions, _http
 from tests.fakes import FakeCloud
 
 
@@ -69,6 +70,8 @@ class Host:
         self.bus = bus
         self.settings = module.container.settings
         self.crashes = 0
+        self.delivered: list[tuple[str, dict[str, str]]] = []  # (message id, application properties)
+        self.completed: list[str] = []
 
     def pump(self) -> None:
         for queue, fn in (
@@ -77,6 +80,7 @@ class Host:
             (self.settings.notifications_queue, "notifications"),
         ):
             for m in self.bus.receive(queue, max_messages=10):
+                self.delivered.append((m.message_id, m.application_properties))
                 msg = ServiceBusMessage(
                     body=m.body,
                     message_id=m.message_id,
@@ -84,6 +88,7 @@ class Host:
                     application_properties=m.application_properties,
                     user_properties=m.application_properties,
                     content_type="application/json",
+                    correlation_id=m.correlation_id,
                 )
                 try:
                     self.fns[fn](msg)
@@ -93,6 +98,7 @@ class Host:
                     self.bus.abandon(m)
                 else:
                     self.bus.complete(m)
+                    self.completed.append(m.message_id)
 
     def timer(self, name: str) -> None:
         self.fns[name](None)
@@ -105,6 +111,18 @@ class Host:
         return poll(step, timeout=timeout, every=0.05, what=what)
 
 
+# Small budgets, so a failure that never clears is dead-lettered within a test: three tries, fast.
+JOURNEY_SETTINGS: dict[str, Any] = {
+    "bus_lock_s": 1.0,
+    "bus_max_deliveries": 3,
+    "retry_base_s": 0.0,
+    "retry_cap_s": 0.0,
+    "message_max_attempts": 3,
+    "message_retry_base_s": 0.05,
+    "message_retry_cap_s": 0.1,
+}
+
+
 @pytest.fixture
 def journey(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -114,24 +132,14 @@ def journey(
     store, cloud = FlakyStore(), CrashingCloud()
     bus = SqliteBus(tmp_path / "bus.db", lock_s=1.0, max_deliveries=3)
     settings = module.container.settings
-    old = (
-        settings.bus_lock_s,
-        settings.bus_max_deliveries,
-        settings.retry_base_s,
-        settings.retry_cap_s,
-        settings.sweep_grace_s,
-    )
-    settings.bus_lock_s, settings.bus_max_deliveries, settings.retry_base_s, settings.retry_cap_s = 1.0, 3, 0.0, 0.0
+    old = dict(vars(settings))  # the module-level settings are shared with other tests: put every value back
+    for name, value in JOURNEY_SETTINGS.items():
+        setattr(settings, name, value)
     # Every part anew: earlier tests in this process swapped parts of the same module-level container.
     module.container.swap(store=store, bus=bus, cloud=cloud, policy=None, sinks=None, notifier=None, preflight=None)
     yield module, Host(module, bus), store, cloud
-    (
-        settings.bus_lock_s,
-        settings.bus_max_deliveries,
-        settings.retry_base_s,
-        settings.retry_cap_s,
-        settings.sweep_grace_s,
-    ) = old
+    for name, value in old.items():
+        setattr(settings, name, value)
 
 
 def _submit(module: ModuleType, body: dict[str, Any]) -> str:
@@ -145,15 +153,24 @@ def test_a_step_whose_message_dies_is_recorded_failed_and_replayed_to_the_end(jo
     store.down_for_step = "storage"
     rid = _submit(module, example("cpu-small.json") | {"team": "dlq-step"})
     dead = host.until(lambda: module.container.bus.dead_letters("steps"), "the storage message to be dead-lettered")
-    assert dead[0].message_id == f"{rid}/storage/1" and dead[0].reason == "MaxDeliveryCountExceeded"
+    # Tried three times, each a scheduled copy; then the function raises and Service Bus dead-letters the last copy.
+    letter = f"{rid}/storage/1/retry-2"
+    assert dead[0].message_id == letter and dead[0].reason == "MaxDeliveryCountExceeded"
+    assert [m for m, _ in host.delivered if m.startswith(f"{rid}/storage/")][:3] == [
+        f"{rid}/storage/1",
+        f"{rid}/storage/1/retry-1",
+        letter,
+    ]
     host.timer("deadletters")  # the store is still down: nothing recorded yet, the letter stays for the next run
     store.down_for_step = None
     assert store.get_step(rid, "storage").status == StepStatus.QUEUED
     host.timer("deadletters")
     step = store.get_step(rid, "storage")
     assert step.status == StepStatus.FAILED and step.error.code == "DeadLettered"
-    assert "dead-lettered after 3 deliveries (MaxDeliveryCountExceeded" in step.error.message
-    assert f"python -m cli deadletters replay {rid}/storage/1" in step.error.message
+    assert "dead-lettered after 3 tries over 0 s (the last one delivered 3 times) (MaxDeliveryCountExceeded" in (
+        step.error.message
+    )
+    assert f"python -m cli deadletters replay {letter}" in step.error.message
     record = host.until(lambda: (r := store.get_request(rid)).status.terminal and r, "the request to fail")
     assert record.status == RequestStatus.FAILED
     assert store.get_step(rid, "workspace").status == StepStatus.SKIPPED
@@ -163,7 +180,7 @@ def test_a_step_whose_message_dies_is_recorded_failed_and_replayed_to_the_end(jo
     assert len([e for e in store.list_events(rid) if e.name.value == "WorkspaceStepFailed"]) == 1
 
     # The operator fixed the cause (the store is back) and replays the message.
-    outcome = module.container.deadletters.replay(f"{rid}/storage/1")
+    outcome = module.container.deadletters.replay(letter)
     assert outcome == f"resumed step storage of request {rid}"
     assert module.container.bus.dead_letters("steps") == []
     done = host.until(lambda: (r := store.get_request(rid)).status.terminal and r, "the replayed request to finish")
@@ -175,19 +192,38 @@ def test_an_onboarding_message_that_dies_becomes_a_rejected_request_and_can_be_r
     module, host, store, _ = journey
     store.down_for_onboarding = True
     module.container.bus.send("onboarding", _outgoing("hr-42", example("onboarding.json") | {"team": "dlq-onboard"}))
-    host.until(lambda: module.container.bus.dead_letters("onboarding"), "the onboarding message to be dead-lettered")
+    [dead] = host.until(
+        lambda: module.container.bus.dead_letters("onboarding"), "the onboarding message to be dead-lettered"
+    )
+    assert dead.message_id == "hr-42/retry-2"
     host.timer("deadletters")
-    [rejected] = store.list_requests(status=RequestStatus.REJECTED).items
-    assert rejected.problems[0]["code"] == "DeadLettered"
-    assert "not processed" in rejected.problems[0]["message"]
+    host.timer("deadletters")  # recorded once
+    # One rejected request per environment the message asked for, each with its team: listed by team.
+    rejected = store.list_requests(team="dlq-onboard").items
+    assert sorted((r.environment, r.status) for r in rejected) == [
+        ("dev", RequestStatus.REJECTED),
+        ("prod", RequestStatus.REJECTED),
+        ("test", RequestStatus.REJECTED),
+    ]
+    assert {r.problems[0]["code"] for r in rejected} == {"DeadLettered"}
+    assert all("not processed" in r.problems[0]["message"] for r in rejected)
+    assert all("after 3 tries" in r.problems[0]["message"] for r in rejected)
+    listed = _http(module, "GET", "/api/workspaces?team=dlq-onboard")
+    assert listed.status_code == 200
+    assert sorted(item["environment"] for item in json.loads(listed.get_body())["items"]) == ["dev", "prod", "test"]
     store.down_for_onboarding = False
-    assert module.container.deadletters.replay("hr-42").startswith("sent again to 'onboarding' as hr-42/replay-")
+    assert module.container.deadletters.replay("hr-42/retry-2").startswith(
+        "sent again to 'onboarding' as hr-42/replay-"
+    )
     made = host.until(
         lambda: len(store.list_requests(team="dlq-onboard", status=RequestStatus.SUCCEEDED).items) == 3,
         "three requests from the replayed message",
         timeout=60,
     )
     assert made
+    # The replay counted its tries anew: its first delivery was try 1 of a message of its own.
+    replayed = next(props for m, props in host.delivered if m.startswith("hr-42/replay-"))
+    assert "delivery_attempt" not in replayed and replayed["replay_of"] == "hr-42/retry-2"
 
 
 def test_a_duplicate_delivery_dispatches_nothing_twice(journey: Any) -> None:
@@ -273,4 +309,43 @@ def test_an_invalid_request_and_a_receiver_that_never_answers_are_recorded(journ
             "the callback outcome",
         )
         assert len(cap.received) == 3
-    assert note["status"] == "failed" and "gave up after the last delivery" in note["error"]
+    assert note["status"] == "failed" and "gave up after the last try" in note["error"]
+    assert module.container.bus.dead_letters("notifications") == []  # recorded on the request, not dead-lettered
+
+
+def test_a_store_outage_of_seconds_during_onboarding_is_ridden_out_with_scheduled_copies(journey: Any) -> None:
+    from adapters.sqlite_store import SqliteStore
+    from tests.fakes import StoreOutage
+
+    module, host, _, _ = journey
+    settings = module.container.settings
+    # Defaults scaled down: enough tries, doubling from 0.5 s, to ride out a three-second outage.
+    settings.message_max_attempts, settings.message_retry_base_s, settings.message_retry_cap_s = 10, 0.5, 2.0
+    store = StoreOutage(SqliteStore(":memory:"))
+    module.container.swap(store=store)
+    teams = [f"outage-{i}" for i in range(3)]
+    store.outage(3.0)
+    for i, team in enumerate(teams):
+        module.container.bus.send("onboarding", _outgoing(f"hr-out-{i}", example("onboarding.json") | {"team": team}))
+    host.pump()
+    # Each message was tried, the function returned (the original is completed) and a copy is scheduled.
+    assert sorted(host.completed) == ["hr-out-0", "hr-out-1", "hr-out-2"]
+    counts = module.container.bus.counts("onboarding")
+    assert counts == {"active": 0, "scheduled": 3, "locked": 0, "dead": 0}
+    assert store.down
+
+    def everything_provisioned() -> bool:
+        if store.down:
+            return False
+        made = [r for team in teams for r in store.list_requests(team=team).items]
+        return len(made) == 9 and all(r.status == RequestStatus.SUCCEEDED for r in made)
+
+    host.until(everything_provisioned, "nine requests, provisioned after the outage", timeout=60)
+    assert store.refused > 0
+    copies = [(m, props) for m, props in host.delivered if m.startswith("hr-out-0/retry-")]
+    assert copies and copies[0][1]["original_message_id"] == "hr-out-0" and copies[0][1]["delivery_attempt"] == "2"
+    # The copies were handled under the original id: intake's keys are the ones the first try would have made.
+    keys = sorted(r.idempotency_key or "" for r in store.list_requests(team="outage-0").items)
+    assert keys == [queue_key("hr-out-0", "dev"), queue_key("hr-out-0", "prod"), queue_key("hr-out-0", "test")]
+    for queue in ("onboarding", "steps", "notifications"):
+        assert module.container.bus.dead_letters(queue) == [], queue

@@ -227,3 +227,42 @@ def test_receiving_settling_and_dead_letters() -> None:
     assert (dead.message_id, dead.reason, dead.description) == ("m9", "MaxDeliveryCountExceeded", "too many")
     assert bus.remove_dead_letter("steps", "m9") and client.dead == []
     assert ("steps", "deadletter") in [(q, str(s.value) if s else None) for q, s in client.receivers]
+
+
+def test_a_retry_copy_is_scheduled_under_an_id_of_its_own_and_keeps_the_original() -> None:
+    from engine.ports import ReceivedMessage
+    from engine.redelivery import RetryPolicy, redeliver
+
+    client = FakeClient()
+    bus = ServiceBusBus(client=client)
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    received = ReceivedMessage(
+        queue="onboarding",
+        message_id="hr-7",
+        body=b'{"team": "churn"}',
+        correlation_id="hr-7",
+        application_properties={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        delivery_count=1,
+        lock_token="t",
+        locked_until=now,
+        enqueued_at=now,
+    )
+    policy = RetryPolicy(max_attempts=5, base_s=1.0, cap_s=60.0, max_wait_s=600.0)
+    decision = redeliver(received, TransientError("busy", retry_after_s=30.0), policy, now=now)
+    assert decision.copy is not None
+    bus.send("onboarding", decision.copy)
+    [sent] = client.senders[0].sent
+    # Duplicate detection keys on the id: a copy under "hr-7" would be dropped silently inside the window.
+    assert sent.message_id == "hr-7/retry-1" and sent.correlation_id == "hr-7"
+    assert sent.scheduled_enqueue_time_utc == now + timedelta(seconds=30)  # the Retry-After, longer than the backoff
+    props = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in sent.application_properties.items()
+    }
+    assert props == {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "original_message_id": "hr-7",
+        "delivery_attempt": "2",
+        "first_attempt_at": now.isoformat(),
+    }
+    assert b"".join(sent.body) == b'{"team": "churn"}'
