@@ -117,6 +117,22 @@ class Directory(DirectoryModel):
         return None
 
 
+class LocalMembership:
+    """Group membership from the local directory: what Microsoft Graph's `checkMemberGroups` answers in Azure."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    def member_groups(self, *, principal: str, groups: list[str]) -> frozenset[str]:
+        """Return which of `groups` the directory user with object id `principal` belongs to."""
+        wanted = principal.strip().lower()
+        user = next((u for u in self.directory.users.values() if u.object_id == wanted), None)
+        if user is None:
+            return frozenset()
+        mine = set(self.directory.group_ids(user))
+        return frozenset(g for g in groups if g.strip().lower() in mine)
+
+
 class LocalIdentityError(ValueError):
     """The directory file or the signing key cannot be used: the devhost does not start."""
 

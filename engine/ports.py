@@ -203,6 +203,14 @@ class Bus(Sender, Protocol):
         ...
 
 
+class Membership(Protocol):
+    """Group membership, for callers whose token could not list their groups (overage) and for role targets."""
+
+    def member_groups(self, *, principal: str, groups: list[str]) -> frozenset[str]:
+        """Return which of `groups` the principal belongs to, transitively (Graph `checkMemberGroups`)."""
+        ...
+
+
 class Notifier(Protocol):
     """Where finished requests are announced (a requester's callback URL)."""
 

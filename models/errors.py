@@ -57,7 +57,15 @@ class PermanentError(VendingError):
 
 
 class NotFoundError(VendingError):
-    """The thing asked for does not exist."""
+    """The thing asked for does not exist (or the caller may not know that it does)."""
+
+
+class ForbiddenError(VendingError):
+    """The caller is known but may not do this: `rule` names the rule that refused it."""
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        self.rule = rule
+        super().__init__(message)
 
 
 class ConflictError(VendingError):

@@ -88,6 +88,12 @@ class ChatUser(PolicyModel):
         return self
 
 
+class TeamAccess(PolicyModel):
+    """Who belongs to a team: its Microsoft Entra groups (a caller in one of them acts for the team)."""
+
+    groups: list[UUID] = Field(min_length=1, description="Object ids of the team's Entra groups.")
+
+
 class Policy(PolicyModel):
     """Everything the platform team decides for the teams."""
 
@@ -111,6 +117,9 @@ class Policy(PolicyModel):
     allowed_callback_hosts: list[str] = Field(
         default_factory=list,
         description="Host patterns (fnmatch) that callback_url may point at; empty: callbacks are refused.",
+    )
+    teams: dict[str, TeamAccess] = Field(
+        default_factory=dict, description="The teams that may ask for workspaces, and their Entra groups."
     )
     chat_users: list[ChatUser] = Field(
         default_factory=list, description="Chat users allowed to use the Slack and Teams commands, and their teams."

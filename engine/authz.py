@@ -1,0 +1,120 @@
+"""The one authorisation function (DESIGN section 9): what a caller may do, for which team.
+
+Every door (REST, chat, queue, operator tools) authenticates its caller into a `Caller` and asks
+`authorize` before it acts; nothing else decides. A caller acts for a team when one of its groups
+is one of the team's groups in policy (`teams: {<team>: {groups: [...]}}`); when the token said the
+caller has too many groups to list (overage), the membership port answers instead. Reading another
+team's request is a `404`, so that ids do not reveal other teams' work; any other refusal is a `403`
+that names the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.ports import Membership
+from models.errors import ForbiddenError, NotFoundError
+from models.identity import AppRole, Caller
+from models.policy import Policy
+
+
+class Act(StrEnum):
+    """What a caller asks to do."""
+
+    REQUEST = "request"  # submit or plan a workspace for a team
+    READ = "read"  # see a team's requests, steps, events and outputs
+    OPERATE = "operate"  # dead letters, replay, sweeps: the service's own plumbing
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer: allowed or not, the rule that decided, and a sentence for the caller."""
+
+    allowed: bool
+    rule: str
+    reason: str
+    hide: bool = False  # refuse as "not found": the caller may not learn that the thing exists
+
+    def enforce(self) -> None:
+        """Raise the refusal this decision stands for (nothing when allowed)."""
+        if self.allowed:
+            return
+        if self.hide:
+            raise NotFoundError(self.reason)
+        raise ForbiddenError(self.reason, rule=self.rule)
+
+
+def _allow(rule: str) -> Decision:
+    return Decision(True, rule, "allowed")
+
+
+class Authorizer:
+    """Decide every act of every caller against the policy's teams and the caller's roles and groups."""
+
+    def __init__(self, *, policy: Policy, membership: Membership) -> None:
+        self.policy = policy
+        self.membership = membership
+
+    def teams_of(self, caller: Caller) -> frozenset[str]:
+        """Return the policy teams the caller belongs to (through one of each team's groups)."""
+        wanted = {str(g).lower(): team for team, access in self.policy.teams.items() for g in access.groups}
+        if caller.groups_overage:
+            found = self.membership.member_groups(principal=caller.oid, groups=sorted(wanted))
+        else:
+            found = frozenset(caller.groups)
+        return frozenset(team for group, team in wanted.items() if group in found)
+
+    def visible_teams(self, caller: Caller) -> frozenset[str] | None:
+        """Return the teams whose requests the caller may read; None for every team."""
+        if caller.has_role(AppRole.READ_ALL) or caller.has_role(AppRole.ADMIN):
+            return None
+        return self.teams_of(caller)
+
+    def authorize(self, caller: Caller, act: Act, *, team: str | None = None) -> Decision:
+        """Decide one act; `team` is the team acted for (required for request and read)."""
+        if act == Act.OPERATE:
+            if caller.has_role(AppRole.OPERATOR) or caller.has_role(AppRole.ADMIN):
+                return _allow("OperatorRole")
+            return Decision(
+                False,
+                "MissingRole",
+                f"this needs the app role {AppRole.OPERATOR.value}; ask the platform team to assign it to you.",
+            )
+        if team is None:
+            raise ValueError(f"act {act.value} needs a team")
+        if act == Act.READ:
+            visible = self.visible_teams(caller)
+            if visible is None or team in visible:
+                return _allow("ReadOwnTeam" if visible is not None else "ReadAllRole")
+            return Decision(False, "NotTeamMember", "there is no such workspace request.", hide=True)
+        # Act.REQUEST
+        if team not in self.policy.teams:
+            return Decision(
+                False,
+                "UnknownTeam",
+                f"team '{team}' is not known to the platform; ask the platform team to add it to the policy's teams.",
+            )
+        if caller.has_role(AppRole.ADMIN):
+            return _allow("AdminRole")
+        if not caller.has_role(AppRole.REQUEST):
+            return Decision(
+                False,
+                "MissingRole",
+                f"asking for workspaces needs the app role {AppRole.REQUEST.value}; ask the platform team to "
+                "assign it to you.",
+            )
+        own = self.teams_of(caller)
+        if team not in own:
+            return Decision(
+                False,
+                "NotTeamMember",
+                f"you are not a member of team '{team}': request workspaces for your own teams ({_listed(own)}).",
+            )
+        return _allow("TeamMember")
+
+
+def _listed(teams: Iterable[str]) -> str:
+    names = sorted(teams)
+    return ", ".join(names) if names else "you belong to none"
