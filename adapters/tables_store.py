@@ -475,12 +475,32 @@ class TablesStore:
                     self._add_pointer(partition, record)
                 self._write_request(request_entity, step_entities)
             except BaseException:
+                if self._written(record.id):
+                    # The write went through though its answer was lost: the request exists, so its
+                    # key, its name and its vCPUs stay claimed (the caller's retry finds it by its key).
+                    raise
                 for claim in claims:
                     self._release(claim)
                 with suppress(Exception):  # a holder left behind is not counted once its claim grace is over
                     self._give_back_vcpus(record)
                 raise
+        # A create slower than the claim grace may have had its share pruned meanwhile: count it again.
+        self._still_held(record)
         return record, True
+
+    def _written(self, request_id: str) -> bool:
+        try:
+            return self.get_request(request_id) is not None
+        except Exception:  # noqa: BLE001 - cannot tell: release as before; the record decides later
+            return False
+
+    def _still_held(self, record: RequestRecord) -> None:
+        """Add a live record back to its team's figure if a pruner took it out (the figure never says too little)."""
+        if record.vcpus and record.status.live:
+            try:
+                self._hold_vcpus(record, None)
+            except Exception as exc:  # noqa: BLE001 - the record is written; log and let the next check see it
+                log.warning("request %s could not be counted in its team's vCPUs: %s", record.id, exc)
 
     # ----- the team's vCPU figure -------------------------------------------------------------
 
@@ -515,10 +535,10 @@ class TablesStore:
         return True
 
     def _still_holding(self, request_id: str, holder: _Holder) -> bool:
+        if self.clock() - holder.at < self.claim_grace:
+            return True  # claimed just now: being created, or being made live again before its record is written
         record = self.get_request(request_id)
-        if record is None:
-            return self.clock() - holder.at < self.claim_grace  # being created right now
-        return record.status.live
+        return record is not None and record.status.live
 
     def _held(self, holders: dict[str, _Holder]) -> dict[str, _Holder]:
         """Return the holders that still hold: their request is live, or is being created right now."""
@@ -688,10 +708,25 @@ class TablesStore:
         return self._read_request(entity) if entity is not None else None
 
     def find_by_idempotency_key(self, key: str) -> RequestRecord | None:
-        """Return the request made with this idempotency key, or None."""
+        """Return the request made with this idempotency key, or None.
+
+        A key claimed moments ago by a create still being written is waited for, and if its request
+        is not there yet, the answer is "in flight" (`TransientError`), never "unused": a replay must
+        not be judged as a new request while its original is being created.
+        """
         with translated("reading an idempotency key"):
             claim = self._get(self.index, f"key-{_digest(key)}", "idempotency")
-        return self.get_request(claim["RequestId"]) if claim is not None else None
+        if claim is None:
+            return None
+        fresh = self._fresh(claim)
+        record = self._wait_for(claim["RequestId"]) if fresh else self.get_request(claim["RequestId"])
+        if record is None and fresh:
+            raise TransientError(
+                "a request with this Idempotency-Key is still being created; send it again in a few seconds.",
+                retry_after_s=2.0,
+                code="IdempotencyKeyInFlight",
+            )
+        return record
 
     def update_request(self, record: RequestRecord) -> RequestRecord:
         """Write if the version is current; move the record's pointers around the write."""
@@ -713,6 +748,8 @@ class TablesStore:
             self.requests.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=_etag(current), match_condition=MatchConditions.IfNotModified
             )
+            if new.status.live and not old.status.live:
+                self._still_held(new)
             for partition in before - after:
                 self._drop_pointer(partition, record.id, up_to=record.version)
             if old.status.live and not new.status.live:

@@ -179,8 +179,13 @@ class Intake:
         source: str,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        digest: str | None = None,
     ) -> RequestRecord:
-        """Record input that cannot be served as a `rejected` request, with every reason (secrets masked)."""
+        """Record input that cannot be served as a `rejected` request, with every reason (secrets masked).
+
+        `digest` is the body hash to keep (a parsed request's `body_hash`, so that a redelivery of the
+        same input can be told from other input under the same key); by default the raw text's.
+        """
         now = self.clock()
         fields = raw if isinstance(raw, dict) else {}
         team = fields.get("team") if isinstance(fields.get("team"), str) else ""
@@ -196,7 +201,7 @@ class Intake:
             request={"raw": redact(text[:32768])},
             problems=[{k: redact(v) for k, v in p.as_dict().items()} for p in problems],
             idempotency_key=idempotency_key,
-            body_hash=hashlib.sha256(text.encode()).hexdigest(),
+            body_hash=digest or hashlib.sha256(text.encode()).hexdigest(),
             traceparent=traceparent,
             created_at=now,
             updated_at=now,
@@ -234,8 +239,26 @@ class Intake:
             env_key = queue_key(message_id, req.environment.value)
             # A redelivered message finds what its first delivery made, accepted or rejected: success.
             existing = self.store.find_by_idempotency_key(env_key)
-            if existing is not None:
+            if existing is not None and existing.body_hash == body_hash(req):
                 out.append(existing)
+                continue
+            if existing is not None:
+                # The message id was used before for other input: not a redelivery, and not to be lost.
+                problem = Problem(
+                    "(message)",
+                    f"message id '{message_id}' was already used for a different {req.environment.value} request "
+                    f"({existing.id}); send this one with a new message id.",
+                    "IdempotencyKeyReused",
+                )
+                out.append(
+                    self.reject(
+                        raw=req.model_dump(mode="json"),
+                        problems=[problem],
+                        requester=requester,
+                        source=source,
+                        traceparent=traceparent,
+                    )
+                )
                 continue
             try:
                 submitted = self.submit(
@@ -257,6 +280,7 @@ class Intake:
                         source=source,
                         idempotency_key=env_key,
                         traceparent=traceparent,
+                        digest=body_hash(req),
                     )
                 )
         return out

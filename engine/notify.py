@@ -83,21 +83,23 @@ def deliver(
             errors.append(f"{name}: {exc}")
         except TransientError as exc:
             if gives_up is None or not gives_up(exc):
-                _record(store, record, state)  # keep what was delivered, so it is not sent again
+                _record(store, record, state, clock)  # keep what was delivered, so it is not sent again
                 raise
             state[name] = "failed"
             errors.append(f"{name}: {exc}; gave up after the last try")
     state.update({"status": "failed" if errors else "delivered", "at": clock().isoformat()})
     if errors:
         state["error"] = "; ".join(errors)
-    _record(store, record, state)
+    _record(store, record, state, clock)
     return str(state["status"])
 
 
-def _record(store: Store, record: RequestRecord, outcome: dict[str, Any]) -> None:
+def _record(store: Store, record: RequestRecord, outcome: dict[str, Any], clock: Callable[[], datetime]) -> None:
     for _ in range(5):
         try:
-            store.update_request(record.model_copy(update={"notification": dict(outcome)}))
+            # updated_at moves with every recorded try, so the sweeper (which resends notifications
+            # left pending past its grace) does not start a second chain while retries go on.
+            store.update_request(record.model_copy(update={"notification": dict(outcome), "updated_at": clock()}))
             return
         except StaleWriteError:
             fresh = store.get_request(record.id)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+# The longest message id Service Bus takes (its MessageId property is at most 128 characters).
+MAX_MESSAGE_ID = 128
 
 
 class StepMessage(BaseModel):
@@ -92,7 +96,14 @@ class DeliveryAttempt:
 
         Each copy has an id of its own, or Service Bus duplicate detection would drop it silently.
         """
-        return self.original_id if self.number == 1 else f"{self.original_id}/retry-{self.number - 1}"
+        if self.number == 1:
+            return self.original_id
+        copy = f"{self.original_id}/retry-{self.number - 1}"
+        if len(copy) <= MAX_MESSAGE_ID:
+            return copy
+        # Service Bus refuses longer ids; the original stays readable in the copy's properties.
+        digest = hashlib.sha256(self.original_id.encode()).hexdigest()[:40]
+        return f"{self.original_id[:60]}~{digest}/retry-{self.number - 1}"
 
     def properties(self) -> dict[str, str]:
         """Return the application properties that carry this attempt."""

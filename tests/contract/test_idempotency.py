@@ -134,3 +134,21 @@ def test_an_onboarding_redelivery_finds_what_its_first_delivery_made(container: 
     assert len(page.items) == 2
     preflight = container.preflight
     assert isinstance(preflight, CountingPreflight) and len(preflight.calls) == 1
+
+
+def test_a_message_id_used_again_for_other_input_is_recorded_not_taken_for_a_redelivery(
+    container: Container,
+) -> None:
+    first = container.intake.onboard(
+        body=json.dumps(example("onboarding.json") | {"environments": ["dev"]}).encode(), message_id="m-2"
+    )
+    other = example("onboarding.json") | {"team": "vision", "environments": ["dev"]}
+    second = container.intake.onboard(body=json.dumps(other).encode(), message_id="m-2")
+    assert [r.status for r in first] == [RequestStatus.ACCEPTED]
+    assert [r.status for r in second] == [RequestStatus.REJECTED] and second[0].team == "vision"
+    assert second[0].problems[0]["code"] == "IdempotencyKeyReused" and first[0].id in second[0].problems[0]["message"]
+    # The first message's redelivery is still a redelivery.
+    again = container.intake.onboard(
+        body=json.dumps(example("onboarding.json") | {"environments": ["dev"]}).encode(), message_id="m-2"
+    )
+    assert [r.id for r in again] == [first[0].id]

@@ -126,7 +126,8 @@ def test_the_total_wait_caps_the_tries() -> None:
     span = tries[-1][0] - tries[0][0]
     assert len(tries) < 20 and dead.reason == "RetriesExhausted" and "no try left" in dead.description
     # No try starts more than the total wait after the first; the last is within one delay of it.
-    assert policy.max_wait_s - policy.cap_s - 0.1 <= span <= policy.max_wait_s + 0.05
+    # (The upper margin allows for a loaded machine delivering a scheduled copy a little late.)
+    assert policy.max_wait_s - policy.cap_s - 0.1 <= span <= policy.max_wait_s + 0.5
 
 
 class Bomb(BaseException):

@@ -131,3 +131,56 @@ def test_concurrent_submissions_of_one_team_never_exceed_its_limit(settings: Set
     assert store.team_vcpus("race") == fits * CPU_SMALL_VCPUS
     live = [r for r in (store.get_request(rid) for rid in accepted) if r is not None and r.status.live]
     assert sum(r.vcpus for r in live) == fits * CPU_SMALL_VCPUS
+
+
+def test_tables_a_create_whose_answer_was_lost_keeps_its_claims(new_store: Make, store_kind: str) -> None:
+    if store_kind != "tables":
+        pytest.skip("SQLite commits or rolls back the whole create: there is no half-known outcome")
+    from models.errors import TransientError
+
+    store: Any = new_store()
+    real_write = store._write_request
+
+    def write_then_lose_the_answer(*args: Any) -> None:
+        real_write(*args)
+        raise TransientError("the connection was reset", code="StoreUnavailable")
+
+    store._write_request = write_then_lose_the_answer
+    keyed = _record("01A", vcpus=10).model_copy(update={"idempotency_key": "k-lost", "workspace_key": "s/rg/ws"})
+    with pytest.raises(TransientError):
+        store.create_request(keyed, [], vcpu_limit=VcpuLimit(20))
+    store._write_request = real_write
+    assert store.get_request("01A") is not None
+    found = store.find_by_idempotency_key("k-lost")
+    assert found is not None and found.id == "01A"  # the caller's retry finds it: no second request
+    assert store.team_vcpus("vision") == 10
+
+
+def test_tables_a_replay_while_its_original_is_created_is_in_flight_not_new(new_store: Make, store_kind: str) -> None:
+    if store_kind != "tables":
+        pytest.skip("SQLite creates in one transaction: a key is never seen without its request")
+    from models.errors import TransientError
+
+    store: Any = new_store(claim_wait_s=0.1)
+    # A create that has claimed its key and not yet written its request.
+    store._claim_key(_record("01A").model_copy(update={"idempotency_key": "k-busy"}))
+    with pytest.raises(TransientError) as info:
+        store.find_by_idempotency_key("k-busy")
+    assert info.value.code == "IdempotencyKeyInFlight" and info.value.retry_after_s == 2.0
+
+
+def test_tables_a_request_made_live_again_is_counted_while_its_record_is_written(
+    new_store: Make, store_kind: str
+) -> None:
+    if store_kind != "tables":
+        pytest.skip("SQLite holds and writes in one transaction")
+    store: Any = new_store()
+    store.create_request(_record("01A", vcpus=15), [], vcpu_limit=VcpuLimit(20))
+    failed = _move(store, "01A", RequestStatus.FAILED)
+    assert store.team_vcpus("vision") == 0
+    # An operator's resume holds the share first and writes the record second; a create in between
+    # must not prune the fresh share because the record still says failed.
+    store._hold_vcpus(failed.model_copy(update={"status": RequestStatus.PROVISIONING}), None)
+    with pytest.raises(LimitExceededError):
+        store.create_request(_record("01B", vcpus=10), [], vcpu_limit=VcpuLimit(20))
+    assert store.team_vcpus("vision") == 15

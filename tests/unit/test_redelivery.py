@@ -124,3 +124,16 @@ def test_the_defaults_ride_out_minutes_of_outage() -> None:
     shortest = sum(backoff_s(n, base_s=policy.base_s, cap_s=policy.cap_s, jitter=0.0) for n in retries)
     longest = sum(backoff_s(n, base_s=policy.base_s, cap_s=policy.cap_s, jitter=1.0) for n in retries)
     assert shortest > 240 and longest < policy.max_wait_s
+
+
+def test_copies_of_a_long_message_id_stay_within_what_service_bus_takes() -> None:
+    from models.messages import MAX_MESSAGE_ID, DeliveryAttempt
+
+    long_id = "onboarding-" + "x" * 117  # 128 characters: the longest id Service Bus takes
+    first = DeliveryAttempt(original_id=long_id, number=1, first_at=datetime(2026, 1, 1, tzinfo=UTC))
+    copies = [first.next(), first.next().next()]
+    assert first.copy_id == long_id
+    assert all(len(c.copy_id) <= MAX_MESSAGE_ID for c in copies)
+    assert len({c.copy_id for c in copies}) == 2 and all(c.original_id == long_id for c in copies)
+    short = DeliveryAttempt(original_id="m-1", number=3, first_at=first.first_at)
+    assert short.copy_id == "m-1/retry-2"
