@@ -105,6 +105,20 @@ def _wait_request(host: Devhost, team: str) -> dict[str, Any]:
     return poll(finished, timeout=120, every=0.2, what=f"the {team} request to finish")
 
 
+def _told(host: Devhost, request_id: str) -> dict[str, Any]:
+    """Wait until the devhost's store records the request's announcements as done (no further post follows)."""
+    from adapters.sqlite_store import SqliteStore
+
+    store = SqliteStore(host.data_dir / "state.db")
+
+    def done() -> dict[str, Any] | None:
+        record = store.get_request(request_id)
+        state = (record.notification or {}) if record else {}
+        return state if state.get("status") in ("delivered", "failed") else None
+
+    return poll(done, timeout=60, every=0.1, what="the announcement to be recorded")
+
+
 def test_a_slack_command_is_planned_confirmed_provisioned_and_announced_once(
     chatops: tuple[Devhost, Capture],
 ) -> None:
@@ -147,7 +161,7 @@ def test_a_slack_command_is_planned_confirmed_provisioned_and_announced_once(
         lambda: [m for m in receiver.bodies("/slack-response/1") if "mlw-chatslack-dev is ready" in m["text"]],
         what="the announcement",
     )
-    time.sleep(1.5)  # a second announcement would have come by now
+    assert _told(host, record["id"])["status"] == "delivered"  # recorded: nothing is posted after this
     ready = [m for m in receiver.bodies("/slack-response/1") if "mlw-chatslack-dev is ready" in m["text"]]
     assert len(ready) == 1 and ready[0]["response_type"] == "in_channel"
     assert "https://ml.azure.com/home?wsid=" in json.dumps(ready[0]["blocks"])
@@ -169,7 +183,7 @@ def test_a_teams_message_is_planned_confirmed_provisioned_and_announced_once(cha
     record = _wait_request(host, "chatteams")
     assert record["status"] == "succeeded"
     posted = poll(lambda: receiver.bodies("/teams-workflow"), what="the Workflows post")
-    time.sleep(1.5)
+    assert _told(host, record["id"])["status"] == "delivered"  # recorded: nothing is posted after this
     posted = [m for m in receiver.bodies("/teams-workflow") if "mlw-chatteams-dev" in json.dumps(m)]
     assert len(posted) == 1
     content = posted[0]["attachments"][0]
