@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from adapters.sqlite_base import SqliteDatabase, ts
+from adapters.store_limits import check_take, read_takes, slide, write_takes
 from adapters.store_rules import due_of, key_reused, workspace_taken
 from engine.ports import Page, VcpuLimit
 from models.errors import LimitExceededError, StaleWriteError
@@ -51,7 +52,21 @@ CREATE TABLE IF NOT EXISTS team_vcpus (
     vcpus INTEGER NOT NULL,
     PRIMARY KEY (team, request_id)
 );
+-- Replay guards: a key seen in a scope is remembered until its time (epoch seconds) has passed.
+CREATE TABLE IF NOT EXISTS remembered (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS remembered_until ON remembered (until);
+-- Rate limits: each bucket's takes within its window (a JSON list of epoch seconds).
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    bucket TEXT PRIMARY KEY,
+    takes TEXT NOT NULL
+);
 """
+PURGE_BATCH = 100
 
 
 def _due(step: StepRecord) -> str:
@@ -300,3 +315,33 @@ class SqliteStore:
             .fetchall()
         )
         return [StatusEvent.model_validate_json(r["body"]) for r in rows]
+
+    def remember_once(self, scope: str, key: str, *, now: datetime, until: datetime) -> bool:
+        """Remember `key` in `scope` until `until`; True the first time, False while it is remembered."""
+        at = now.timestamp()
+        with self.db.transaction() as conn:
+            # Lazily, a few expired entries go with each write; the index keeps this cheap.
+            conn.execute(
+                "DELETE FROM remembered WHERE rowid IN (SELECT rowid FROM remembered WHERE until <= ? LIMIT ?)",
+                (at, PURGE_BATCH),
+            )
+            row = conn.execute("SELECT until FROM remembered WHERE scope = ? AND key = ?", (scope, key)).fetchone()
+            if row is not None and row["until"] > at:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO remembered (scope, key, until) VALUES (?, ?, ?)",
+                (scope, key, until.timestamp()),
+            )
+        return True
+
+    def take(self, bucket: str, *, now: datetime, limit: int, window_s: float) -> float | None:
+        """Take one from the bucket's sliding window in one immediate transaction; None, or the seconds to wait."""
+        check_take(limit, window_s)
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT takes FROM rate_buckets WHERE bucket = ?", (bucket,)).fetchone()
+            takes, wait = slide(read_takes(row["takes"] if row else None), now=now, limit=limit, window_s=window_s)
+            if wait is None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO rate_buckets (bucket, takes) VALUES (?, ?)", (bucket, write_takes(takes))
+                )
+        return wait

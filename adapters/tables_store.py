@@ -17,6 +17,14 @@ Three tables, named from a prefix (`vending` by default):
   key>`; inserting one is the create-only write that makes them exclusive.
 - `<prefix>events`: the partition is the request id; rows sort in append order.
 
+Replay guards and rate limits live in the index table too. A remembered key is the entity
+`once-<scope>` / `<key>` with its `Until`: inserting it is the create-only write that makes "first
+time" exclusive across instances (an insert conflict is a replay, unless the entry has expired, when
+it is taken over with an ETag-conditional replace); expired entries of a scope are purged lazily, at
+most once a minute per instance. A rate limit bucket is the entity `rate-<bucket>` / `window` holding
+its sliding window's takes; a take is an ETag-conditional write, retried when another writer won
+(412), so concurrent takes never exceed the limit together.
+
 A team's vCPU figure is one entity in the index table, `vcpus-<team>` / `team`, listing the live
 requests that hold vCPUs (`{request id: {vcpus, at}}`). A create adds its request to it with an
 ETag-conditional write after checking the sum against the limit, so concurrent creates of one team
@@ -53,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from adapters.store_limits import check_take, read_takes, slide, write_takes
 from adapters.store_rules import (
     IN_FLIGHT_STEPS,
     UNFINISHED,
@@ -90,6 +99,8 @@ MAX_BODY_UNITS = CHUNK_UNITS * MAX_CHUNKS
 BATCH_OPS = 100
 BATCH_BYTES = 3_500_000
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+PURGE_EVERY = timedelta(minutes=1)
+PURGE_BATCH = 100
 
 
 def table_names(prefix: str = "vending") -> dict[str, str]:
@@ -331,6 +342,7 @@ class TablesStore:
         self._etags = _Etags()
         self._event_lock = threading.Lock()
         self._last_event_ns = 0
+        self._purged: dict[str, datetime] = {}
         self.url = str(service.url).rstrip("/")
         if create_tables:
             try:
@@ -975,3 +987,99 @@ class TablesStore:
                 "PartitionKey eq @id", parameters={"id": request_id}, results_per_page=self.page_size
             )
             return [StatusEvent.model_validate_json(_body(e)) for e in entities]
+
+    # ----- replay guards and rate limits ------------------------------------------------------
+
+    def remember_once(self, scope: str, key: str, *, now: datetime, until: datetime) -> bool:
+        """Remember `key` in `scope` until `until`; True the first time, False while it is remembered.
+
+        The insert is the exclusive act: of concurrent callers, one creates the entity and the others
+        find it. An expired entry is taken over by an ETag-conditional replace, which only one wins.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        partition, row = f"once-{_key_part(scope)}", _key_part(key)
+        entity = {"PartitionKey": partition, "RowKey": row, "Until": until}
+        with translated(f"remembering a {scope} key"):
+            for _ in range(5):
+                try:
+                    self.index.create_entity(entity)
+                    break
+                except ResourceExistsError:
+                    pass
+                existing = self._get(self.index, partition, row)
+                if existing is None:
+                    continue  # purged meanwhile: insert again
+                if existing["Until"] > now:
+                    return False
+                try:
+                    self.index.update_entity(
+                        entity,
+                        mode=UpdateMode.REPLACE,
+                        etag=_etag(existing),
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    break
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue  # another caller took it over first: look again
+            else:
+                raise TransientError(f"the {scope} replay guard is contended; send it again.", code="StoreBusy")
+        self._purge_remembered(partition, now)
+        return True
+
+    def _purge_remembered(self, partition: str, now: datetime) -> None:
+        """Delete some expired entries of a scope, at most once a minute per instance; never fail the caller."""
+        from azure.core import MatchConditions
+
+        last = self._purged.get(partition)
+        if last is not None and now - last < PURGE_EVERY:
+            return
+        self._purged[partition] = now
+        try:
+            expired = self.index.query_entities(
+                "PartitionKey eq @partition and Until le @now",
+                parameters={"partition": partition, "now": now},
+                results_per_page=PURGE_BATCH,
+            )
+            for entity in next(expired.by_page(), []):
+                with suppress(Exception):  # taken over or purged by another instance meanwhile
+                    self.index.delete_entity(
+                        partition, entity["RowKey"], etag=_etag(entity), match_condition=MatchConditions.IfNotModified
+                    )
+        except Exception as exc:  # noqa: BLE001 - expired entries are harmless; the next purge tries again
+            log.info("could not purge expired entries of %s: %s", partition, exc)
+
+    def take(self, bucket: str, *, now: datetime, limit: int, window_s: float) -> float | None:
+        """Take one from the bucket's sliding window with an ETag-conditional write; None, or the seconds to wait."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        check_take(limit, window_s)
+        partition, row = f"rate-{_key_part(bucket)}", "window"
+        with translated(f"taking from rate limit {bucket}"):
+            for attempt in range(30):
+                current = self._get(self.index, partition, row)
+                takes, wait = slide(
+                    read_takes(current.get("Takes") if current else None), now=now, limit=limit, window_s=window_s
+                )
+                if wait is not None:
+                    return wait
+                entity = {"PartitionKey": partition, "RowKey": row, "Bucket": bucket, "Takes": write_takes(takes)}
+                try:
+                    if current is None:
+                        self.index.create_entity(entity)
+                    else:
+                        self.index.update_entity(
+                            entity,
+                            mode=UpdateMode.REPLACE,
+                            etag=_etag(current),
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                    return None
+                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                    # Another take won (412 or 409): read the window again.
+                    time.sleep(random.uniform(0.002, 0.01 * min(attempt + 1, 10)))  # noqa: S311 - jitter, not secrecy
+        raise TransientError(f"the rate limit {bucket} is contended; try again.", retry_after_s=1.0, code="StoreBusy")

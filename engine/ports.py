@@ -117,6 +117,24 @@ class Store(Protocol):
         """Return a request's events, oldest first."""
         ...
 
+    def remember_once(self, scope: str, key: str, *, now: datetime, until: datetime) -> bool:
+        """Remember `key` in `scope` until `until`; True the first time, False while it is remembered.
+
+        The replay guard of the chat doors: every instance shares it and it survives restarts. An
+        entry whose `until` is not after `now` counts as never seen (it is taken over, and expired
+        entries are purged lazily). Exactly one of concurrent callers with the same key gets True.
+        """
+        ...
+
+    def take(self, bucket: str, *, now: datetime, limit: int, window_s: float) -> float | None:
+        """Take one from `bucket`'s allowance of `limit` per `window_s` seconds (a sliding window).
+
+        Return None when allowed (the taking is recorded), else the seconds until one is free again
+        (Retry-After), and nothing is recorded. At most `limit` takes are allowed in any `window_s`
+        seconds, across every instance; `limit` is 1 to 1000.
+        """
+        ...
+
 
 @runtime_checkable
 class Probe(Protocol):

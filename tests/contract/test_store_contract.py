@@ -1,14 +1,18 @@
 """One contract, two stores: every test here runs on SQLite and on Azure Tables (Azurite).
 
 Atomic creates, idempotency keys, workspace name claims, conditional writes, listings and paging,
-the sweeper's queries and the event timeline must behave the same on both.
+the sweeper's queries, the event timeline, the chat doors' replay guard and the submission rate
+limit must behave the same on both.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -306,3 +310,144 @@ def test_events_come_back_in_the_order_they_were_kept(store: Store) -> None:
     store.append_event(StatusEvent(name=EventName.ACCEPTED, time=NOW, request_id="01B", status="accepted"))
     assert store.list_events("01A") == events
     assert store.list_events("nope") == []
+
+
+# ----- the replay guard ---------------------------------------------------------------------------
+
+
+def test_a_key_is_remembered_once_per_scope_until_its_time(store: Store) -> None:
+    until = NOW + timedelta(minutes=5)
+    assert store.remember_once("slack", "v0=abc", now=NOW, until=until)
+    assert not store.remember_once("slack", "v0=abc", now=NOW + timedelta(minutes=4), until=until)
+    assert store.remember_once("teams", "v0=abc", now=NOW, until=until)  # scopes are apart
+    assert store.remember_once("slack", "v0=abd", now=NOW, until=until)
+    # Keys that table keys may not hold (/ \\ # ?), long ones, and non-ASCII ones are kept apart too.
+    odd = ["19:x@thread.skype/1?#", "19:x@thread.skype/1?", "é" * 300, "a\\b"]
+    assert all(store.remember_once("teams", key, now=NOW, until=until) for key in odd)
+    assert not any(store.remember_once("teams", key, now=NOW, until=until) for key in odd)
+
+
+def test_an_expired_key_is_new_again_and_then_remembered_again(store: Store) -> None:
+    assert store.remember_once("slack", "k", now=NOW, until=NOW + timedelta(seconds=10))
+    later = NOW + timedelta(seconds=10)
+    assert store.remember_once("slack", "k", now=later, until=later + timedelta(seconds=10))
+    assert not store.remember_once("slack", "k", now=later + timedelta(seconds=9), until=later)
+    # Expired entries of other keys are purged as new ones come; the guard still holds for live ones.
+    for i in range(5):
+        assert store.remember_once("slack", f"old{i}", now=NOW, until=NOW + timedelta(seconds=1))
+    far = NOW + timedelta(hours=1)
+    assert store.remember_once("slack", "new", now=far, until=far + timedelta(minutes=5))
+    assert all(store.remember_once("slack", f"old{i}", now=far, until=far + timedelta(minutes=5)) for i in range(5))
+    assert not store.remember_once("slack", "new", now=far, until=far + timedelta(minutes=5))
+
+
+def test_of_many_threads_remembering_one_key_exactly_one_is_first(store: Store) -> None:
+    threads, firsts = 12, []
+    barrier = threading.Barrier(threads)
+
+    def remember(i: int) -> None:
+        barrier.wait()
+        if store.remember_once("slack", "raced", now=NOW, until=NOW + timedelta(minutes=5)):
+            firsts.append(i)
+
+    workers = [threading.Thread(target=remember, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(firsts) == 1
+
+
+def test_of_many_threads_taking_over_one_expired_key_exactly_one_is_first(store: Store) -> None:
+    assert store.remember_once("slack", "stale", now=NOW, until=NOW + timedelta(seconds=1))
+    later = NOW + timedelta(minutes=1)
+    threads, firsts = 12, []
+    barrier = threading.Barrier(threads)
+
+    def remember(i: int) -> None:
+        barrier.wait()
+        if store.remember_once("slack", "stale", now=later, until=later + timedelta(minutes=5)):
+            firsts.append(i)
+
+    workers = [threading.Thread(target=remember, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(firsts) == 1
+
+
+@pytest.fixture
+def reopened(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
+    """Open the same stored state again, as a restarted instance (or another one) would."""
+    opened: list[Any] = []
+    if store_kind == "sqlite":
+        from adapters.sqlite_store import SqliteStore
+
+        def make() -> Any:
+            opened.append(SqliteStore(tmp_path / "state.db"))
+            return opened[-1]
+    else:
+        from adapters.tables_store import TablesStore, connect
+
+        server = request.getfixturevalue("azurite")
+        prefix = f"t{uuid.uuid4().hex[:16]}"
+
+        def make() -> Any:
+            opened.append(TablesStore(connect(connection_string=server.connection_string), prefix=prefix))
+            return opened[-1]
+
+    yield make
+    for store in opened:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+
+
+def test_what_one_instance_remembered_and_took_another_sees_after_a_restart(reopened: Callable[[], Any]) -> None:
+    first, until = reopened(), NOW + timedelta(minutes=5)
+    assert first.remember_once("slack", "1531420618:v0=a2114d", now=NOW, until=until)
+    assert first.take("submit:ada", now=NOW, limit=1, window_s=60) is None
+    second = reopened()
+    assert not second.remember_once("slack", "1531420618:v0=a2114d", now=NOW, until=until)
+    assert second.take("submit:ada", now=NOW, limit=1, window_s=60) == pytest.approx(60)
+
+
+# ----- the rate limit -----------------------------------------------------------------------------
+
+
+def test_a_bucket_allows_its_limit_in_any_window_and_says_how_long_to_wait(store: Store) -> None:
+    at = [NOW, NOW + timedelta(seconds=10), NOW + timedelta(seconds=20)]
+    assert [store.take("submit:ada", now=t, limit=3, window_s=60) for t in at] == [None, None, None]
+    assert store.take("submit:ada", now=NOW + timedelta(seconds=30), limit=3, window_s=60) == pytest.approx(30)
+    # A refused take is not counted: asking again later is told the same moment.
+    assert store.take("submit:ada", now=NOW + timedelta(seconds=50), limit=3, window_s=60) == pytest.approx(10)
+    assert store.take("submit:bob", now=NOW + timedelta(seconds=50), limit=3, window_s=60) is None
+    # The window slides: once the first take is a minute old, one more is allowed, and no more.
+    assert store.take("submit:ada", now=NOW + timedelta(seconds=60), limit=3, window_s=60) is None
+    assert store.take("submit:ada", now=NOW + timedelta(seconds=61), limit=3, window_s=60) == pytest.approx(9)
+    assert store.take("submit:ada", now=NOW + timedelta(seconds=200), limit=3, window_s=60) is None
+
+
+def test_limits_a_store_cannot_keep_are_refused(store: Store) -> None:
+    for limit, window in [(0, 60.0), (1001, 60.0), (1, 0.0)]:
+        with pytest.raises(ValueError, match="must be"):
+            store.take("submit:ada", now=NOW, limit=limit, window_s=window)
+
+
+def test_many_threads_taking_at_once_never_exceed_the_limit_together(store: Store) -> None:
+    threads, allowed, waits = 16, [], []
+    barrier = threading.Barrier(threads)
+
+    def take(i: int) -> None:
+        barrier.wait()
+        wait = store.take("submit:raced", now=NOW, limit=5, window_s=60)
+        (allowed if wait is None else waits).append(wait)
+
+    workers = [threading.Thread(target=take, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(allowed) == 5
+    assert waits == [pytest.approx(60)] * (threads - 5)

@@ -255,3 +255,30 @@ def test_service_errors_are_translated(status: int, headers: dict[str, str], exp
     assert info.value.code == code and "reading request 01A" in str(info.value)
     if headers:
         assert info.value.retry_after_s == 7.0
+
+
+def test_expired_remembered_keys_are_purged_and_an_outage_is_transient(tables: Any) -> None:
+    store: TablesStore = tables()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(5):
+        assert store.remember_once("slack", f"old{i}", now=now, until=now + timedelta(seconds=1))
+    later = now + timedelta(hours=1)
+    assert store.remember_once("slack", "new", now=later, until=later + timedelta(minutes=5))
+    left = [e["RowKey"] for e in store.index.query_entities("PartitionKey eq 'once-slack'")]
+    assert left == ["new"]
+
+
+def test_the_replay_guard_and_the_rate_limit_are_transient_while_the_store_is_down() -> None:
+    server = Azurite().start()
+    try:
+        store = TablesStore(connect(connection_string=server.connection_string, timeout_s=1))
+        server.stop()
+        now = datetime.now(UTC)
+        with pytest.raises(TransientError) as guard:
+            store.remember_once("slack", "k", now=now, until=now + timedelta(minutes=5))
+        with pytest.raises(TransientError) as limit:
+            store.take("submit:ada", now=now, limit=1, window_s=60)
+        assert guard.value.code == limit.value.code == "StoreUnavailable"
+        assert "remembering a slack key" in str(guard.value) and "rate limit submit:ada" in str(limit.value)
+    finally:
+        server.stop()
