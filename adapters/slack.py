@@ -1,30 +1,34 @@
 """Slack (`slack-sdk`): request verification, Block Kit replies, and posting results back.
 
 Verification follows Slack's signing scheme through `slack_sdk.signature.SignatureVerifier`
-(HMAC-SHA256 of `v0:<timestamp>:<body>`, compared in constant time); requests older than five
-minutes and requests seen before (a replayed signature) are refused. Results go back through the
-command's `response_url` while Slack keeps it valid (30 minutes) and through `chat.postMessage`
-with the bot token after that, or when the URL is refused.
+(HMAC-SHA256 of `v0:<timestamp>:<body>`, compared in constant time); requests whose timestamp is
+more than five minutes from now, and requests seen before (a replayed signature), are refused. What
+was seen is remembered in the store (`remember_once`), so every instance refuses a replay, also
+after a restart. Results go back through the command's `response_url` while Slack keeps it valid
+(30 minutes) and through `chat.postMessage` with the bot token after that, or when the URL is refused.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from engine.chat import USAGE, Reply
+from engine.chat import USAGE, Replays, Reply
 from models.errors import PermanentError, TransientError
 from models.redact import register
 
 MAX_AGE_S = 300
+# A nonce is remembered a little past the window: an instance whose clock runs ahead purges expired
+# entries by its own clock, while one whose clock runs behind still accepts the request by its own.
+REPLAY_MARGIN_S = 60
+REPLAY_SCOPE = "slack-signature"
 RESPONSE_URL_LIFETIME_S = 25 * 60  # Slack keeps a response_url for 30 minutes; leave a margin
 
 
 class SlackVerifier:
-    """Check that a request comes from Slack: signature, age, and not seen before."""
+    """Check that a request comes from Slack: signature, age, and not seen before by any instance."""
 
     def __init__(self, signing_secret: str, *, clock: Callable[[], float] = time.time) -> None:
         from slack_sdk.signature import Clock, SignatureVerifier
@@ -35,30 +39,31 @@ class SlackVerifier:
 
         self._verifier = SignatureVerifier(signing_secret, clock=_Clock())
         self.clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def refusal(self, body: bytes, headers: Mapping[str, str]) -> str | None:
-        """Return why the request is refused, or None when it is genuine and new."""
+    def refusal(self, body: bytes, headers: Mapping[str, str], *, replays: Replays) -> str | None:
+        """Return why the request is refused, or None when it is genuine and new (it is then remembered)."""
         timestamp = headers.get("x-slack-request-timestamp")
         signature = headers.get("x-slack-signature")
         if not timestamp or not signature:
             return "the request is not signed (X-Slack-Signature and X-Slack-Request-Timestamp are required)."
         try:
-            age = abs(self.clock() - int(timestamp))
+            stamp = int(timestamp)
         except ValueError:
             return "X-Slack-Request-Timestamp is not a number."
-        if age > MAX_AGE_S:
+        now = self.clock()
+        if abs(now - stamp) > MAX_AGE_S:
             return "the request is older than five minutes; it may be a replay."
         if not self._verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
             return "the signature does not match the body; check SLACK_SIGNING_SECRET."
-        with self._lock:
-            now = self.clock()
-            while self._seen and next(iter(self._seen.values())) < now - MAX_AGE_S:
-                self._seen.popitem(last=False)
-            if signature in self._seen:
-                return "this request was already received; a replay is refused."
-            self._seen[signature] = now
+        # Only a genuine request is remembered: forgeries cannot fill the store.
+        first = replays.remember_once(
+            REPLAY_SCOPE,
+            f"{stamp}:{signature}",
+            now=datetime.fromtimestamp(now, UTC),
+            until=datetime.fromtimestamp(stamp + MAX_AGE_S + REPLAY_MARGIN_S, UTC),
+        )
+        if not first:
+            return "this request was already received; a replay is refused."
         return None
 
 

@@ -2,8 +2,23 @@
 
 An outgoing webhook signs each request with HMAC-SHA256 over the raw body, keyed with the base64
 security token Teams issued, and sends `Authorization: HMAC <base64 signature>`; it is compared in
-constant time. Results are posted to a Teams Workflows webhook URL (the Office 365 connectors are
-retired) as a message with an Adaptive Card attachment.
+constant time. Teams calls synchronously and waits five seconds for the answer (Microsoft Learn,
+"Create Outgoing Webhooks": msteams-platform/webhooks-and-connectors/how-to/add-outgoing-webhook.md).
+
+The body is a Bot Framework activity ("Your service receives messages in a standard Azure bot
+service messaging schema", ibid.). Two of its fields make a replay window, and both are inside the
+signed body, so they cannot be changed without breaking the signature (Bot Framework Activity
+schema, specs/botframework-activity/botframework-activity.md):
+- `timestamp`: "the exact UTC time when the activity occurred", recorded by the channel, ISO 8601
+  with `Z` (A2040, A2043). The spec warns bots off rejecting activities by timestamp because they
+  may arrive out of order (A2042); an outgoing webhook's request is made while Teams waits five
+  seconds for its answer, so one older than the window is not a delivery but a replay.
+- `id`: "uniquely identifies the activity on the channel", designed for de-duplication (A2030,
+  A2033). It is remembered, with the conversation id, in the store for the window (`remember_once`):
+  every instance refuses it again, also after a restart.
+
+Results are posted to a Teams Workflows webhook URL (the Office 365 connectors are retired) as a
+message with an Adaptive Card attachment.
 """
 
 from __future__ import annotations
@@ -13,10 +28,14 @@ import binascii
 import hashlib
 import hmac
 import html
+import json
 import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from engine.chat import USAGE, Reply
+from engine.chat import USAGE, Replays, Reply
 from models.errors import PermanentError, TransientError
 from models.redact import register
 
@@ -24,6 +43,9 @@ if TYPE_CHECKING:
     import httpx
 
 CARD = "application/vnd.microsoft.card.adaptive"
+MAX_AGE_S = 300  # the window either side of now; Teams itself waits five seconds for an answer
+REPLAY_MARGIN_S = 60  # remembered past the window: instances' clocks differ (see adapters/slack.py)
+REPLAY_SCOPE = "teams-activity"
 _MENTION = re.compile(r"<at>.*?</at>", re.S)
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -41,6 +63,59 @@ def verify(secret_b64: str, body: bytes, authorization: str | None) -> str | Non
     if not hmac.compare_digest(expected, given):
         return "the signature does not match the body; check TEAMS_OUTGOING_WEBHOOK_SECRET."
     return None
+
+
+class TeamsVerifier:
+    """Check that a request comes from Teams: the HMAC, the activity's age, and its id not seen before."""
+
+    def __init__(self, secret_b64: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret_b64
+        self.clock = clock
+
+    def refusal(self, body: bytes, authorization: str | None, *, replays: Replays) -> str | None:
+        """Return why the request is refused, or None when it is genuine and new (its id is then remembered)."""
+        why = verify(self._secret, body, authorization)
+        if why:
+            return why
+        try:
+            activity = json.loads(body)
+        except ValueError:
+            return "the body is not a Teams activity (not JSON)."
+        if not isinstance(activity, dict):
+            return "the body is not a Teams activity (not a JSON object)."
+        activity_id = activity.get("id")
+        if not isinstance(activity_id, str) or not activity_id:
+            return "the activity has no id, so a replay could not be told apart; it is refused."
+        occurred = _timestamp(activity.get("timestamp"))
+        if occurred is None:
+            return "the activity has no UTC timestamp (ISO 8601), so its age is unknown; it is refused."
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if now - occurred > timedelta(seconds=MAX_AGE_S):
+            return "the activity is older than five minutes; it may be a replay."
+        if occurred - now > timedelta(seconds=MAX_AGE_S):
+            return "the activity's timestamp is more than five minutes ahead; check the service's clock."
+        thread = activity.get("conversation")
+        conversation = thread.get("id") if isinstance(thread, dict) else None
+        first = replays.remember_once(
+            REPLAY_SCOPE,
+            f"{conversation or ''}/{activity_id}",
+            now=now,
+            until=occurred + timedelta(seconds=MAX_AGE_S + REPLAY_MARGIN_S),
+        )
+        if not first:
+            return "this activity was already received (the same id); a replay is refused."
+        return None
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Read an activity's `timestamp` (e.g. 2026-01-01T09:18:44.2114686Z); None unless it is a zoned ISO 8601 time."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def command_text(activity: dict[str, Any]) -> str:

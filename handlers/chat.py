@@ -1,7 +1,8 @@
 """The chat doors: Slack slash commands and interactions, and a Teams outgoing webhook.
 
-Each endpoint checks its platform's signature before reading anything, answers within the
-platform's deadline (the work is a plan, or a submission whose pre-flight is bounded to 1.5 s), and
+Each endpoint checks its platform's signature before reading anything, refuses a request it has
+seen before (the replay guard is kept in the store: every instance shares it, and it survives a
+restart), answers within the platform's deadline (the work is a plan, or a submission whose pre-flight is bounded to 1.5 s), and
 answers 503 with a clear message when its secret is not configured. The replies come from
 `engine.chat`; `adapters.slack` and `adapters.teams` render them.
 """
@@ -21,8 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters import slack, teams
 from composition import Container
-from engine.chat import Reply, Who, refusal
-from models.errors import InvalidInputError
+from engine.chat import Reply, Who
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
         if c.settings.slack_signing_secret is None:
             return not_configured("Slack", "SLACK_SIGNING_SECRET")
         body = await request.body()
-        refusal = c.slack_verifier.refusal(body, request.headers)
+        refusal = await run_in_threadpool(c.slack_verifier.refusal, body, request.headers, replays=c.store)
         if refusal:
             log.warning("Slack request to %s refused: %s", request.url.path, refusal)
             return problem(401, "Not a genuine Slack request", detail=refusal)
@@ -105,7 +105,8 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
         if secret is None:
             return not_configured("Microsoft Teams", "TEAMS_OUTGOING_WEBHOOK_SECRET")
         body = await request.body()
-        refusal = teams.verify(secret.get_secret_value(), body, request.headers.get("authorization"))
+        verifier = teams.TeamsVerifier(secret.get_secret_value())
+        refusal = await run_in_threadpool(verifier.refusal, body, request.headers.get("authorization"), replays=c.store)
         if refusal:
             log.warning("Teams message refused: %s", refusal)
             return problem(401, "Not a genuine Teams request", detail=refusal)
@@ -137,10 +138,7 @@ def _interaction(c: Container, who: Who, action: str, value: str, reply_to: dict
     if action == "confirm_create":
         return c.chat.confirm(who=who, token=value, reply_to=reply_to, traceparent=c.telemetry.current_traceparent())
     if action == "refresh_status":
-        try:
-            return c.chat.status(value)
-        except InvalidInputError as exc:
-            return refusal(exc)
+        return c.chat.status(who=who, request_id=value)
     if action == "cancel":
         return Reply("Cancelled: nothing was created.")
     return Reply("That button is not one I know.", ok=False)

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.identity import AppRole
 from models.request import ComputeSpec, DatastoreSpec, Environment
 
 
@@ -73,13 +74,35 @@ class PreflightPolicy(PolicyModel):
 
 
 class ChatUser(PolicyModel):
-    """Who a chat user is: the Entra principal they request as, and the teams they may request for."""
+    """Who a chat user is: the Entra principal they act as, and the app roles they act with.
+
+    A chat platform sends no Entra token, so the policy says who a Slack or Teams user is. The teams
+    they act for come from the teams' Entra groups, as for every caller (engine/authz.py asks the
+    membership port whether `principal` is in them); the policy never lists a chat user's teams.
+    """
 
     slack_user: str | None = Field(None, description="Slack user id, e.g. U012AB3CD.")
     teams_user: UUID | None = Field(None, description="Microsoft Entra object id of the Teams user (from.aadObjectId).")
-    principal: UUID = Field(description="The Entra object id requests are made as; added as a workspace owner.")
+    principal: UUID = Field(
+        description="The Entra object id this person acts as: recorded as the requester, added as a workspace "
+        "owner, and looked up in the teams' groups."
+    )
     name: str | None = Field(None, max_length=256)
-    member_of: list[str] = Field(default_factory=list, description="Teams this person may request workspaces for.")
+    roles: list[AppRole] = Field(
+        default_factory=lambda: [AppRole.REQUEST],
+        description="The app roles this person acts with in chat (no token carries them): Workspaces.Request by "
+        "default; Workspaces.ReadAll to read every team; Vending.Admin to act for every team.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_member_of(cls, data: object) -> object:
+        if isinstance(data, dict) and "member_of" in data:
+            raise ValueError(
+                "member_of is no longer read: a chat user's teams come from the teams' Entra groups "
+                "(teams.<team>.groups) that `principal` is a member of; remove member_of"
+            )
+        return data
 
     @model_validator(mode="after")
     def _has_a_chat_identity(self) -> ChatUser:
@@ -122,7 +145,8 @@ class Policy(PolicyModel):
         default_factory=dict, description="The teams that may ask for workspaces, and their Entra groups."
     )
     chat_users: list[ChatUser] = Field(
-        default_factory=list, description="Chat users allowed to use the Slack and Teams commands, and their teams."
+        default_factory=list,
+        description="Chat users allowed to use the Slack and Teams commands: the Entra principal and app roles each acts with.",
     )
 
     def chat_user(self, *, slack: str | None = None, teams: str | None = None) -> ChatUser | None:

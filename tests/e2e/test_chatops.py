@@ -1,5 +1,6 @@
 """ChatOps end to end on the devhost: a signed Slack command and a signed Teams message are planned,
-confirmed, provisioned and announced once in their conversation; a failure names its step and the fix.
+confirmed, provisioned and announced once in their conversation; a failure names its step and the fix;
+replays (also after a restart), stale Teams activities and other teams' requests are refused.
 
 Local receivers stand in for Slack's response_url, the Slack Web API and the Teams Workflows URL.
 """
@@ -12,13 +13,16 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+import yaml
 
+from models.identity import DEFAULT_DIRECTORY
 from tests.capture import Capture, capture_server
 from tests.conftest import ROOT, poll
 from tests.e2e.conftest import Devhost, started_devhost
@@ -30,6 +34,8 @@ ADA_SLACK, ADA_AAD, ADA_PRINCIPAL = (
     "6a1c2e3f-4b5d-4e6f-8a7b-9c0d1e2f3a4b",
     "0c9a3f5e-2b1d-4e6f-8a7b-9c0d1e2f3a4b",
 )
+BOB_SLACK, BOB_PRINCIPAL = "U0BOB", "0c9a3f5e-2b1d-4e6f-8a7b-000000000b0b"
+CHATOPS_GROUP = "0c9a3f5e-2b1d-4e6f-8a7b-0000000c4a70"
 FAULTS = """
 faults:
   - {type: Microsoft.KeyVault/vaults, method: PUT, name: "kv-chatfail*", status: 403, code: RequestDisallowedByPolicy,
@@ -40,12 +46,33 @@ faults:
 @pytest.fixture(scope="module")
 def chatops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost, Capture]]:
     data = tmp_path_factory.mktemp("chatops")
-    policy = (ROOT / "policy" / "default.yaml").read_text() + (
-        "\nchat_users:\n"
-        f"  - {{slack_user: {ADA_SLACK}, teams_user: {ADA_AAD}, principal: {ADA_PRINCIPAL}, name: Ada,\n"
-        "     member_of: [chatslack, chatteams, chatfail]}\n"
-    )
-    (data / "policy.yaml").write_text(policy)
+    policy = yaml.safe_load((ROOT / "policy" / "default.yaml").read_text())
+    # The chat teams, by their Entra group: Ada is in it (the local directory below says so), Bob is not.
+    policy["teams"].update({team: {"groups": [CHATOPS_GROUP]} for team in ("chatslack", "chatteams", "chatfail")})
+    policy["chat_users"] = [
+        # Vending.Admin until the composition root gives Chat the authoriser with the directory's membership
+        # (DESIGN section 9); then Ada acts as the chat teams' member she is, with the default role.
+        {
+            "slack_user": ADA_SLACK,
+            "teams_user": ADA_AAD,
+            "principal": ADA_PRINCIPAL,
+            "name": "Ada",
+            "roles": ["Vending.Admin"],
+        },
+        {"slack_user": BOB_SLACK, "principal": BOB_PRINCIPAL, "name": "Bob"},
+    ]
+    (data / "policy.yaml").write_text(yaml.safe_dump(policy))
+    directory = yaml.safe_load(DEFAULT_DIRECTORY.read_text())
+    directory["groups"]["chatops"] = CHATOPS_GROUP
+    directory["users"]["ada"] = {
+        "object_id": ADA_PRINCIPAL,
+        "name": "Ada",
+        "username": "ada@vending.example",
+        "groups": ["chatops"],
+        "roles": ["Workspaces.Request"],
+    }
+    directory["users"]["bob"]["object_id"] = BOB_PRINCIPAL
+    (data / "directory.yaml").write_text(yaml.safe_dump(directory))
     (data / "faults.yaml").write_text(FAULTS)
     with capture_server() as receiver:
         receiver.reply = b'{"ok": true, "ts": "1700000000.000100"}'
@@ -58,6 +85,7 @@ def chatops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost,
             "TEAMS_OUTGOING_WEBHOOK_SECRET": TEAMS_SECRET,
             "TEAMS_WORKFLOWS_URL": f"{receiver.url}/teams-workflow",
             "VENDING_EMULATOR_LATENCY_S": "0.2",
+            "VENDING_AUTH_DIRECTORY_FILE": str(data / "directory.yaml"),
         }
         with started_devhost(data, **env) as host:
             yield host, receiver
@@ -75,16 +103,23 @@ def _slack(host: Devhost, path: str, form: dict[str, str], *, secret: str = SLAC
     return host.http.post(path, content=body, headers=headers)
 
 
-def _teams(host: Devhost, text: str, *, message_id: str, secret: str = TEAMS_SECRET) -> httpx.Response:
+def _teams(
+    host: Devhost, text: str, *, message_id: str, secret: str = TEAMS_SECRET, sent: datetime | None = None
+) -> httpx.Response:
     body = json.dumps(
         {
             "type": "message",
             "id": message_id,
+            "timestamp": (sent or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
             "text": f"<at>Vending</at> {text}",
             "from": {"id": "29:1abc", "name": "Ada", "aadObjectId": ADA_AAD},
             "conversation": {"id": "19:channel@thread.skype"},
         }
     ).encode()
+    return _signed_teams(host, body, secret=secret)
+
+
+def _signed_teams(host: Devhost, body: bytes, *, secret: str = TEAMS_SECRET) -> httpx.Response:
     mac = base64.b64encode(hmac.new(base64.b64decode(secret), body, hashlib.sha256).digest()).decode()
     return host.http.post(
         "/api/chat/teams/messages",
@@ -238,3 +273,56 @@ def test_forged_stale_unsigned_and_unconfigured_requests_do_nothing(
         for path in ("/api/chat/slack/commands", "/api/chat/slack/interactions", "/api/chat/teams/messages"):
             answer = bare.http.post(path, content=b"text=help")
             assert answer.status_code == 503 and "is not configured" in answer.json()["title"]
+
+
+def test_a_replayed_or_stale_teams_activity_is_refused(chatops: tuple[Devhost, Capture]) -> None:
+    host, _ = chatops
+    first = _teams(host, "help", message_id="r1")
+    assert first.status_code == 200 and "Usage" in json.dumps(first.json())
+    replay = _signed_teams(host, first.request.content)
+    assert replay.status_code == 401 and "already received" in replay.json()["detail"]
+    stale = _teams(host, "help", message_id="r2", sent=datetime.fromtimestamp(time.time() - 600, UTC))
+    assert stale.status_code == 401 and "older than five minutes" in stale.json()["detail"]
+
+
+def test_another_teams_requests_are_hidden_and_its_plans_refused(chatops: tuple[Devhost, Capture]) -> None:
+    host, receiver = chatops
+    made = _teams(
+        host,
+        "create team=chatteams env=test region=westeurope profile=cpu-small cost-center=CC-8 confirm=yes",
+        message_id="h1",
+    )
+    assert "has started" in json.dumps(made.json()), made.text
+    request_id = _request_id(made.json())
+    form = {"command": "/mlws", "user_id": BOB_SLACK, "response_url": f"{receiver.url}/slack-response/bob"}
+    status = _slack(host, "/api/chat/slack/commands", {**form, "text": f"status {request_id}"})
+    missing = _slack(host, "/api/chat/slack/commands", {**form, "text": "status 01J0NOTHERE0000000000000000"})
+    assert status.status_code == 200 and "there is no request" in status.json()["text"]
+    assert status.json()["text"] == missing.json()["text"].replace("01J0NOTHERE0000000000000000", request_id)
+    listed = _slack(host, "/api/chat/slack/commands", {**form, "text": "list chatteams"})
+    assert "cannot show the requests of team 'chatteams'" in listed.json()["text"] and request_id not in listed.text
+    planned = _slack(
+        host,
+        "/api/chat/slack/commands",
+        {**form, "text": "create team=chatteams env=prod region=westeurope profile=cpu-small cost-center=CC-8"},
+    )
+    assert "That team is not yours." in planned.json()["text"] and "confirm_create" not in planned.text
+
+
+def _request_id(answer: dict[str, Any]) -> str:
+    text = json.dumps(answer)
+    start = text.index("Request `") + len("Request `")
+    return text[start : text.index("`", start)]
+
+
+def test_a_signed_slack_request_replayed_after_a_restart_is_refused(tmp_path: Path) -> None:
+    env = {"SLACK_SIGNING_SECRET": SLACK_SECRET}
+    form = {"command": "/mlws", "text": "help", "user_id": ADA_SLACK, "response_url": "https://hooks.slack.com/x"}
+    with started_devhost(tmp_path, **env) as before:
+        fresh = _slack(before, "/api/chat/slack/commands", form)
+        assert fresh.status_code == 200
+    with started_devhost(tmp_path, **env) as after:
+        replay = after.http.post(
+            "/api/chat/slack/commands", content=fresh.request.content, headers=dict(fresh.request.headers)
+        )
+        assert replay.status_code == 401 and "already received" in replay.json()["detail"]
