@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -149,7 +148,11 @@ class Container:
         def build() -> Notifier:
             from adapters.webhook import HttpNotifier
 
-            return HttpNotifier(signing_secret=self.callback_secret, timeout_s=self.settings.callback_timeout_s)
+            return HttpNotifier(
+                signing_secret=self.callback_secret,
+                timeout_s=self.settings.callback_timeout_s,
+                policy=lambda: self.policy,
+            )
 
         return self._get("notifier", build)  # type: ignore[no-any-return]
 
@@ -180,15 +183,20 @@ class Container:
         """The key callbacks are signed with: the setting, else one kept in the data directory."""
 
         def build() -> bytes:
-            given = self.settings.callback_signing_secret
-            if given is not None:
-                return given.get_secret_value().encode()
-            path = self.settings.data_dir / "callback-signing-secret"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(secrets.token_hex(32))
-                path.chmod(0o600)
-            value = path.read_text().strip()
+            s = self.settings
+            if s.callback_signing_secret is not None:
+                return s.callback_signing_secret.get_secret_value().encode()
+            if s.callback_signing_secret_uri:
+                from adapters.secrets import KeyVaultSecret
+                from cloud.credentials import azure_credential
+
+                value = KeyVaultSecret(
+                    s.callback_signing_secret_uri, credential=azure_credential(s.azure_client_id)
+                ).value()
+            else:
+                from adapters.secrets import load_or_create_secret
+
+                value = load_or_create_secret(s.data_dir / "callback-signing-secret").decode().strip()
             register(value)
             return value.encode()
 

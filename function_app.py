@@ -10,7 +10,9 @@ from handlers.api import create_api
 from models.settings import Settings
 
 container = Container(Settings())
-app = func.AsgiFunctionApp(app=create_api(lambda: container), http_auth_level=func.AuthLevel.FUNCTION)
+# Anonymous at the Functions level: App Service Authentication (infra/modules/functionapp.bicep) answers
+# 401 to callers without an Entra token, and chat requests carry their platforms' signatures. No key.
+app = func.AsgiFunctionApp(app=create_api(lambda: container), http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 @app.function_name("onboarding")

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
 import sys
 import time
 import uuid
@@ -91,22 +90,16 @@ def token_file() -> Path:
 
 def remember(login: Login) -> Path:
     """Keep a login in the token file, created with mode 0600 and replaced whole."""
+    from adapters.secrets import write_secret_file
+
     path = token_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "service_url": login.service_url,
         "username": login.username,
         "access_token": login.access_token.get_secret_value(),
         "expires_at": login.expires_at.isoformat(),
     }
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(body, out)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_secret_file(path, json.dumps(body).encode())
     return path
 
 

@@ -18,12 +18,9 @@ access token shape: https://learn.microsoft.com/entra/identity-platform/access-t
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import os
 import secrets
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from adapters.secrets import SecretFileError, create_secret_file, read_secret_file
 from models.errors import VendingError
 from models.identity import (
     LOCAL_ISSUER_PATH,
@@ -155,27 +153,16 @@ def load_directory(path: Path) -> Directory:
 def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
     """Return the signing key kept at `path`, generating it (mode 0600 from creation) on first use."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        # Written whole to a file of our own, then linked into place: a second devhost starting at the
-        # same moment keeps the first key, and nobody reads a half-written one.
-        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(pem)
-                out.flush()
-                os.fsync(out.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
-        raise LocalIdentityError(f"the signing key {path} can be read by others; run: chmod 600 {path}")
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        # A second devhost starting at the same moment keeps the first key (adapters/secrets.py).
+        create_secret_file(path, pem)
+    try:
+        loaded = serialization.load_pem_private_key(read_secret_file(path), password=None)
+    except SecretFileError as exc:
+        raise LocalIdentityError(f"the signing key cannot be used: {exc}") from exc
     if not isinstance(loaded, rsa.RSAPrivateKey):
         raise LocalIdentityError(f"{path} does not hold an RSA private key")
     return loaded

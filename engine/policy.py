@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from models.callbacks import url_refusals
 from models.errors import InvalidInputError, Problem
 from models.policy import Policy
 from models.request import ComputeSpec, DatastoreSpec, WorkspaceRequest, field_path
@@ -111,14 +111,16 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
             vcpu_limit_problem(team=request.team, asked=vcpus, in_use=team_vcpus_in_use, limit=policy.max_team_vcpus)
         )
     if request.callback_url is not None:
-        host = (request.callback_url.host or "").lower()
-        if not any(fnmatch.fnmatch(host, pattern.lower()) for pattern in policy.allowed_callback_hosts):
-            allowed = ", ".join(policy.allowed_callback_hosts) or "none: callbacks are turned off"
-            problems.append(
-                Problem(
-                    "callback_url", f"callbacks to host '{host}' are not allowed; allowed hosts: {allowed}.", "policy"
-                )
+        # The URL as written; delivery checks the addresses its host resolves to (models/callbacks.py).
+        problems += [
+            Problem("callback_url", f"{reason}.", "policy")
+            for reason in url_refusals(
+                scheme=request.callback_url.scheme,
+                host=(request.callback_url.host or "").lower(),
+                patterns=policy.allowed_callback_hosts,
+                rules=policy.callbacks,
             )
+        ]
     missing = [t for t in policy.required_tags if t not in request.tags]
     if missing:
         problems.append(Problem("tags", f"add the required tags: {', '.join(missing)}.", "policy"))

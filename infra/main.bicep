@@ -38,10 +38,31 @@ param teamsOutgoingWebhookSecret string = ''
 param teamsWorkflowsUrl string = ''
 
 @secure()
-@description('The key callbacks are signed with (X-Vending-Signature); give one so receivers can verify.')
+@description('The key callbacks are signed with (X-Vending-Signature); empty: one is generated on the first deployment and kept.')
 param callbackSigningSecret string = ''
 
+// newGuid() may only be a parameter's default, and is evaluated on every deployment: it is written to
+// the vault only when the secret is first created (modules/keyvault.bicep). Two GUIDs: 244 random bits.
+@secure()
+@description('Leave unset: the value a newly created callback signing secret gets.')
+param callbackSigningSeed string = '${newGuid()}${newGuid()}'
+
+@description('Set by azd from this template\'s output after the first deployment: the callback signing secret exists.')
+param callbackSigningSecretExists bool = false
+
+@description('The Microsoft Entra tenant of the API\'s app registration; empty: this subscription\'s tenant.')
+param authTenantId string = ''
+
+@minLength(1)
+@description('The application (client) id of the API\'s app registration in Microsoft Entra ID (docs/deploy.md).')
+param authClientId string
+
+@description('The API\'s application ID URI (the access tokens\' audience); empty: api://<authClientId>.')
+param authAudience string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
+var tenantId = empty(authTenantId) ? subscription().tenantId : authTenantId
+var audience = empty(authAudience) ? 'api://${authClientId}' : authAudience
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName, service: 'workspace-vending' }
 var tablePrefix = 'vending'
@@ -116,8 +137,10 @@ module vault 'modules/keyvault.bicep' = {
       SLACK_BOT_TOKEN: slackBotToken
       TEAMS_OUTGOING_WEBHOOK_SECRET: teamsOutgoingWebhookSecret
       TEAMS_WORKFLOWS_URL: teamsWorkflowsUrl
-      VENDING_CALLBACK_SIGNING_SECRET: callbackSigningSecret
     }
+    callbackSigningSecret: callbackSigningSecret
+    callbackSigningSeed: callbackSigningSeed
+    callbackSigningSecretExists: callbackSigningSecretExists
   }
 }
 
@@ -152,6 +175,10 @@ module app 'modules/functionapp.bicep' = {
     serviceBusNamespace: messaging.outputs.fullyQualifiedNamespace
     appInsightsConnectionString: monitoring.outputs.connectionString
     secretReferences: vault.outputs.references
+    callbackSigningSecretUri: vault.outputs.callbackSigningSecretUri
+    authTenantId: tenantId
+    authClientId: authClientId
+    authAudience: audience
     tablePrefix: tablePrefix
     maximumInstanceCount: maximumInstanceCount
   }
@@ -184,3 +211,7 @@ output SERVICE_API_ENDPOINT string = 'https://${app.outputs.defaultHostName}/api
 output VENDING_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output VENDING_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output VENDING_KEY_VAULT_NAME string = vault.outputs.name
+// Read back by azd on the next `azd provision` (main.parameters.json): the secret is then not rewritten.
+output VENDING_CALLBACK_SIGNING_SECRET_EXISTS bool = true
+output VENDING_AUTH_TENANT_ID string = tenantId
+output VENDING_AUTH_AUDIENCE string = audience

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.callbacks import CallbackPolicy
 from models.identity import AppRole
 from models.request import ComputeSpec, DatastoreSpec, Environment
 
@@ -140,6 +141,10 @@ class Policy(PolicyModel):
     allowed_callback_hosts: list[str] = Field(
         default_factory=list,
         description="Host patterns (fnmatch) that callback_url may point at; empty: callbacks are refused.",
+    )
+    callbacks: CallbackPolicy = Field(
+        default_factory=CallbackPolicy,
+        description="How callbacks are delivered: https only and public addresses only unless this says otherwise.",
     )
     teams: dict[str, TeamAccess] = Field(
         default_factory=dict, description="The teams that may ask for workspaces, and their Entra groups."

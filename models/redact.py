@@ -3,7 +3,9 @@
 Two nets, both applied by `redact`:
 
 - patterns for the secrets this service meets: storage and Service Bus keys in connection strings,
-  SAS signatures in URLs, bearer tokens, Slack tokens and webhook URLs, storage account keys;
+  SAS signatures and other credentials in URL query strings (the Functions key `code`, `sig`,
+  `token`, `key`, `client_secret`, `access_token`, ...), bearer tokens, Slack tokens and webhook
+  URLs, storage account keys;
 - the values themselves: settings that are secrets and every callback URL are registered with
   `register` (by the settings loader and by whoever learns them) and replaced wherever they appear.
 """
@@ -24,6 +26,17 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
             r"(\s*[=:]\s*)([^;&\s\"',}]+)"
         ),
         rf"\1\2{MASK}",
+    ),
+    # Query parameters that carry credentials, wherever a URL or a query string appears (a span's
+    # url.query, url.full and http.target, a dependency's URL, a log line): the Functions key `code`,
+    # keys, ID tokens and SAS-style signatures. Matched only right after `?`, `&` or at the start of
+    # the text, so prose such as "(Code: StorageAccountAlreadyTaken)" is left alone.
+    (
+        re.compile(
+            r"(?i)((?:^|[?&])(?:code|key|id_token|x-functions-key|subscription-key|api[_-]?key|apikey|sig|signature|"
+            r"token|access_token|refresh_token|client_secret|secret|password)=)[^&#\s\"'<>]+"
+        ),
+        rf"\1{MASK}",
     ),
     # Bearer and Basic credentials.
     (re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*"), rf"\1 {MASK}"),

@@ -109,7 +109,13 @@ class Settings(BaseSettings):
     )
     callback_signing_secret: SecretStr | None = Field(
         None,
-        description="Signs callbacks (X-Vending-Signature); unset: a secret kept in the data directory is used.",
+        description="Signs callbacks (X-Vending-Signature); unset: the Key Vault secret below, else a secret kept "
+        "in the data directory (mode 0600) is used.",
+    )
+    callback_signing_secret_uri: str | None = Field(
+        None,
+        description="A Key Vault secret URI (https://<vault>.vault.azure.net/secrets/<name>) holding the callback "
+        "signing secret, read with the managed identity (AZURE_CLIENT_ID): one secret per deployment.",
     )
     applicationinsights_connection_string: SecretStr | None = Field(
         None,

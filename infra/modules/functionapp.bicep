@@ -14,8 +14,16 @@ param storageTableEndpoint string
 param deploymentContainerName string
 param serviceBusNamespace string
 param appInsightsConnectionString string
-@description('App settings holding Key Vault references (chat secrets, Workflows URL, callback key).')
+@description('App settings holding Key Vault references (chat secrets, Workflows URL).')
 param secretReferences object
+@description('The Key Vault secret the app signs callbacks with, read with the identity.')
+param callbackSigningSecretUri string
+@description('The Microsoft Entra tenant of the API\'s app registration.')
+param authTenantId string
+@description('The API\'s application (client) id.')
+param authClientId string
+@description('The API\'s application ID URI: the audience of its access tokens.')
+param authAudience string
 param tablePrefix string = 'vending'
 param maximumInstanceCount int = 40
 param queues object = { onboarding: 'onboarding', steps: 'steps', notifications: 'notifications' }
@@ -62,6 +70,14 @@ var settings = {
   // Telemetry, authenticated with the identity (local auth is off on Application Insights).
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // Who is calling: App Service Authentication (below) validates the caller's Entra token and passes
+  // X-MS-CLIENT-PRINCIPAL; the app reads it because App Service sets WEBSITE_AUTH_ENABLED=True.
+  VENDING_AUTH_MODE: 'easyauth'
+  VENDING_AUTH_TENANT_ID: authTenantId
+  VENDING_AUTH_CLIENT_ID: authClientId
+  VENDING_AUTH_AUDIENCE: authAudience
+  // One callback signing secret per deployment, in the Key Vault (adapters/secrets.py).
+  VENDING_CALLBACK_SIGNING_SECRET_URI: callbackSigningSecretUri
 }
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
@@ -94,6 +110,41 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   resource appSettings 'config' = {
     name: 'appsettings'
     properties: union(settings, secretReferences)
+  }
+
+  // App Service Authentication (Easy Auth v2) with the Microsoft identity provider in front of the
+  // REST routes: a request without a valid Entra access token for the API is answered 401 before it
+  // reaches the app. The HTTP function is anonymous at the Functions level (function_app.py), so no
+  // function key is needed anywhere. Shape: Microsoft.Web/sites/config 'authsettingsV2'
+  // (https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2); provider
+  // settings: https://learn.microsoft.com/azure/app-service/configure-authentication-provider-aad
+  resource authentication 'config' = {
+    name: 'authsettingsV2'
+    properties: {
+      platform: { enabled: true, runtimeVersion: '~1' }
+      globalValidation: {
+        requireAuthentication: true
+        unauthenticatedClientAction: 'Return401'
+        // Chat keeps its own signatures (docs/chatops.md) and the health probe answers anyone. A
+        // trailing /* excludes everything under a path (https://github.com/MicrosoftDocs/azure-docs/issues/86514).
+        excludedPaths: ['/api/chat/*', '/api/health']
+      }
+      httpSettings: { requireHttps: true, forwardProxy: { convention: 'NoProxy' } }
+      identityProviders: {
+        azureActiveDirectory: {
+          enabled: true
+          registration: {
+            clientId: authClientId
+            // v2.0 access tokens (docs/security.md: requestedAccessTokenVersion 2).
+            openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'
+          }
+          // v2.0 access tokens carry the client id as `aud`; allow the application ID URI too.
+          validation: { allowedAudiences: [authAudience, authClientId] }
+        }
+      }
+      // An API, not a browser app: no session cookies, no stored tokens.
+      login: { tokenStore: { enabled: false } }
+    }
   }
 }
 

@@ -6,18 +6,35 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from adapters.webhook import HttpNotifier, signature
 from composition import Container
 from devhost.workers import QueueWorkers
+from engine.policy import load_policy
 from models.errors import InvalidInputError, PermanentError, TransientError
 from models.outcomes import Fail
 from models.request import parse_request
+from models.settings import DEFAULT_POLICY
 from tests.capture import capture_server
 from tests.conftest import example, poll
 from tests.fakes import FakeCloud, receiver
+from tests.loopback import loopback_callbacks, loopback_callbacks_for
+
+LOOPBACK_POLICY = loopback_callbacks(load_policy(DEFAULT_POLICY))
+
+
+@pytest.fixture
+def callbacks(service: tuple[Container, QueueWorkers]) -> Iterator[tuple[Container, QueueWorkers]]:
+    """The service, its callbacks allowed to reach the capture endpoints on loopback over http."""
+    with loopback_callbacks_for(service[0]):
+        yield service
+
+
+def _notifier(**options: object) -> HttpNotifier:
+    return HttpNotifier(signing_secret=b"k", timeout_s=2, policy=lambda: LOOPBACK_POLICY, **options)  # type: ignore[arg-type]
 
 
 def _notified(container: Container, rid: str) -> dict | None:
@@ -26,8 +43,8 @@ def _notified(container: Container, rid: str) -> dict | None:
     return note if note and note.get("status") != "pending" else None
 
 
-def test_the_callback_gets_the_result_once(service: tuple[Container, QueueWorkers]) -> None:
-    container, _ = service
+def test_the_callback_gets_the_result_once(callbacks: tuple[Container, QueueWorkers]) -> None:
+    container, _ = callbacks
     with capture_server() as cap:
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hooks/ws"}
         rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
@@ -41,9 +58,9 @@ def test_the_callback_gets_the_result_once(service: tuple[Container, QueueWorker
 
 
 def test_a_failed_request_is_announced_too_and_a_down_receiver_is_retried(
-    service: tuple[Container, QueueWorkers], fake_cloud: FakeCloud
+    callbacks: tuple[Container, QueueWorkers], fake_cloud: FakeCloud
 ) -> None:
-    container, _ = service
+    container, _ = callbacks
     fake_cloud.fail["storage"] = Fail("quota exceeded; ask the platform team", "QuotaExceeded")
     with capture_server() as cap:
         cap.statuses = [503, 503]
@@ -55,8 +72,8 @@ def test_a_failed_request_is_announced_too_and_a_down_receiver_is_retried(
         assert "QuotaExceeded" in cap.received[-1]["json"]["error"]["code"]
 
 
-def test_a_refusing_receiver_is_recorded_not_retried(service: tuple[Container, QueueWorkers]) -> None:
-    container, _ = service
+def test_a_refusing_receiver_is_recorded_not_retried(callbacks: tuple[Container, QueueWorkers]) -> None:
+    container, _ = callbacks
     with capture_server() as cap:
         cap.statuses = [404]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/gone"}
@@ -67,7 +84,7 @@ def test_a_refusing_receiver_is_recorded_not_retried(service: tuple[Container, Q
 
 
 def test_notifier_translates_answers() -> None:
-    notifier = HttpNotifier(signing_secret=b"k", timeout_s=2)
+    notifier = _notifier()
     with capture_server() as cap:
         cap.statuses = [429, 400]
         with pytest.raises(TransientError):
@@ -81,9 +98,9 @@ def test_notifier_translates_answers() -> None:
 
 
 def test_callbacks_are_signed_with_a_timestamp_and_carry_one_delivery_id(
-    service: tuple[Container, QueueWorkers],
+    callbacks: tuple[Container, QueueWorkers],
 ) -> None:
-    container, _ = service
+    container, _ = callbacks
     with capture_server() as cap:
         cap.statuses = [503]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
@@ -120,7 +137,7 @@ def test_retry_after_in_seconds_or_as_an_http_date_becomes_retry_after_s() -> No
         (503, {"Retry-After": "soon"}),
         (503, {}),
     ]
-    notifier = HttpNotifier(signing_secret=b"k", timeout_s=2, clock=lambda: now)
+    notifier = _notifier(clock=lambda: now)
     errors = []
     with receiver(answers) as (url, _):
         for _ in range(4):

@@ -242,10 +242,11 @@ def test_the_last_try_raises_so_that_service_bus_dead_letters_the_message(functi
 
 def test_a_callback_on_its_last_try_is_recorded_failed_and_completed(function_app: ModuleType) -> None:
     from tests.capture import capture_server
+    from tests.loopback import loopback_callbacks_for
 
     container = function_app.container
     notifications = _functions(function_app)["notifications"].get_user_function()
-    with capture_server() as cap:
+    with capture_server() as cap, loopback_callbacks_for(container):
         cap.statuses = [503, 503]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
         record = container.intake.submit(request=parse_request(body), requester="t", source="t").record

@@ -268,9 +268,10 @@ def _outgoing(message_id: str, body: dict[str, Any]) -> Any:
 
 def test_a_callback_and_the_sweeper_through_their_functions(journey: Any) -> None:
     from tests.capture import capture_server
+    from tests.loopback import loopback_callbacks_for
 
     module, host, store, _ = journey
-    with capture_server() as cap:
+    with capture_server() as cap, loopback_callbacks_for(module.container):
         cap.statuses = [503]  # the receiver is down once: the notifications function raises, the host abandons
         rid = _submit(module, example("cpu-small.json") | {"team": "notify", "callback_url": f"{cap.url}/done"})
         note = host.until(
@@ -301,7 +302,9 @@ def test_an_invalid_request_and_a_receiver_that_never_answers_are_recorded(journ
     [rejected] = store.list_requests(status=RequestStatus.REJECTED).items
     assert {p["field"] for p in rejected.problems} == {"team", "environment"}
     assert module.container.bus.dead_letters("onboarding") == []  # completed, never retried
-    with capture_server() as cap:
+    from tests.loopback import loopback_callbacks_for
+
+    with capture_server() as cap, loopback_callbacks_for(module.container):
         cap.statuses = [503] * 10  # down for longer than the queue's three deliveries
         rid = _submit(module, example("cpu-small.json") | {"team": "never", "callback_url": f"{cap.url}/x"})
         note = host.until(

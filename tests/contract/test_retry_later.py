@@ -33,6 +33,7 @@ from models.request import parse_request
 from models.settings import Settings
 from tests.conftest import example, poll
 from tests.fakes import FakeCloud, OutcomeWriteFails, StoreOutage, receiver
+from tests.loopback import loopback_callbacks_for
 
 QUEUES = ("onboarding", "steps", "notifications")
 
@@ -298,7 +299,11 @@ def test_a_failed_handling_that_cannot_be_counted_is_raised_for_a_retry_later(tm
 def test_a_receiver_asking_for_2_s_is_retried_after_2_s_and_told_once(tmp_path: Path) -> None:
     settings = _settings(tmp_path, message_retry_base_s=0.1, message_retry_cap_s=0.2)
     busy = (503, {"Retry-After": "2"})
-    with receiver([busy, busy]) as (url, calls), devhost(settings, store=SqliteStore(":memory:")) as container:
+    with (
+        receiver([busy, busy]) as (url, calls),
+        devhost(settings, store=SqliteStore(":memory:")) as container,
+        loopback_callbacks_for(container),
+    ):
         body = example("cpu-small.json") | {"callback_url": f"{url}/hook"}
         rid = container.intake.submit(request=parse_request(body), requester="t", source="t").record.id
 

@@ -18,6 +18,7 @@ from tests.e2e.conftest import started_devhost
 from tests.e2e.test_devhost import _wait
 from tests.e2e.test_telemetry import QUIET
 from tests.ingestion import ingestion_server
+from tests.loopback import loopback_policy_file
 
 SERVICE_BUS_KEY = "SbKey0123456789SECRETabcdefghijklmnopqrstu="
 TABLES_KEY = "TablesKey0123456789SECRETabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/ab=="
@@ -26,6 +27,7 @@ CLOUD_KEY = "CloudKeySECRET0123456789"
 HOOK_TOKEN = "HookSECRET0123456789"
 BEARER = "eyJhbGciOiJSUzI1NiJ9.SECRETTOKENpayload.c2lnbmF0dXJl"
 CALLBACK_TOKEN = "CallbackSECRET0123456789"
+FUNCTION_KEY = "FnKeySECRET0123456789abcdef=="  # what a caller used to put in ?code=, and may still
 
 FAULTS = f"""
 faults:
@@ -42,9 +44,10 @@ def test_no_secret_reaches_an_event_a_span_a_log_line_or_an_error_message(tmp_pa
     (tmp_path / "faults.yaml").write_text(FAULTS)
     policy = (ROOT / "policy" / "default.yaml").read_text()
     assert "datastore_credentials: identity" in policy
-    (tmp_path / "policy.yaml").write_text(
+    (tmp_path / "base-policy.yaml").write_text(
         policy.replace("datastore_credentials: identity", "datastore_credentials: account_key")
     )
+    policy_file = loopback_policy_file(tmp_path / "base-policy.yaml", tmp_path)  # the receiver is on loopback
     settings = {
         "ServiceBusConnection": (
             "Endpoint=sb://vending-test.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;"
@@ -55,7 +58,7 @@ def test_no_secret_reaches_an_event_a_span_a_log_line_or_an_error_message(tmp_pa
             "EndpointSuffix=core.windows.net"
         ),
         "VENDING_EMULATOR_FAULTS": str(tmp_path / "faults.yaml"),
-        "VENDING_POLICY_FILE": str(tmp_path / "policy.yaml"),
+        "VENDING_POLICY_FILE": str(policy_file),
         "VENDING_EMULATOR_LATENCY_S": "0.3",
     }
     with ingestion_server() as ingestion, capture_server() as receiver:
@@ -64,7 +67,8 @@ def test_no_secret_reaches_an_event_a_span_a_log_line_or_an_error_message(tmp_pa
         env = {**QUIET, **settings, "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string}
         with started_devhost(tmp_path, **env) as host:
             body = example("cpu-small.json") | {"team": "secrets", "callback_url": callback}
-            rid = host.http.post("/api/workspaces", json=body).json()["id"]
+            rid = host.http.post("/api/workspaces", params={"code": FUNCTION_KEY}, json=body).json()["id"]
+            host.http.get("/api/health", params={"code": FUNCTION_KEY, "sig": SAS_SIGNATURE, "token": CALLBACK_TOKEN})
             view = _wait(host, rid)
             assert view["status"] == "succeeded", view
             poll(lambda: len(receiver.received) == 2, timeout=60, what="the callback, retried once")
@@ -100,6 +104,7 @@ def test_no_secret_reaches_an_event_a_span_a_log_line_or_an_error_message(tmp_pa
         "Slack webhook token": HOOK_TOKEN,
         "bearer token": BEARER,
         "callback URL token": CALLBACK_TOKEN,
+        "function key in a query string": FUNCTION_KEY,
         "storage account key": storage_key,
     }
     for where, text in shown.items():
@@ -108,4 +113,5 @@ def test_no_secret_reaches_an_event_a_span_a_log_line_or_an_error_message(tmp_pa
     # What is left says what happened, with the secrets masked.
     assert "AccountKey=***" in shown["events API"] and "sig=***" in shown["events API"]
     assert "https://hooks.slack.com/***" in shown["Azure Monitor"]
+    assert "code=***" in shown["Azure Monitor"]  # the HTTP door's request telemetry, its query masked
     assert "storage" in shown["devhost log"] and len(ingestion.of("RemoteDependencyData")) > 10

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import AliasChoices
 
 from adapters.tables_store import table_names
+from models.identity import AuthSettings
 from models.settings import Settings
 from tests.conftest import ROOT
 
@@ -40,9 +41,18 @@ KNOWN_ROLES = {
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _env_names(field: str) -> list[str]:
-    alias = Settings.model_fields[field].validation_alias
-    return [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [f"VENDING_{field.upper()}"]
+# Every settings model the code reads, with its environment prefix.
+SETTINGS_MODELS: dict[type, str] = {Settings: "VENDING_", AuthSettings: "VENDING_AUTH_"}
+
+
+def _env_names(field: str, model: type = Settings) -> list[str]:
+    alias = model.model_fields[field].validation_alias  # type: ignore[attr-defined]
+    prefix = SETTINGS_MODELS[model]
+    return [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [f"{prefix}{field.upper()}"]
+
+
+def _every_env_name() -> list[tuple[str, list[str]]]:
+    return [(f, _env_names(f, m)) for m in SETTINGS_MODELS for f in m.model_fields]  # type: ignore[attr-defined]
 
 
 def _block(text: str, start: str) -> str:
@@ -86,12 +96,12 @@ def test_every_setting_the_code_reads_is_deployed_or_documented_as_optional() ->
     documented = set(re.findall(r"`([A-Za-z_][\w]*)`", DEPLOY_DOC.split("## Settings not set by the deployment", 1)[1]))
     missing = [
         field
-        for field in Settings.model_fields
-        if not any(n in APP_SETTINGS | SECRET_SETTINGS or n in documented for n in _env_names(field))
+        for field, names in _every_env_name()
+        if not any(n in APP_SETTINGS | SECRET_SETTINGS or n in documented for n in names)
     ]
     assert missing == [], f"settings neither deployed nor documented in docs/deploy.md: {missing}"
     # And nothing is deployed that the code (or the Functions host) does not read.
-    read_by_code = {n for f in Settings.model_fields for n in _env_names(f)}
+    read_by_code = {n for _, names in _every_env_name() for n in names}
     host_only = {s for s in APP_SETTINGS if s.startswith("AzureWebJobsStorage__") or s.endswith(("__credential",))}
     host_only |= {"SweepSchedule", "DeadLetterSchedule", "ServiceBusConnection__clientId"}
     assert APP_SETTINGS - read_by_code - host_only == set()
@@ -195,3 +205,32 @@ def test_the_workbook_and_the_alerts_are_deployed() -> None:
     assert "metricName: 'DeadletteredMessages'" in alerts and "values: queueNames" in alerts
     assert "WorkspaceProvisioningFailed" in alerts
     assert "module alerts 'modules/alerts.bicep'" in BICEP["main.bicep"]
+
+
+def test_easy_auth_stands_in_front_of_the_rest_routes_and_no_function_key_is_needed() -> None:
+    app = BICEP["modules/functionapp.bicep"]
+    auth = _block(app, "resource authentication 'config'")
+    assert "name: 'authsettingsV2'" in auth
+    assert "requireAuthentication: true" in auth and "unauthenticatedClientAction: 'Return401'" in auth
+    assert "excludedPaths: ['/api/chat/*', '/api/health']" in auth
+    assert "tokenStore: { enabled: false }" in auth
+    assert "openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'" in auth
+    assert "allowedAudiences: [authAudience, authClientId]" in auth
+    assert _setting("VENDING_AUTH_MODE") == "easyauth"
+    assert {"VENDING_AUTH_TENANT_ID", "VENDING_AUTH_CLIENT_ID", "VENDING_AUTH_AUDIENCE"} <= APP_SETTINGS
+    assert "http_auth_level=func.AuthLevel.ANONYMOUS" in (ROOT / "function_app.py").read_text()
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["authClientId"]["value"] == "${VENDING_AUTH_CLIENT_ID}"
+    assert "?code=" not in DEPLOY_DOC  # the Slack and Teams URLs carry no key
+
+
+def test_the_callback_signing_secret_is_one_per_deployment_and_written_only_once() -> None:
+    main, vault = BICEP["main.bicep"], BICEP["modules/keyvault.bicep"]
+    assert "param callbackSigningSeed string = '${newGuid()}${newGuid()}'" in main
+    assert "output VENDING_CALLBACK_SIGNING_SECRET_EXISTS bool = true" in main
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["callbackSigningSecretExists"]["value"] == "${VENDING_CALLBACK_SIGNING_SECRET_EXISTS=false}"
+    assert "if (!empty(callbackSigningSecret) || !callbackSigningSecretExists)" in vault
+    assert "VENDING_CALLBACK_SIGNING_SECRET" not in SECRET_SETTINGS  # read by the app, not a Key Vault reference
+    assert "VENDING_CALLBACK_SIGNING_SECRET_URI: callbackSigningSecretUri" in BICEP["modules/functionapp.bicep"]
+    assert "Key Vault Secrets User" in BICEP["modules/service-roles.bicep"]
