@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from adapters.telemetry import Telemetry
+from engine.audit import Audit, Guard
 from engine.deadletters import DeadLetters
 from engine.events import EventFanout
 from engine.intake import Intake
@@ -19,8 +20,13 @@ from models.redact import register
 from models.settings import Settings
 
 if TYPE_CHECKING:
+    from adapters.auth import Authenticator
     from adapters.slack import SlackVerifier
-    from engine.chat import Chat
+    from devhost.identity import LocalIssuer
+    from engine.authz import Authority
+    from engine.chat import Chat, SubmissionLimit
+    from engine.ports import Membership
+    from models.identity import AuthSettings
 
 
 class Container:
@@ -38,6 +44,10 @@ class Container:
         policy: Policy | None = None,
         sinks: list[EventSink] | None = None,
         chat_poster: ChatPoster | None = None,
+        auth_settings: AuthSettings | None = None,
+        authenticator: Authenticator | None = None,
+        membership: Membership | None = None,
+        authorizer: Authority | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
@@ -52,6 +62,10 @@ class Container:
             "policy": policy,
             "sinks": sinks,
             "chat_poster": chat_poster,
+            "auth_settings": auth_settings,
+            "authenticator": authenticator,
+            "membership": membership,
+            "authorizer": authorizer,
         }
         self._built: dict[str, Any] = {}
         self._lock = threading.RLock()
@@ -216,6 +230,9 @@ class Container:
                 policy=lambda: self.policy,
                 signing_key=key.get_secret_value().encode() if key else self.callback_secret,
                 studio_url=self.settings.studio_url,
+                authorizer=lambda: self.authorizer,
+                submissions=self.submissions,
+                audit=self.audit.decided,
             )
 
         return self._get("chat", build)  # type: ignore[no-any-return]
@@ -249,6 +266,103 @@ class Container:
             )
 
         return self._get("chat_poster", build)  # type: ignore[no-any-return]
+
+    @property
+    def auth_settings(self) -> AuthSettings:
+        """How callers are authenticated (`VENDING_AUTH_*`, models/identity.py)."""
+
+        def build() -> AuthSettings:
+            from models.identity import AuthSettings
+
+            return AuthSettings()
+
+        return self._get("auth_settings", build)  # type: ignore[no-any-return]
+
+    @property
+    def local_issuer(self) -> LocalIssuer | None:
+        """The devhost's embedded identity provider (VENDING_AUTH_MODE=local only), else None."""
+
+        def build() -> LocalIssuer | None:
+            if self.auth_settings.mode != "local":
+                return None
+            from devhost.identity import LocalIssuer
+
+            s = self.settings
+            return LocalIssuer.open(
+                directory_file=self.auth_settings.directory_file,
+                data_dir=s.data_dir,
+                base_url=f"http://{s.host}:{s.port}",
+            )
+
+        return self._get("local_issuer", build)  # type: ignore[no-any-return]
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """Says who calls each REST route (and who sent each onboarding message), or refuses."""
+
+        def build() -> Authenticator:
+            from adapters.auth import Authenticator
+
+            issuer = self.local_issuer
+            if issuer is None:
+                return Authenticator(self.auth_settings)
+            # The embedded issuer's tokens go through the very code that checks Entra's: discovery,
+            # the key set, the signature and every claim. Only the fetch stays in the process, so the
+            # server never calls itself.
+            return Authenticator(issuer.validation_settings(self.auth_settings), http=issuer.client())
+
+        return self._get("authenticator", build)  # type: ignore[no-any-return]
+
+    @property
+    def membership(self) -> Membership:
+        """Answers group membership when a token could not list the groups (overage), and for chat users."""
+
+        def build() -> Membership:
+            issuer = self.local_issuer
+            if issuer is not None:
+                from devhost.identity import LocalMembership
+
+                return LocalMembership(issuer.directory)
+            from adapters.graph import GraphMembership
+
+            from cloud.credentials import azure_credential
+
+            return GraphMembership(credential=azure_credential(self.settings.azure_client_id))
+
+        return self._get("membership", build)  # type: ignore[no-any-return]
+
+    @property
+    def authorizer(self) -> Authority:
+        """The one authorisation function (engine/authz.py), over the policy's teams."""
+
+        def build() -> Authority:
+            from engine.authz import Authorizer
+
+            return Authorizer(policy=self.policy, membership=self.membership)
+
+        return self._get("authorizer", build)  # type: ignore[no-any-return]
+
+    @property
+    def submissions(self) -> SubmissionLimit:
+        """Each principal's allowance of submissions, kept in the store and shared by every door and instance."""
+
+        def build() -> SubmissionLimit:
+            from engine.chat import store_submission_limit
+
+            s = self.settings
+            return store_submission_limit(self.store, limit=s.submissions_per_window, window_s=s.submission_window_s)
+
+        return self._get("submissions", build)  # type: ignore[no-any-return]
+
+    @property
+    def audit(self) -> Audit:
+        """Records every decision and operator action as a status event (engine/audit.py)."""
+        return self._get("audit", lambda: Audit(self.events, clock=self.clock))  # type: ignore[no-any-return]
+
+    @property
+    def guard(self) -> Guard:
+        """Decides with the authoriser, records the decision, refuses when it says so."""
+        return self._get("guard", lambda: Guard(lambda: self.authorizer, self.audit))  # type: ignore[no-any-return]
 
     @property
     def telemetry(self) -> Telemetry:
@@ -318,6 +432,7 @@ class Container:
                 engine=self.engine,
                 policy=self.policy,
                 events=self.events,
+                guard=self.guard,
                 preflight=self.preflight,
                 clock=self.clock,
             ),

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from engine.ports import Store
-from models.events import StatusEvent
+from models.events import AUDIT_EVENTS, EventName, StatusEvent
 
 log = logging.getLogger("vending.events")
 
@@ -34,7 +34,13 @@ class StoreEventLog:
         self.store = store
 
     def emit(self, event: StatusEvent) -> None:
-        """Keep one event."""
+        """Keep one event: a request's progress, and the refusals and operator actions about a request.
+
+        Audit events about no request, and allowed decisions (reading a timeline must not lengthen
+        it), stay in the other sinks.
+        """
+        if event.name in AUDIT_EVENTS and (not event.request_id or event.name == EventName.ACCESS_ALLOWED):
+            return
         self.store.append_event(event)
 
 
@@ -42,7 +48,21 @@ class ConsoleEventLog:
     """Log each event as one readable line."""
 
     def emit(self, event: StatusEvent) -> None:
-        """Log one event."""
+        """Log one event (allowed decisions at debug level: every read makes one)."""
+        if event.name in AUDIT_EVENTS:
+            level = logging.DEBUG if event.name == EventName.ACCESS_ALLOWED else logging.INFO
+            log.log(
+                level,
+                "%s %s by %s via %s: %s (%s)%s",
+                event.name.value,
+                event.act,
+                event.caller,
+                event.door,
+                event.status,
+                event.rule,
+                f" {event.message}" if event.message else "",
+            )
+            return
         where = f" {event.step}" if event.step else ""
         extra = f" ({event.error_code}: {event.message})" if event.error_code else ""
         log.info("%s %s%s %s%s", event.request_id, event.name.value, where, event.status, extra)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -121,11 +122,16 @@ class Api:
         self._token: str | None = None
         self._asked = False
 
-    def _authorization(self) -> dict[str, str]:
+    def bearer(self) -> str | None:
+        """Return the access token this client sends, if it has one."""
         if not self._asked:
             self._token = self._credentials(self)
             self._asked = True
-        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        return self._token
+
+    def _authorization(self) -> dict[str, str]:
+        token = self.bearer()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         headers = {**kw.pop("headers", {}), **self._authorization()}
@@ -299,15 +305,23 @@ def cmd_events(args: argparse.Namespace, api: Api, out: TextIO) -> int:
 def cmd_onboard(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     from composition import Container
     from engine.ports import OutgoingMessage
+    from handlers.queues import SENDER_PROPERTY
     from models.settings import Settings
 
     body = _load(args.file)
+    token = api.bearer()
+    if token is None:
+        raise CliError(
+            "an onboarding message carries its sender's token: log in first (python -m cli login <user>) or use --as"
+        )
     settings = Settings()
     message_id = args.message_id or str(uuid.uuid4())
     Container(settings).bus.send(
         settings.onboarding_queue,
         OutgoingMessage(
-            message_id=message_id, body=json.dumps(body).encode(), application_properties={"source": "cli"}
+            message_id=message_id,
+            body=json.dumps(body).encode(),
+            application_properties={"source": "cli", SENDER_PROPERTY: f"Bearer {token}"},
         ),
     )
     out.write(
@@ -318,47 +332,27 @@ def cmd_onboard(args: argparse.Namespace, api: Api, out: TextIO) -> int:
 
 
 def cmd_deadletters(args: argparse.Namespace, api: Api, out: TextIO) -> int:
-    from composition import Container
-    from models.settings import Settings
-
-    dead = Container(Settings()).deadletters
     if args.action == "process":
-        out.write(f"recorded {dead.process()} dead-lettered messages\n")
+        out.write(api.call("POST", "/api/operator/deadletters/process")["outcome"] + "\n")
         return 0
     if args.action == "list":
-        views = dead.list()
-        if not views:
+        items = api.call("GET", "/api/operator/deadletters")["items"]
+        if not items:
             out.write("no dead letters\n")
-        for v in views:
-            letter = v.letter
-            out.write(f"{letter.message_id:<60} {letter.queue:<14} {letter.reason}: {letter.description[:80]}\n")
+        for item in items:
+            out.write(f"{item['message_id']:<60} {item['queue']:<14} {item['reason']}: {item['description'][:80]}\n")
         return 0
     if not args.message_id:
         raise CliError(f"deadletters {args.action} needs a MESSAGE_ID (see: python -m cli deadletters list)")
     if args.action == "show":
-        view = dead.find(args.message_id)
-        if view is None:
+        items = api.call("GET", "/api/operator/deadletters")["items"]
+        found = next((item for item in items if item["message_id"] == args.message_id), None)
+        if found is None:
             raise CliError(f"no dead letter with message id {args.message_id}")
-        letter = view.letter
-        out.write(
-            json.dumps(
-                {
-                    "message_id": letter.message_id,
-                    "queue": letter.queue,
-                    "kind": view.kind,
-                    "reason": letter.reason,
-                    "description": letter.description,
-                    "delivery_count": letter.delivery_count,
-                    "dead_lettered_at": letter.dead_lettered_at.isoformat(),
-                    "application_properties": letter.application_properties,
-                    "body": letter.body.decode("utf-8", "replace"),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        out.write(json.dumps(found, indent=2) + "\n")
         return 0
-    out.write(dead.replay(args.message_id) + "\n")
+    quoted = quote(args.message_id, safe="/")
+    out.write(api.call("POST", f"/api/operator/deadletters/{quoted}/replay")["outcome"] + "\n")
     return 0
 
 

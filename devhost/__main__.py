@@ -49,6 +49,7 @@ def main() -> int:
     try:
         runtime = Runtime.start(settings)
         runtime.container.policy  # noqa: B018 - fail now, not on the first request, if the policy is wrong
+        runtime.container.authenticator  # noqa: B018 - and if the identity settings or the directory are
     except PolicyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -57,6 +58,13 @@ def main() -> int:
         return 2
     s = runtime.settings
     base = f"http://{s.host}:{s.port}"
+    issuer = runtime.container.local_issuer
+    auth = runtime.container.auth_settings
+    identity = (
+        f"{issuer.issuer}   (embedded issuer; users in {auth.directory_file})"
+        if issuer is not None
+        else f"Microsoft Entra ID ({auth.mode}, tenant {auth.tenant_id})"
+    )
     faults = f"; faults from {s.emulator_faults}" if s.emulator_faults else ""
     folder = s.data_dir.resolve()
     telemetry = (
@@ -78,14 +86,17 @@ Workspace Vending devhost
   policy         {s.policy_file}
   workers        {s.workers} step workers, 2 onboarding workers, 2 notification workers
   telemetry      {telemetry}
+  identity       {identity}
 
 Try:
+  .venv/bin/python -m cli login alice        # a token for alice (team fraud-detection), kept until it expires
   .venv/bin/python -m cli submit examples/cpu-small.json --wait
 """,
         flush=True,
     )
     try:
-        uvicorn.run(create_api(lambda: runtime.container), host=s.host, port=s.port, log_level="warning")
+        api = create_api(lambda: runtime.container, local_issuer=issuer)
+        uvicorn.run(api, host=s.host, port=s.port, log_level="warning")
     finally:
         runtime.stop()
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import httpx
 import jwt
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -271,6 +272,25 @@ class LocalIssuer:
     def jwks(self) -> JsonWebKeySet:
         """Return the key set: the one public key."""
         return JsonWebKeySet(keys=[JsonWebKey(use="sig", alg="RS256", kid=self.kid, **self._public)])
+
+    def client(self) -> httpx.Client:
+        """Return an HTTP client that fetches this issuer's discovery document and key set in the process.
+
+        The authenticator reads them as it reads Entra's, over HTTP requests and responses; only the
+        socket is left out, so that a server never waits on a request to itself.
+        """
+        documents = {
+            f"{self.path}/.well-known/openid-configuration": self.openid_configuration,
+            f"{self.path}/keys": self.jwks,
+        }
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            document = documents.get(request.url.path) if request.method == "GET" else None
+            if document is None:
+                return httpx.Response(404, json={"error": "not_found"})
+            return httpx.Response(200, json=document().model_dump(mode="json", exclude_none=True))
+
+        return httpx.Client(transport=httpx.MockTransport(answer), base_url=self.issuer)
 
     def validation_settings(self, settings: AuthSettings) -> AuthSettings:
         """Return `settings` made to trust this issuer: its URL, tenant and audiences (keys by discovery)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from engine.ports import Membership
 from models.errors import ForbiddenError, NotFoundError
@@ -48,6 +49,22 @@ class Decision:
 
 def _allow(rule: str) -> Decision:
     return Decision(True, rule, "allowed")
+
+
+class Authority(Protocol):
+    """What the doors ask: `Authorizer`, or a stand-in in tests about other things."""
+
+    def authorize(self, caller: Caller, act: Act, *, team: str | None = None) -> Decision:
+        """Decide one act."""
+        ...
+
+    def teams_of(self, caller: Caller) -> frozenset[str]:
+        """Return the policy teams the caller belongs to."""
+        ...
+
+    def visible_teams(self, caller: Caller) -> frozenset[str] | None:
+        """Return the teams whose requests the caller may read; None for every team."""
+        ...
 
 
 class Authorizer:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from engine.authz import Act, Authorizer, Decision
+from engine.authz import Act, Authority, Authorizer, Decision
 from engine.intake import Intake
 from engine.ports import Store
 from models.errors import (
@@ -269,7 +269,7 @@ class _Asking:
     who: Who
     user: ChatUser
     caller: Caller
-    authz: Authorizer
+    authz: Authority
     command: str
 
 
@@ -284,7 +284,7 @@ class Chat:
         policy: Callable[[], Policy],
         signing_key: bytes,
         studio_url: str,
-        authorizer: Callable[[], Authorizer] | None = None,
+        authorizer: Callable[[], Authority] | None = None,
         submissions: SubmissionLimit | None = None,
         audit: ChatAudit = no_audit,
         clock: Callable[[], float] = time.time,
@@ -476,7 +476,7 @@ class Chat:
                 return limited
         submitted = self.intake.submit(
             request=parse_request(request),
-            requester=asking.caller.oid,
+            caller=asking.caller,
             source=who.door,
             idempotency_key=key,
             traceparent=traceparent,
@@ -511,7 +511,7 @@ class Chat:
         )
 
     def _plan(self, asking: _Asking, request: dict[str, Any], *, offer: bool) -> Reply:
-        plan = self.intake.plan(request=parse_request(request))
+        plan = self.intake.plan(request=parse_request(request), caller=asking.caller, source=asking.who.door)
         n = plan.names
         fields = [
             ("workspace", n.workspace),

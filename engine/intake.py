@@ -13,13 +13,24 @@ from typing import Any
 from pydantic import ValidationError
 from ulid import ULID
 
+from engine.audit import Guard
+from engine.authz import Act
 from engine.events import EventFanout, status_event
 from engine.planner import plan as make_plan
 from engine.policy import POLICY_REFUSAL, admit, team_vcpus, vcpu_limit_problem
 from engine.ports import Preflight, Store, VcpuLimit
 from engine.steps import StepEngine, utcnow
-from models.errors import ConflictError, InvalidInputError, LimitExceededError, Problem, idempotency_key_reused
+from models.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    Problem,
+    idempotency_key_reused,
+)
 from models.events import EventName
+from models.identity import AuthenticationError, Caller
 from models.plan import Plan
 from models.policy import Policy
 from models.records import RequestRecord, RequestStatus, StepRecord
@@ -67,6 +78,7 @@ class Intake:
         engine: StepEngine,
         policy: Policy,
         events: EventFanout,
+        guard: Guard,
         preflight: Preflight | None = None,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = lambda: str(ULID()),
@@ -75,12 +87,14 @@ class Intake:
         self.engine = engine
         self.policy = policy
         self.events = events
+        self.guard = guard
         self.preflight = preflight
         self.clock = clock
         self.new_id = new_id
 
-    def plan(self, *, request: WorkspaceRequest) -> Plan:
-        """Return the plan a request would get; nothing is created."""
+    def plan(self, *, request: WorkspaceRequest, caller: Caller, source: str) -> Plan:
+        """Return the plan a request would get, if the caller may ask for it; nothing is created."""
+        self.guard.require(caller, Act.REQUEST, team=request.team, door=source)
         resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
         return make_plan(resolved, self.policy)
 
@@ -88,22 +102,25 @@ class Intake:
         self,
         *,
         request: WorkspaceRequest,
-        requester: str,
+        caller: Caller,
         source: str,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
         reply_to: dict[str, Any] | None = None,
         preflight_budget_s: float | None = None,
     ) -> Submitted:
-        """Admit, plan, record and start a request; raise `InvalidInputError` or `ConflictError`.
+        """Authorise, admit, plan, record and start a request.
 
-        Idempotency is settled first: a key already used with the same body returns its request
+        Raises `ForbiddenError` or `NotFoundError` (the caller may not ask for this), `InvalidInputError`
+        or `ConflictError`. The caller is decided first, by the one authorisation function, so that
+        nothing about a team's requests is learnt by someone who may not act for it. Idempotency next: a key already used with the same body returns its request
         before policy, planning or pre-flight run (a replay must not be judged against a team that
         now includes the original), and with another body raises `IdempotencyKeyReused`. Keys are
         the door's own (`rest_key`, `queue_key`, chat's), so one door cannot take another's.
         `reply_to` is a chat conversation to tell at the end; `preflight_budget_s` bounds the
         pre-flight checks below the policy's timeout (chat doors must answer within seconds).
         """
+        self.guard.require(caller, Act.REQUEST, team=request.team, door=source)
         digest = body_hash(request)
         if idempotency_key:
             existing = self.store.find_by_idempotency_key(idempotency_key)
@@ -123,7 +140,8 @@ class Intake:
             environment=request.environment.value,
             workspace_name=n.workspace,
             workspace_key=f"{n.subscription_id}/{n.resource_group}/{n.workspace}".lower(),
-            requester=requester,
+            requester=caller.oid,
+            requester_name=caller.name,
             source=source,
             request=resolved.model_dump(mode="json"),
             plan=plan,
@@ -212,23 +230,38 @@ class Intake:
         return record
 
     def onboard(
-        self, *, body: bytes, message_id: str, source: str = "queue", traceparent: str | None = None
+        self,
+        *,
+        body: bytes,
+        message_id: str,
+        sender: Caller | AuthenticationError,
+        source: str = "queue",
+        traceparent: str | None = None,
     ) -> list[RequestRecord]:
-        """Handle one onboarding message: a `WorkspaceRequest` or a `TeamOnboarding`.
+        """Handle one onboarding message from `sender`: a `WorkspaceRequest` or a `TeamOnboarding`.
 
-        Each resulting request uses an idempotency key built from the message id (`queue_key`), so
-        a redelivered message finds the requests it made the first time, whatever became of them,
-        and counts as handled instead of making new ones or failing. Input that cannot be served is
-        recorded as `rejected` with its reasons; it is never retried.
+        `sender` is who the message's token proves sent it (or why it proves nobody): a message
+        without a valid sender, like one a sender may not send, is recorded as `rejected` with the
+        reason, never retried and never lost. Each resulting request uses an idempotency key built
+        from the message id (`queue_key`), so a redelivered message finds the requests it made the
+        first time, whatever became of them, and counts as handled instead of making new ones.
         """
         key = queue_key(message_id)
-        data, requester, parsed = _decode_onboarding(body)
+        data, parsed = _decode_onboarding(body)
+        if isinstance(sender, AuthenticationError):
+            problem = Problem(
+                "(message)",
+                f"the message does not say who sent it: {sender.reason}. Send it with the sender's access token "
+                "for this API in the Authorization application property ('Bearer <token>').",
+                "Unauthenticated",
+            )
+            return [self._reject_once(data, [problem], key=key, source=source, traceparent=traceparent)]
         if isinstance(parsed, InvalidInputError):
             return [
                 self.reject(
                     raw=data,
                     problems=parsed.problems,
-                    requester=requester,
+                    requester=sender.oid,
                     source=source,
                     idempotency_key=key,
                     traceparent=traceparent,
@@ -254,7 +287,7 @@ class Intake:
                     self.reject(
                         raw=req.model_dump(mode="json"),
                         problems=[problem],
-                        requester=requester,
+                        requester=sender.oid,
                         source=source,
                         traceparent=traceparent,
                     )
@@ -262,21 +295,15 @@ class Intake:
                 continue
             try:
                 submitted = self.submit(
-                    request=req, requester=requester, source=source, idempotency_key=env_key, traceparent=traceparent
+                    request=req, caller=sender, source=source, idempotency_key=env_key, traceparent=traceparent
                 )
                 out.append(submitted.record)
-            except (InvalidInputError, ConflictError) as exc:
-                problems = (
-                    exc.problems
-                    if isinstance(exc, InvalidInputError)
-                    else [Problem("workspace_name", str(exc), exc.code)]
-                )
-                raw = req.model_dump(mode="json")
+            except (InvalidInputError, ConflictError, ForbiddenError, NotFoundError) as exc:
                 out.append(
                     self.reject(
-                        raw=raw,
-                        problems=problems,
-                        requester=requester,
+                        raw=req.model_dump(mode="json"),
+                        problems=_problems_of(exc),
+                        requester=sender.oid,
                         source=source,
                         idempotency_key=env_key,
                         traceparent=traceparent,
@@ -285,25 +312,56 @@ class Intake:
                 )
         return out
 
+    def _reject_once(
+        self, data: Any, problems: list[Problem], *, key: str, source: str, traceparent: str | None
+    ) -> RequestRecord:
+        """Reject a whole message under its own key: a redelivery finds the first rejection."""
+        existing = self.store.find_by_idempotency_key(key)
+        if existing is not None:
+            return existing
+        return self.reject(
+            raw=data,
+            problems=problems,
+            requester="unknown",
+            source=source,
+            idempotency_key=key,
+            traceparent=traceparent,
+        )
+
     def _emit(self, record: RequestRecord, name: EventName, status: str, message: str | None = None) -> None:
         self.events.emit(status_event(record, name, time=self.clock(), status=status, message=message))
 
 
-def _decode_onboarding(body: bytes) -> tuple[Any, str, list[WorkspaceRequest] | InvalidInputError]:
-    """Parse an onboarding message into requests; return the raw data, the requester, and requests or problems."""
+def _problems_of(exc: InvalidInputError | ConflictError | ForbiddenError | NotFoundError) -> list[Problem]:
+    """Say why a submission was refused, as the problems a rejected record keeps."""
+    if isinstance(exc, InvalidInputError):
+        return exc.problems
+    if isinstance(exc, ConflictError):
+        return [Problem("workspace_name", str(exc), exc.code)]
+    if isinstance(exc, ForbiddenError):
+        return [Problem("(caller)", str(exc), exc.rule)]
+    return [Problem("(caller)", str(exc), "NotFound")]
+
+
+def _decode_onboarding(body: bytes) -> tuple[Any, list[WorkspaceRequest] | InvalidInputError]:
+    """Parse an onboarding message into requests; return the raw data, and requests or problems.
+
+    `requested_by`, which older senders put in the body, is dropped: who sent a message is what its
+    token proves, never what its body says.
+    """
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         problem = Problem("(body)", f"the message body is not JSON ({exc}); send a JSON object.", "json")
-        return body.decode("utf-8", errors="replace"), "queue", InvalidInputError([problem])
+        return body.decode("utf-8", errors="replace"), InvalidInputError([problem])
     if not isinstance(data, dict):
-        return data, "queue", InvalidInputError([Problem("(body)", "the message body must be a JSON object.", "type")])
-    requester = str(data.pop("requested_by", "queue"))[:256]
+        return data, InvalidInputError([Problem("(body)", "the message body must be a JSON object.", "type")])
+    data.pop("requested_by", None)
     try:
         if data.get("kind") == "TeamOnboarding" or "environments" in data:
-            return data, requester, TeamOnboarding.model_validate(data).requests()
-        return data, requester, [parse_request(data)]
+            return data, TeamOnboarding.model_validate(data).requests()
+        return data, [parse_request(data)]
     except ValidationError as exc:
-        return data, requester, InvalidInputError(problems_from(exc))
+        return data, InvalidInputError(problems_from(exc))
     except InvalidInputError as exc:
-        return data, requester, exc
+        return data, exc

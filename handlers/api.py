@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -16,14 +16,20 @@ from adapters.fault_log import FaultLog
 from adapters.health import probe
 from adapters.telemetry import TRACEPARENT
 from composition import Container
+from engine.authz import Act, Decision
 from engine.intake import rest_key
 from handlers.chat import add_chat_routes
+from handlers.identity import CurrentCaller, add_authentication, add_identity_routes
 from models.api import (
     Accepted,
+    CallerView,
+    DeadLetterItem,
+    DeadLetterList,
     EventList,
     Health,
     HealthCheck,
     HealthProblem,
+    OperatorResult,
     PlannedStep,
     PlanView,
     ProblemDetails,
@@ -32,17 +38,41 @@ from models.api import (
     RequestView,
     links,
 )
-from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem, TransientError
-from models.records import RequestStatus
+from models.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    Problem,
+    TransientError,
+)
+from models.identity import Caller
+from models.records import RequestRecord, RequestStatus
+from models.redact import redact
 from models.request import WorkspaceRequest, field_path, parse_request
+
+if TYPE_CHECKING:
+    from devhost.identity import LocalIssuer
+    from engine.ports import DeadLetter
 
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ProblemDetails, "content": {PROBLEM: {}}, "description": text}
-    for code, text in ((404, "Not found"), (409, "Conflict"), (422, "Invalid input"), (503, "Briefly unavailable"))
+    for code, text in (
+        (401, "Not signed in: send an access token for this API"),
+        (403, "Not allowed: the rule that refused it is named"),
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "The body is too large"),
+        (422, "Invalid input"),
+        (429, "Too many submissions: wait Retry-After seconds"),
+        (503, "Briefly unavailable"),
+    )
 }
+OPERATOR_DOOR = "rest"
+SECRET_PROPERTIES = frozenset({"authorization"})
 
 
 def problem(
@@ -53,6 +83,7 @@ def problem(
     errors: list[Problem] | None = None,
     existing_id: str | None = None,
     instance: str | None = None,
+    rule: str | None = None,
 ) -> JSONResponse:
     """Build an RFC 9457 problem+json response."""
     body = ProblemDetails(
@@ -62,6 +93,7 @@ def problem(
         instance=instance,
         errors=[p.as_dict() for p in errors] if errors is not None else None,  # type: ignore[misc]
         existing_id=existing_id,
+        rule=rule,
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
 
@@ -78,8 +110,91 @@ def _traceparent(value: str | None) -> str | None:
     return value if value and TRACEPARENT.match(value) else None
 
 
-def create_api(container: Callable[[], Container]) -> FastAPI:
-    """Build the API; `container` gives the service's parts (built lazily, swappable in tests)."""
+class BodyTooLarge(Exception):
+    """A request body grew past the limit while it was read."""
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413 problem+json, whether or not they declare a length.
+
+    A declared Content-Length over the limit is refused before any of the body is read; a body sent
+    in chunks is counted as it arrives and refused at the first byte over the limit.
+    """
+
+    def __init__(self, app: Any, max_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes()
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(scope, send, limit)
+
+    @staticmethod
+    async def _refuse(scope: Any, send: Any, limit: int) -> None:
+        response = problem(
+            413,
+            "The body is too large",
+            detail=f"send at most {limit} bytes; a workspace request is far smaller than that.",
+            instance=scope.get("path"),
+        )
+        await response(scope, None, send)  # type: ignore[arg-type]
+
+
+def _dead_letter_item(letter: DeadLetter, kind: str, request_id: str | None, step_id: str | None) -> DeadLetterItem:
+    return DeadLetterItem(
+        message_id=letter.message_id,
+        queue=letter.queue,
+        kind=kind,
+        reason=letter.reason,
+        description=redact(letter.description),
+        delivery_count=letter.delivery_count,
+        dead_lettered_at=letter.dead_lettered_at,
+        request_id=request_id,
+        step_id=step_id,
+        # A sender's token travels with its message; operators see that there was one, never what it was.
+        application_properties={
+            k: ("***" if k.lower() in SECRET_PROPERTIES else redact(v))
+            for k, v in letter.application_properties.items()
+        },
+        body=redact(letter.body.decode("utf-8", "replace")),
+    )
+
+
+def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer | None = None) -> FastAPI:
+    """Build the API; `container` gives the service's parts (built lazily, swappable in tests).
+
+    Every route but `/api/health` and the chat doors (which check their platforms' signatures)
+    authenticates its caller, and every act is decided by the one authorisation function. With
+    `local_issuer` (the devhost), the embedded identity provider's routes are served too.
+    """
     api = FastAPI(
         title="Workspace Vending",
         version="1.0.0",
@@ -146,6 +261,10 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
     async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
         return problem(409, "Conflict", detail=str(exc), existing_id=exc.existing_id, instance=request.url.path)
 
+    @api.exception_handler(ForbiddenError)
+    async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
+        return problem(403, "Forbidden", detail=str(exc), rule=exc.rule, instance=request.url.path)
+
     @api.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
         return problem(404, "Not found", detail=str(exc), instance=request.url.path)
@@ -175,7 +294,25 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "Internal error", detail="The service failed; the error is logged. Try again later.")
 
+    add_authentication(api, lambda: container().authenticator, problem)
+    if local_issuer is not None:
+        add_identity_routes(api, local_issuer)
     add_chat_routes(api, container, problem)
+    api.add_middleware(BodyLimit, max_bytes=lambda: container().settings.max_body_bytes)
+
+    def readable(c: Container, caller: Caller, request_id: str) -> RequestRecord:
+        """Return a request the caller may read; another team's is 'not found', as a missing one is."""
+        record = c.store.get_request(request_id)
+        missing = f"there is no workspace request with id '{request_id}'."
+        if record is None:
+            raise NotFoundError(missing)
+        decision = c.guard.decide(caller, Act.READ, team=record.team, door="rest", request_id=record.id)
+        if not decision.allowed:
+            raise NotFoundError(missing)
+        return record
+
+    def operator(c: Container, caller: Caller) -> None:
+        c.guard.require(caller, Act.OPERATE, team=None, door=OPERATOR_DOOR)
 
     @api.post(
         "/api/workspaces",
@@ -187,18 +324,23 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
         body: WorkspaceRequest,
         request: Request,
         response: Response,
+        caller: CurrentCaller,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
         traceparent: Annotated[str | None, Header()] = None,
-        x_ms_client_principal_name: Annotated[str | None, Header()] = None,
-    ) -> Accepted:
-        """Ask for a workspace; provisioning starts at once and is followed with GET."""
+    ) -> Accepted | JSONResponse:
+        """Ask for a workspace for one of your teams; provisioning starts at once and is followed with GET."""
         c = container()
-        requester = (x_ms_client_principal_name or "anonymous")[:256]
+        key = rest_key(caller.oid, idempotency_key) if idempotency_key else None
+        # A replay of a request already made takes nothing from the caller's allowance.
+        if key is None or c.store.find_by_idempotency_key(key) is None:
+            wait = c.submissions(caller)
+            if wait is not None:
+                return too_many(c, caller, body.team, wait, request.url.path)
         result = c.intake.submit(
             request=body,
-            requester=requester,
+            caller=caller,
             source="rest",
-            idempotency_key=rest_key(requester, idempotency_key) if idempotency_key else None,
+            idempotency_key=key,
             traceparent=c.telemetry.current_traceparent(_traceparent(traceparent)),
         )
         base = _base(request)
@@ -212,43 +354,134 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
             warnings=result.record.warnings,
         )
 
+    def too_many(c: Container, caller: Caller, team: str, wait: float, path: str) -> JSONResponse:
+        s = c.settings
+        reason = (
+            f"you have made {s.submissions_per_window} submissions in {s.submission_window_s:g} s, the most allowed; "
+            f"send this one again in {wait:.0f} s."
+        )
+        c.audit.decided(
+            caller=caller,
+            decision=Decision(False, "SubmissionRateLimit", reason),
+            act=Act.REQUEST,
+            team=team,
+            door="rest",
+        )
+        response = problem(429, "Too many submissions", detail=reason, instance=path, rule="SubmissionRateLimit")
+        response.headers["Retry-After"] = _retry_after(wait)
+        return response
+
     @api.get("/api/workspaces/{request_id}", response_model=RequestView, responses=PROBLEM_RESPONSES)
-    def get_workspace(request_id: str, request: Request) -> RequestView:
-        """Show a request: its status, every step, and its outputs."""
+    def get_workspace(request_id: str, request: Request, caller: CurrentCaller) -> RequestView:
+        """Show a request of one of your teams: its status, every step, and its outputs."""
         c = container()
-        record = c.store.get_request(request_id)
-        if record is None:
-            raise NotFoundError(f"there is no workspace request with id '{request_id}'.")
+        record = readable(c, caller, request_id)
         return RequestView.full(record, c.store.get_steps(request_id), _base(request))
 
     @api.get("/api/workspaces", response_model=RequestList, responses=PROBLEM_RESPONSES)
     def list_workspaces(
         request: Request,
+        caller: CurrentCaller,
         team: Annotated[str | None, Query(max_length=64)] = None,
         status: RequestStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> RequestList:
-        """List requests, newest first; follow `next` for more."""
-        page = container().store.list_requests(team=team, status=status, limit=limit, cursor=cursor)
+        """List your teams' requests (every team's with Workspaces.ReadAll), newest first; follow `next` for more."""
+        c = container()
+        visible = c.authorizer.visible_teams(caller)
+        if team is not None:
+            teams: list[str] | None = [team] if visible is None or team in visible else []
+        else:
+            teams = None if visible is None else sorted(visible)
+        c.audit.decided(
+            caller=caller,
+            decision=Decision(True, "ReadAllRole" if visible is None else "ReadOwnTeams", "allowed"),
+            act=Act.READ,
+            team=team or ("*" if visible is None else ",".join(sorted(visible))),
+            door="rest",
+            command="list",
+        )
+        items, next_cursor = _page(c, teams, status=status, limit=limit, cursor=cursor)
         base = _base(request)
-        nxt = None
-        if page.next_cursor:
-            nxt = str(request.url.include_query_params(cursor=page.next_cursor))
-        return RequestList(items=[RequestSummary.of(r, base) for r in page.items], next=nxt)
+        nxt = str(request.url.include_query_params(cursor=next_cursor)) if next_cursor else None
+        return RequestList(items=[RequestSummary.of(r, base) for r in items], next=nxt)
 
     @api.get("/api/workspaces/{request_id}/events", response_model=EventList, responses=PROBLEM_RESPONSES)
-    def list_events(request_id: str) -> EventList:
-        """Show a request's status-event timeline."""
+    def list_events(request_id: str, caller: CurrentCaller) -> EventList:
+        """Show the status-event timeline of a request of one of your teams."""
         c = container()
-        if c.store.get_request(request_id) is None:
-            raise NotFoundError(f"there is no workspace request with id '{request_id}'.")
+        readable(c, caller, request_id)
         return EventList(items=c.store.list_events(request_id))
 
+    @api.get("/api/me", response_model=CallerView, responses=PROBLEM_RESPONSES)
+    def me(caller: CurrentCaller) -> CallerView:
+        """Show who the service sees calling, its roles, and the teams it acts for."""
+        c = container()
+        return CallerView(
+            oid=caller.oid,
+            tid=caller.tid,
+            name=caller.name,
+            username=caller.username,
+            roles=sorted(caller.roles),
+            teams=sorted(c.authorizer.teams_of(caller)),
+            reads_every_team=c.authorizer.visible_teams(caller) is None,
+        )
+
+    @api.get("/api/operator/deadletters", response_model=DeadLetterList, responses=PROBLEM_RESPONSES)
+    def dead_letters(caller: CurrentCaller) -> DeadLetterList:
+        """Operators (Vending.Operator): every queue's dead letters."""
+        c = container()
+        operator(c, caller)
+        views = c.deadletters.list()
+        c.audit.operator(caller=caller, action="deadletters.list", door=OPERATOR_DOOR, outcome=f"{len(views)} listed")
+        return DeadLetterList(items=[_dead_letter_item(v.letter, v.kind, v.request_id, v.step_id) for v in views])
+
+    @api.post(
+        "/api/operator/deadletters/{message_id:path}/replay", response_model=OperatorResult, responses=PROBLEM_RESPONSES
+    )
+    def replay_dead_letter(message_id: str, caller: CurrentCaller) -> OperatorResult:
+        """Operators (Vending.Operator): send a dead letter again after its cause was fixed."""
+        c = container()
+        operator(c, caller)
+        view = c.deadletters.find(message_id)
+        if view is None:
+            raise NotFoundError(f"there is no dead letter with message id '{message_id}'.")
+        outcome = c.deadletters.replay(message_id)
+        c.audit.operator(
+            caller=caller,
+            action="deadletters.replay",
+            door=OPERATOR_DOOR,
+            outcome=outcome,
+            request_id=view.request_id,
+            subject=message_id,
+        )
+        return OperatorResult(action="deadletters.replay", outcome=outcome)
+
+    @api.post("/api/operator/deadletters/process", response_model=OperatorResult, responses=PROBLEM_RESPONSES)
+    def process_dead_letters(caller: CurrentCaller) -> OperatorResult:
+        """Operators (Vending.Operator): record what each dead letter means, now (the timer does it too)."""
+        c = container()
+        operator(c, caller)
+        count = c.deadletters.process()
+        outcome = f"recorded {count} dead-lettered messages"
+        c.audit.operator(caller=caller, action="deadletters.process", door=OPERATOR_DOOR, outcome=outcome)
+        return OperatorResult(action="deadletters.process", outcome=outcome, count=count)
+
+    @api.post("/api/operator/sweep", response_model=OperatorResult, responses=PROBLEM_RESPONSES)
+    def sweep(caller: CurrentCaller) -> OperatorResult:
+        """Operators (Vending.Operator): repair stalled steps and requests now (the timer does it too)."""
+        c = container()
+        operator(c, caller)
+        count = c.engine.sweep()
+        outcome = f"repaired {count} steps or requests"
+        c.audit.operator(caller=caller, action="sweep", door=OPERATOR_DOOR, outcome=outcome)
+        return OperatorResult(action="sweep", outcome=outcome, count=count)
+
     @api.post("/api/plan", response_model=PlanView, responses=PROBLEM_RESPONSES)
-    def plan_workspace(body: WorkspaceRequest) -> PlanView:
-        """Show what a request would create (steps, dependencies, names); nothing is created."""
-        plan = container().intake.plan(request=body)
+    def plan_workspace(body: WorkspaceRequest, caller: CurrentCaller) -> PlanView:
+        """Show what a request for one of your teams would create (steps, dependencies, names); nothing is created."""
+        plan = container().intake.plan(request=body, caller=caller, source="rest")
         return PlanView(
             names=plan.names,
             steps=[
@@ -317,3 +550,26 @@ def create_api(container: Callable[[], Container]) -> FastAPI:
         return response
 
     return api
+
+
+def _page(
+    c: Container, teams: list[str] | None, *, status: RequestStatus | None, limit: int, cursor: str | None
+) -> tuple[list[RequestRecord], str | None]:
+    """Return one page of the requests of `teams` (None: every team), newest first, and the next cursor.
+
+    The cursor is the last id shown (ids are ULIDs: id order is time order), so each team's page
+    after it can be merged into one page exactly.
+    """
+    if teams is None:
+        page = c.store.list_requests(status=status, limit=limit, cursor=cursor)
+        return page.items, page.next_cursor
+    found: list[RequestRecord] = []
+    more = False
+    for team in teams:
+        page = c.store.list_requests(team=team, status=status, limit=limit, cursor=cursor)
+        found += page.items
+        more = more or page.next_cursor is not None
+    found.sort(key=lambda r: r.id, reverse=True)
+    items = found[:limit]
+    more = more or len(found) > limit
+    return items, (items[-1].id if more and items else None)

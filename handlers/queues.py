@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adapters.auth import Authenticator
 from adapters.telemetry import TRACEPARENT, Telemetry
 from composition import Container
 from engine.intake import Intake
@@ -35,6 +36,7 @@ from engine.ports import OutgoingMessage, ReceivedMessage
 from engine.redelivery import RetryPolicy, redeliver
 from engine.steps import StepEngine, StepResult
 from models.errors import InvalidInputError, Problem, VendingError
+from models.identity import AuthenticationError, Caller
 from models.messages import DeliveryAttempt, StepMessage, original_message_id
 from models.records import RequestRecord
 from models.request import problems_from
@@ -105,11 +107,30 @@ def trace_context(properties: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+SENDER_PROPERTY = "Authorization"
+"""The application property an onboarding message carries its sender's access token in ('Bearer <token>')."""
+
+
+def message_sender(authenticator: Authenticator, properties: Mapping[str, Any] | None) -> Caller | AuthenticationError:
+    """Say who sent a message, as the token in its `Authorization` property proves, or why it proves nobody.
+
+    The token is checked by the code that checks the REST door's bearer tokens; nothing else the
+    message says (its body's `requested_by`, any other property) is believed. An issuer whose keys
+    cannot be fetched raises `AuthUnavailableError`: the message is tried again later.
+    """
+    value = (properties or {}).get(SENDER_PROPERTY)
+    try:
+        return authenticator.authenticate({"authorization": value if isinstance(value, str) else ""})
+    except AuthenticationError as exc:
+        return exc
+
+
 def handle_onboarding(
     *,
     body: bytes,
     message_id: str,
     intake: Intake,
+    authenticator: Authenticator,
     telemetry: Telemetry | None = None,
     properties: Mapping[str, Any] | None = None,
 ) -> list[RequestRecord]:
@@ -118,11 +139,12 @@ def handle_onboarding(
     A retry copy is handled under the id of the message it retries: intake builds its idempotency
     keys from it, so the copy finds the requests an earlier try made.
     """
+    sender = message_sender(authenticator, properties)
     message_id = original_message_id(message_id, properties)
     with (telemetry or Telemetry()).span(
         "onboarding message", parent=trace_context(properties), kind="consumer", attributes={"message_id": message_id}
     ) as span:
-        records = intake.onboard(body=body, message_id=message_id, traceparent=span.traceparent)
+        records = intake.onboard(body=body, message_id=message_id, sender=sender, traceparent=span.traceparent)
         for r in records:
             log.info("onboarding message %s -> request %s (%s)", message_id, r.id, r.status.value)
         span.set(requests=",".join(r.id for r in records))
@@ -202,6 +224,7 @@ def onboarding_received(message: ReceivedMessage, container: Container) -> list[
         body=message.body,
         message_id=message.message_id,
         intake=container.intake,
+        authenticator=container.authenticator,
         telemetry=container.telemetry,
         properties=message.application_properties,
     )

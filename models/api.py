@@ -71,7 +71,8 @@ class RequestSummary(BaseModel):
     team: str
     environment: str
     workspace_name: str | None
-    requester: str
+    requester: str = Field(description="The Entra object id (oid) of who asked.")
+    requester_name: str | None = Field(None, description="Who asked, by display name (display only).")
     source: str
     created_at: datetime
     updated_at: datetime
@@ -87,6 +88,7 @@ class RequestSummary(BaseModel):
             environment=r.environment,
             workspace_name=r.workspace_name,
             requester=r.requester,
+            requester_name=r.requester_name,
             source=r.source,
             created_at=r.created_at,
             updated_at=r.updated_at,
@@ -178,6 +180,7 @@ class ProblemDetails(BaseModel):
     instance: str | None = None
     errors: list[FieldProblem] | None = None
     existing_id: str | None = None
+    rule: str | None = Field(None, description="403: the authorisation or confinement rule that refused the request.")
 
 
 class HealthCheck(BaseModel):
@@ -208,3 +211,45 @@ class HealthProblem(ProblemDetails):
 def links(request_id: str, base: str) -> Links:
     """Build the links of a request."""
     return Links(self=f"{base}/api/workspaces/{request_id}", events=f"{base}/api/workspaces/{request_id}/events")
+
+
+class CallerView(BaseModel):
+    """Who the service sees calling (`GET /api/me`), and the teams it acts for."""
+
+    oid: str
+    tid: str
+    name: str
+    username: str | None = None
+    roles: list[str]
+    teams: list[str] = Field(description="The policy's teams the caller acts for (through its Entra groups).")
+    reads_every_team: bool
+
+
+class DeadLetterItem(BaseModel):
+    """One dead-lettered message, as operators see it (its sender's token is never shown)."""
+
+    message_id: str
+    queue: str
+    kind: str = Field(description="step, onboarding or notification.")
+    reason: str
+    description: str
+    delivery_count: int
+    dead_lettered_at: datetime
+    request_id: str | None = None
+    step_id: str | None = None
+    application_properties: dict[str, str]
+    body: str
+
+
+class DeadLetterList(BaseModel):
+    """Every queue's dead letters."""
+
+    items: list[DeadLetterItem]
+
+
+class OperatorResult(BaseModel):
+    """What an operator action did."""
+
+    action: str
+    outcome: str
+    count: int | None = None

@@ -20,6 +20,14 @@ class EventName(StrEnum):
     STEP_FAILED = "WorkspaceStepFailed"
     PROVISIONED = "WorkspaceProvisioned"
     PROVISIONING_FAILED = "WorkspaceProvisioningFailed"
+    # Audit (DESIGN section 9): every authorisation decision and every operator action, with the caller.
+    ACCESS_ALLOWED = "VendingAccessAllowed"
+    ACCESS_REFUSED = "VendingAccessRefused"
+    OPERATOR_ACTION = "VendingOperatorAction"
+
+
+AUDIT_EVENTS = frozenset({EventName.ACCESS_ALLOWED, EventName.ACCESS_REFUSED, EventName.OPERATOR_ACTION})
+"""Events about who did what, rather than about a request's progress."""
 
 
 class StatusEvent(BaseModel):
@@ -42,3 +50,7 @@ class StatusEvent(BaseModel):
     )
     error_code: str | None = None
     message: str | None = Field(None, description="A plain sentence for people; never a secret.")
+    caller: str | None = Field(None, description="Audit: the object id (oid) of who asked, or the door's name.")
+    act: str | None = Field(None, description="Audit: what was asked (request, read, operate, or the operator action).")
+    rule: str | None = Field(None, description="Audit: the rule that allowed or refused it.")
+    door: str | None = Field(None, description="Audit: where the caller came in (rest, queue, slack, teams, cli).")

@@ -64,7 +64,8 @@ class RequestRecord(BaseModel):
     environment: str
     workspace_name: str | None = None
     workspace_key: str | None = Field(None, description="subscription/resource group/workspace, lowercase.")
-    requester: str = "anonymous"
+    requester: str = Field("anonymous", description="Who asked: the caller's Entra object id (oid).")
+    requester_name: str | None = Field(None, description="The caller's display name when it asked; display only.")
     source: str = Field("rest", description="Which door it came through: rest, queue, slack, teams.")
     request: dict[str, Any] = Field(default_factory=dict, description="The validated request (or raw input).")
     plan: Plan | None = None

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     steps_queue: str = Field("steps", validation_alias=AliasChoices("StepsQueueName"))
     notifications_queue: str = Field("notifications", validation_alias=AliasChoices("NotificationsQueueName"))
     callback_timeout_s: float = Field(10.0, gt=0, description="How long a callback POST may take.")
+    submissions_per_window: int = Field(
+        10, ge=1, le=1000, description="Submissions one principal may make per window, at every door together."
+    )
+    submission_window_s: float = Field(600.0, gt=0, le=86400, description="The window of submissions_per_window.")
+    max_body_bytes: int = Field(
+        65536, ge=1024, le=4 * 1024 * 1024, description="The largest REST request body accepted (413 above it)."
+    )
 
     store: Literal["sqlite", "tables"] = Field("sqlite", description="tables: Azure Table Storage (or Azurite).")
     tables_connection_string: SecretStr | None = Field(

@@ -22,6 +22,7 @@ from engine.ports import Store
 from handlers.queues import handle_notification, handle_step
 from models.settings import Settings
 from tests.azurite import Azurite
+from tests.callers import PermitAll
 from tests.fakes import FakeCloud
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +137,9 @@ def new_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Calla
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, retry_base_s=0.0, retry_cap_s=0.0, sweep_grace_s=0.0)
+    return Settings(
+        data_dir=tmp_path, retry_base_s=0.0, retry_cap_s=0.0, sweep_grace_s=0.0, submissions_per_window=1000
+    )
 
 
 @pytest.fixture
@@ -148,7 +151,7 @@ def fake_cloud() -> FakeCloud:
 def service(settings: Settings, fake_cloud: FakeCloud) -> Iterator[tuple[Container, QueueWorkers]]:
     store = SqliteStore(":memory:")
     bus = SqliteBus(":memory:", lock_s=settings.bus_lock_s)
-    container = Container(settings, store=store, bus=bus, cloud=fake_cloud)
+    container = Container(settings, store=store, bus=bus, cloud=fake_cloud, authorizer=PermitAll())
     notifications = QueueWorkers(
         bus=bus,
         queue=settings.notifications_queue,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from models.events import AUDIT_EVENTS
 from tests.capture import serving
 
 INSTRUMENTATION_KEY = "00000000-0000-0000-0000-00000000c0de"
@@ -38,11 +39,17 @@ class Ingestion:
         with self.lock:
             return [e for e in self.envelopes if e.get("data", {}).get("baseType") == base_type]
 
-    def events(self) -> list[dict[str, Any]]:
-        """Custom events: each envelope's baseData plus its operation tags."""
+    def events(self, *, audit: bool = False) -> list[dict[str, Any]]:
+        """Custom events: each envelope's baseData plus its operation tags (status events; with `audit`, only audit ones).
+
+        Audit events (every decision, every read included) reach Azure Monitor but not a request's
+        timeline, so the two are compared without them.
+        """
+        names = {name.value for name in AUDIT_EVENTS}
         return [
             {**e["data"]["baseData"], "operation_id": e.get("tags", {}).get("ai.operation.id"), "time": e.get("time")}
             for e in self.of("EventData")
+            if (e["data"]["baseData"].get("name") in names) == audit
         ]
 
 

@@ -38,6 +38,7 @@ from models.plan import Step
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
+from tests.callers import PLATFORM, PermitAll
 from tests.conftest import example, poll
 
 REQUESTS = int(os.environ.get("VENDING_CHAOS_REQUESTS", "24"))
@@ -187,7 +188,7 @@ def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWork
         sweep_grace_s=2.0,
         callback_timeout_s=2.0,
     )
-    container = Container(settings)
+    container = Container(settings, authorizer=PermitAll())
     policy = container.policy
     # Pre-flight off: the quota failures must reach the compute step instead of being refused at the door.
     policy = policy.model_copy(update={"preflight": policy.preflight.model_copy(update={"enabled": False})})
@@ -228,7 +229,7 @@ def test_every_request_ends_consistent_with_the_cloud_and_no_message_is_lost(
     container, emulator, workers, cloud = chaos
     store = container.store
     ids = [
-        container.intake.submit(request=parse_request(_body(i)), requester="chaos", source="test").record.id
+        container.intake.submit(request=parse_request(_body(i)), caller=PLATFORM, source="test").record.id
         for i in range(REQUESTS)
     ]
 

@@ -18,6 +18,7 @@ from models.errors import InvalidInputError, PermanentError, TransientError
 from models.outcomes import Fail
 from models.request import parse_request
 from models.settings import DEFAULT_POLICY
+from tests.callers import PLATFORM
 from tests.capture import capture_server
 from tests.conftest import example, poll
 from tests.fakes import FakeCloud, receiver
@@ -47,7 +48,7 @@ def test_the_callback_gets_the_result_once(callbacks: tuple[Container, QueueWork
     container, _ = callbacks
     with capture_server() as cap:
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hooks/ws"}
-        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        rid = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="test").record.id
         note = poll(lambda: _notified(container, rid), what="the callback to be delivered")
         assert note["status"] == "delivered"
         [call] = cap.received
@@ -65,7 +66,7 @@ def test_a_failed_request_is_announced_too_and_a_down_receiver_is_retried(
     with capture_server() as cap:
         cap.statuses = [503, 503]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
-        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        rid = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="test").record.id
         poll(lambda: _notified(container, rid), what="the callback to be delivered")
         assert [c["status"] for c in cap.received] == [503, 503, 200]
         assert cap.received[-1]["json"]["status"] == "failed"
@@ -77,7 +78,7 @@ def test_a_refusing_receiver_is_recorded_not_retried(callbacks: tuple[Container,
     with capture_server() as cap:
         cap.statuses = [404]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/gone"}
-        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        rid = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="test").record.id
         note = poll(lambda: _notified(container, rid), what="the callback outcome")
         assert note["status"] == "failed" and "answered 404" in note["error"]
         assert len(cap.received) == 1
@@ -104,7 +105,7 @@ def test_callbacks_are_signed_with_a_timestamp_and_carry_one_delivery_id(
     with capture_server() as cap:
         cap.statuses = [503]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
-        rid = container.intake.submit(request=parse_request(body), requester="t", source="test").record.id
+        rid = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="test").record.id
         poll(lambda: len(cap.received) == 2, what="the callback and its retry")
     first, second = cap.received
     secret = container.callback_secret
@@ -122,7 +123,7 @@ def test_callbacks_only_to_allowed_hosts(service: tuple[Container, QueueWorkers]
     container, _ = service
     body = example("cpu-small.json") | {"callback_url": "https://attacker.invalid/x"}
     with pytest.raises(InvalidInputError) as info:
-        container.intake.submit(request=parse_request(body), requester="t", source="test")
+        container.intake.submit(request=parse_request(body), caller=PLATFORM, source="test")
     [problem] = info.value.problems
     assert problem.field == "callback_url" and "'attacker.invalid' are not allowed" in problem.message
 

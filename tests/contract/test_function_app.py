@@ -21,6 +21,7 @@ from engine.intake import queue_key
 from models.errors import TransientError
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
+from tests.callers import PLATFORM, PermitAll, bearer, sender
 from tests.conftest import ROOT, example, poll
 from tests.fakes import FakeCloud
 
@@ -35,8 +36,15 @@ def function_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         bus=SqliteBus(tmp_path / "bus.db"),
         cloud=FakeCloud(),
         sinks=[StoreEventLogLater()],
+        authorizer=PermitAll(),
     )
+    SIGNED.clear()
+    SIGNED.update(sender(module.container))
     return module
+
+
+SIGNED: dict[str, str] = {}
+"""The application properties of a message the test's admin sent (set by the fixture)."""
 
 
 class StoreEventLogLater:
@@ -73,7 +81,7 @@ def _http(
     request = func.HttpRequest(
         method=method,
         url=f"http://localhost{path}",
-        headers={"content-type": "application/json", **(headers or {})},
+        headers={"content-type": "application/json", **bearer(module.container), **(headers or {})},
         body=json.dumps(body).encode() if body is not None else b"",
     )
     return asyncio.run(fn(request, _Context()))
@@ -88,8 +96,8 @@ def _sb(
         message_id=message_id,
         delivery_count=delivery_count,
         content_type="application/json",
-        application_properties=properties or {},
-        user_properties=properties or {},
+        application_properties={**SIGNED, **(properties or {})},
+        user_properties={**SIGNED, **(properties or {})},
     )
 
 
@@ -249,7 +257,7 @@ def test_a_callback_on_its_last_try_is_recorded_failed_and_completed(function_ap
     with capture_server() as cap, loopback_callbacks_for(container):
         cap.statuses = [503, 503]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
-        record = container.intake.submit(request=parse_request(body), requester="t", source="t").record
+        record = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="t").record
         finished = record.model_copy(update={"status": RequestStatus.SUCCEEDED, "notification": {"status": "pending"}})
         container.store.update_request(finished)
         message = json.dumps({"request_id": record.id}).encode()

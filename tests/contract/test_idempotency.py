@@ -22,6 +22,7 @@ from models.policy import Policy
 from models.records import RequestStatus
 from models.request import WorkspaceRequest
 from models.settings import Settings
+from tests.callers import PLATFORM, PermitAll, bearer
 from tests.conftest import example, served
 from tests.fakes import FakeCloud
 
@@ -41,7 +42,13 @@ class CountingPreflight:
 
 @pytest.fixture
 def container(settings: Settings) -> Container:
-    c = Container(settings, store=SqliteStore(":memory:"), cloud=FakeCloud(), preflight=CountingPreflight())
+    c = Container(
+        settings,
+        store=SqliteStore(":memory:"),
+        authorizer=PermitAll(),
+        cloud=FakeCloud(),
+        preflight=CountingPreflight(),
+    )
     # One cpu-small request (16 vCPUs) is more than half of the team's limit.
     c.swap(policy=c.policy.model_copy(update={"max_team_vcpus": CPU_SMALL_VCPUS + 10}))
     return c
@@ -51,7 +58,7 @@ def container(settings: Settings) -> Container:
 def client(container: Container) -> Iterator[httpx.Client]:
     from handlers.api import create_api
 
-    with served(create_api(lambda: container)) as base, httpx.Client(base_url=base) as http:
+    with served(create_api(lambda: container)) as base, httpx.Client(base_url=base, headers=bearer(container)) as http:
         yield http
 
 
@@ -87,17 +94,17 @@ def test_a_rest_replay_returns_the_same_request_when_the_team_is_over_half_its_l
     assert container.store.team_vcpus("fraud-detection") == CPU_SMALL_VCPUS
 
 
-def test_keys_are_scoped_by_caller(client: httpx.Client) -> None:
+def test_keys_are_scoped_by_caller(container: Container, client: httpx.Client) -> None:
     body = example("cpu-small.json")
     alice = client.post(
         "/api/workspaces",
         json=body,
-        headers={"Idempotency-Key": "same", "X-MS-CLIENT-PRINCIPAL-NAME": "alice@contoso.com"},
+        headers={"Idempotency-Key": "same", **bearer(container, "alice")},
     )
     bob = client.post(
         "/api/workspaces",
         json=body | {"team": "vision"},
-        headers={"Idempotency-Key": "same", "X-MS-CLIENT-PRINCIPAL-NAME": "bob@contoso.com"},
+        headers={"Idempotency-Key": "same", **bearer(container, "bob")},
     )
     assert (alice.status_code, bob.status_code) == (202, 202), bob.text
     assert alice.json()["id"] != bob.json()["id"]
@@ -115,7 +122,7 @@ def test_a_rest_caller_cannot_take_a_key_the_queue_will_use(client: httpx.Client
             headers={"Idempotency-Key": key},
         )
         assert squat.status_code == 202, squat.text
-    made = container.intake.onboard(body=json.dumps(onboarding).encode(), message_id="m-1")
+    made = container.intake.onboard(body=json.dumps(onboarding).encode(), message_id="m-1", sender=PLATFORM)
     assert [r.status for r in made] == [RequestStatus.ACCEPTED], [r.problems for r in made]
     assert made[0].idempotency_key == queue_key("m-1", "dev")
     assert made[0].source == "queue" and made[0].workspace_name == "mlw-churn-dev"
@@ -124,11 +131,11 @@ def test_a_rest_caller_cannot_take_a_key_the_queue_will_use(client: httpx.Client
 def test_an_onboarding_redelivery_finds_what_its_first_delivery_made(container: Container) -> None:
     onboarding = example("onboarding.json") | {"team": "fraud-detection", "environments": ["dev", "test"]}
     body = json.dumps(onboarding).encode()
-    first = container.intake.onboard(body=body, message_id="msg-7")
+    first = container.intake.onboard(body=body, message_id="msg-7", sender=PLATFORM)
     # dev fits (16 of 26 vCPUs); test does not, and is recorded as rejected with the reason.
     assert [r.status for r in first] == [RequestStatus.ACCEPTED, RequestStatus.REJECTED]
     assert "the team limit is 26" in first[1].problems[0]["message"]
-    again = container.intake.onboard(body=body, message_id="msg-7")
+    again = container.intake.onboard(body=body, message_id="msg-7", sender=PLATFORM)
     assert [r.id for r in again] == [r.id for r in first]
     page = container.store.list_requests(team="fraud-detection")
     assert len(page.items) == 2
@@ -140,15 +147,19 @@ def test_a_message_id_used_again_for_other_input_is_recorded_not_taken_for_a_red
     container: Container,
 ) -> None:
     first = container.intake.onboard(
-        body=json.dumps(example("onboarding.json") | {"environments": ["dev"]}).encode(), message_id="m-2"
+        body=json.dumps(example("onboarding.json") | {"environments": ["dev"]}).encode(),
+        message_id="m-2",
+        sender=PLATFORM,
     )
     other = example("onboarding.json") | {"team": "vision", "environments": ["dev"]}
-    second = container.intake.onboard(body=json.dumps(other).encode(), message_id="m-2")
+    second = container.intake.onboard(body=json.dumps(other).encode(), message_id="m-2", sender=PLATFORM)
     assert [r.status for r in first] == [RequestStatus.ACCEPTED]
     assert [r.status for r in second] == [RequestStatus.REJECTED] and second[0].team == "vision"
     assert second[0].problems[0]["code"] == "IdempotencyKeyReused" and first[0].id in second[0].problems[0]["message"]
     # The first message's redelivery is still a redelivery.
     again = container.intake.onboard(
-        body=json.dumps(example("onboarding.json") | {"environments": ["dev"]}).encode(), message_id="m-2"
+        body=json.dumps(example("onboarding.json") | {"environments": ["dev"]}).encode(),
+        message_id="m-2",
+        sender=PLATFORM,
     )
     assert [r.id for r in again] == [first[0].id]

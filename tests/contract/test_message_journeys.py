@@ -24,6 +24,7 @@ from engine.intake import queue_key
 from models.errors import TransientError
 from models.outcomes import Outcome
 from models.records import RequestStatus, StepStatus
+from tests.callers import PLATFORM, PermitAll, sender
 from tests.conftest import example, poll
 from tests.contract.test_function_app import _functions, _http
 from tests.fakes import FakeCloud
@@ -136,7 +137,16 @@ def journey(
     for name, value in JOURNEY_SETTINGS.items():
         setattr(settings, name, value)
     # Every part anew: earlier tests in this process swapped parts of the same module-level container.
-    module.container.swap(store=store, bus=bus, cloud=cloud, policy=None, sinks=None, notifier=None, preflight=None)
+    module.container.swap(
+        store=store,
+        bus=bus,
+        cloud=cloud,
+        policy=None,
+        sinks=None,
+        notifier=None,
+        preflight=None,
+        authorizer=PermitAll(),
+    )
     yield module, Host(module, bus), store, cloud
     for name, value in old.items():
         setattr(settings, name, value)
@@ -145,7 +155,7 @@ def journey(
 def _submit(module: ModuleType, body: dict[str, Any]) -> str:
     from models.request import parse_request
 
-    return str(module.container.intake.submit(request=parse_request(body), requester="t", source="test").record.id)
+    return str(module.container.intake.submit(request=parse_request(body), caller=PLATFORM, source="test").record.id)
 
 
 def test_a_step_whose_message_dies_is_recorded_failed_and_replayed_to_the_end(journey: Any) -> None:
@@ -191,7 +201,9 @@ def test_a_step_whose_message_dies_is_recorded_failed_and_replayed_to_the_end(jo
 def test_an_onboarding_message_that_dies_becomes_a_rejected_request_and_can_be_replayed(journey: Any) -> None:
     module, host, store, _ = journey
     store.down_for_onboarding = True
-    module.container.bus.send("onboarding", _outgoing("hr-42", example("onboarding.json") | {"team": "dlq-onboard"}))
+    module.container.bus.send(
+        "onboarding", _outgoing(module, "hr-42", example("onboarding.json") | {"team": "dlq-onboard"})
+    )
     [dead] = host.until(
         lambda: module.container.bus.dead_letters("onboarding"), "the onboarding message to be dead-lettered"
     )
@@ -260,10 +272,12 @@ def test_a_crash_mid_step_resumes_after_the_lock_and_finishes_once(journey: Any)
     assert all(n == 1 for n in cloud.creates.values())
 
 
-def _outgoing(message_id: str, body: dict[str, Any]) -> Any:
+def _outgoing(module: ModuleType, message_id: str, body: dict[str, Any]) -> Any:
     from engine.ports import OutgoingMessage
 
-    return OutgoingMessage(message_id=message_id, body=json.dumps(body).encode())
+    return OutgoingMessage(
+        message_id=message_id, body=json.dumps(body).encode(), application_properties=sender(module.container)
+    )
 
 
 def test_a_callback_and_the_sweeper_through_their_functions(journey: Any) -> None:
@@ -297,7 +311,7 @@ def test_an_invalid_request_and_a_receiver_that_never_answers_are_recorded(journ
 
     module, host, store, _ = journey
     bad = example("cpu-small.json") | {"team": "Bad Team", "environment": "staging"}
-    module.container.bus.send("onboarding", _outgoing("hr-bad", bad))
+    module.container.bus.send("onboarding", _outgoing(module, "hr-bad", bad))
     host.until(lambda: store.list_requests(status=RequestStatus.REJECTED).items, "the invalid request to be rejected")
     [rejected] = store.list_requests(status=RequestStatus.REJECTED).items
     assert {p["field"] for p in rejected.problems} == {"team", "environment"}
@@ -329,7 +343,9 @@ def test_a_store_outage_of_seconds_during_onboarding_is_ridden_out_with_schedule
     teams = [f"outage-{i}" for i in range(3)]
     store.outage(3.0)
     for i, team in enumerate(teams):
-        module.container.bus.send("onboarding", _outgoing(f"hr-out-{i}", example("onboarding.json") | {"team": team}))
+        module.container.bus.send(
+            "onboarding", _outgoing(module, f"hr-out-{i}", example("onboarding.json") | {"team": team})
+        )
     host.pump()
     # Each message was tried, the function returned (the original is completed) and a copy is scheduled.
     assert sorted(host.completed) == ["hr-out-0", "hr-out-1", "hr-out-2"]

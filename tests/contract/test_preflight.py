@@ -20,6 +20,7 @@ from models.errors import InvalidInputError
 from models.policy import KeyVaultPolicy, PreflightPolicy
 from models.request import parse_request
 from models.settings import Settings
+from tests.callers import PLATFORM, PermitAll
 from tests.conftest import example
 from tests.contract.conftest import POLICY, STORAGE_BODY, _plan, drive, held_elsewhere
 from tests.fakes import FakeCloud
@@ -34,6 +35,7 @@ def make(emulator: EmulatorServer, settings: Settings) -> Any:
         preflight = ArmPreflight(emulator_endpoint(emulator.url, str(emulator.ca_bundle)), EmulatorCredential())
         return Container(
             settings,
+            authorizer=PermitAll(),
             store=SqliteStore(":memory:"),
             bus=SqliteBus(":memory:"),
             cloud=FakeCloud(),
@@ -46,7 +48,7 @@ def make(emulator: EmulatorServer, settings: Settings) -> Any:
 
 
 def _submit(c: Container, body: dict[str, Any]) -> Any:
-    return c.intake.submit(request=parse_request(body), requester="t", source="test").record
+    return c.intake.submit(request=parse_request(body), caller=PLATFORM, source="test").record
 
 
 def test_a_clean_request_passes(make: Any) -> None:
@@ -122,12 +124,13 @@ def test_an_unreachable_cloud_does_not_block_intake(settings: Settings) -> None:
     dead = CloudEndpoint(f"https://127.0.0.1:{free_port()}/", None, None)
     c = Container(
         settings,
+        authorizer=PermitAll(),
         store=SqliteStore(":memory:"),
         bus=SqliteBus(":memory:"),
         cloud=FakeCloud(),
         preflight=ArmPreflight(dead, EmulatorCredential()),
         sinks=[],
     )
-    record = c.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="test").record
+    record = c.intake.submit(request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test").record
     assert record.warnings and all(w["code"] == "PreflightSkipped" for w in record.warnings)
     assert any("did not answer" in w["message"] for w in record.warnings)

@@ -31,6 +31,7 @@ from models.messages import StepMessage
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
+from tests.callers import PLATFORM, PermitAll, sender
 from tests.conftest import example, poll
 from tests.fakes import FakeCloud, OutcomeWriteFails, StoreOutage, receiver
 from tests.loopback import loopback_callbacks_for
@@ -46,7 +47,7 @@ def _settings(tmp_path: Path, **overrides: Any) -> Settings:
 def devhost(settings: Settings, *, store: Any) -> Iterator[Container]:
     """The devhost's queue workers (as `devhost.runtime` wires them) on an in-memory bus, with a fake cloud."""
     bus = SqliteBus(":memory:", lock_s=settings.bus_lock_s, max_deliveries=settings.bus_max_deliveries)
-    container = Container(settings, store=store, bus=bus, cloud=FakeCloud())
+    container = Container(settings, store=store, bus=bus, cloud=FakeCloud(), authorizer=PermitAll())
     workers = queue_workers(container)
     for w in workers:
         w.start()
@@ -57,8 +58,12 @@ def devhost(settings: Settings, *, store: Any) -> Iterator[Container]:
             w.stop()
 
 
-def _onboarding(message_id: str, team: str) -> OutgoingMessage:
-    return OutgoingMessage(message_id=message_id, body=json.dumps(example("onboarding.json") | {"team": team}).encode())
+def _onboarding(container: Container, message_id: str, team: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=message_id,
+        body=json.dumps(example("onboarding.json") | {"team": team}).encode(),
+        application_properties=sender(container),
+    )
 
 
 def _no_dead_letters(container: Container) -> None:
@@ -73,7 +78,7 @@ def test_a_store_outage_of_seconds_during_onboarding_ends_with_every_message_pro
     with devhost(settings, store=store) as container:
         store.outage(3.0)
         for i, team in enumerate(teams):
-            container.bus.send("onboarding", _onboarding(f"hr-{i}", team))
+            container.bus.send("onboarding", _onboarding(container, f"hr-{i}", team))
 
         def provisioned() -> bool:
             if store.down:
@@ -237,7 +242,7 @@ def test_a_step_whose_outcome_cannot_be_written_fails_after_its_handlings(tmp_pa
     settings = _poison_settings(tmp_path, message_retry_base_s=0.1, message_retry_cap_s=0.2)
     with devhost(settings, store=store) as container:
         rid = container.intake.submit(
-            request=parse_request(example("cpu-small.json")), requester="t", source="t"
+            request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="t"
         ).record.id
         poll(lambda: _failed(container, rid), timeout=20, what="the request to fail")
         _assert_failed_by_handling(container, rid)
@@ -251,7 +256,7 @@ def test_the_sweeper_in_between_does_not_reset_the_count(tmp_path: Path, caplog:
     caplog.set_level(logging.WARNING)
     with devhost(settings, store=store) as container:
         rid = container.intake.submit(
-            request=parse_request(example("cpu-small.json")), requester="t", source="t"
+            request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="t"
         ).record.id
 
         def swept_until_failed() -> Any:
@@ -284,8 +289,10 @@ def test_a_failed_handling_that_cannot_be_counted_is_raised_for_a_retry_later(tm
 
     store = NothingWrites("resource-group")
     bus = SqliteBus(":memory:")
-    container = Container(_poison_settings(tmp_path), store=store, bus=bus, cloud=FakeCloud())
-    rid = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="t").record.id
+    container = Container(_poison_settings(tmp_path, authorizer=PermitAll()), store=store, bus=bus, cloud=FakeCloud())
+    rid = container.intake.submit(
+        request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="t"
+    ).record.id
     with pytest.raises(TransientError, match="write 1 after the claim failed"):  # the outcome's, not the count's
         container.engine.run_step(message=StepMessage(request_id=rid, step_id="resource-group", attempt=1))
     assert store.writes == 2  # the outcome, then the count
@@ -305,7 +312,7 @@ def test_a_receiver_asking_for_2_s_is_retried_after_2_s_and_told_once(tmp_path: 
         loopback_callbacks_for(container),
     ):
         body = example("cpu-small.json") | {"callback_url": f"{url}/hook"}
-        rid = container.intake.submit(request=parse_request(body), requester="t", source="t").record.id
+        rid = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="t").record.id
 
         def told() -> Any:
             note = (container.store.get_request(rid) or _never()).notification or {}
@@ -326,10 +333,12 @@ def _never() -> Any:
 def test_a_dead_lettered_onboarding_message_is_recorded_per_environment_with_its_team(tmp_path: Path) -> None:
     store = SqliteStore(":memory:")
     bus = SqliteBus(":memory:")
-    container = Container(_settings(tmp_path), store=store, bus=bus, cloud=FakeCloud())
+    container = Container(_settings(tmp_path, authorizer=PermitAll()), store=store, bus=bus, cloud=FakeCloud())
     # An earlier try made the dev request before the message's tries ran out.
     dev = example("onboarding.json")
-    made = container.intake.onboard(body=json.dumps(dev | {"environments": ["dev"]}).encode(), message_id="hr-9")
+    made = container.intake.onboard(
+        body=json.dumps(dev | {"environments": ["dev"]}).encode(), message_id="hr-9", sender=PLATFORM
+    )
     assert [r.idempotency_key for r in made] == [queue_key("hr-9", "dev")]
     bus.send(
         "onboarding",

@@ -276,8 +276,9 @@ def bed(settings: Settings) -> Bed:
             "teams": {"vision": TeamAccess(groups=[UUID(VISION)]), "fraud": TeamAccess(groups=[UUID(FRAUD)])},
         }
     )
-    container.swap(policy=policy)
     directory, audit = Directory(), Audit()
+    # Intake decides again with the same function: the container's authoriser sees the same directory.
+    container.swap(policy=policy, authorizer=Authorizer(policy=policy, membership=directory))
     chat = make_chat(container, policy, authorizer=lambda: Authorizer(policy=policy, membership=directory), audit=audit)
     made = Bed(container, policy, directory, audit, chat)
     made.member(ADA, VISION)

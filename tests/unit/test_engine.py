@@ -9,6 +9,7 @@ from devhost.workers import QueueWorkers
 from models.outcomes import Fail
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
+from tests.callers import PLATFORM, PermitAll
 from tests.conftest import assert_closes_the_timeline, example, poll, running_steps, whole_timeline
 from tests.fakes import FakeCloud
 
@@ -22,7 +23,7 @@ def test_request_reaches_succeeded_with_every_step_succeeded(
     service: tuple[Container, QueueWorkers], fake_cloud: FakeCloud
 ) -> None:
     container, _ = service
-    sub = container.intake.submit(request=parse_request(example("gpu-research.json")), requester="t", source="test")
+    sub = container.intake.submit(request=parse_request(example("gpu-research.json")), caller=PLATFORM, source="test")
     poll(lambda: _finished(container, sub.record.id), what="request to finish")
     record = container.store.get_request(sub.record.id)
     assert record is not None and record.status == RequestStatus.SUCCEEDED
@@ -50,7 +51,7 @@ def test_transient_errors_are_retried_and_unexpected_errors_too(
     container, _ = service
     fake_cloud.retry_first["storage"] = 2
     fake_cloud.raise_first["key-vault"] = 1
-    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="test")
+    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test")
     poll(lambda: _finished(container, sub.record.id), what="request to finish")
     record = container.store.get_request(sub.record.id)
     assert record is not None and record.status == RequestStatus.SUCCEEDED
@@ -67,7 +68,7 @@ def test_permanent_failure_skips_dependents_and_fails_request(
 ) -> None:
     container, _ = service
     fake_cloud.fail["key-vault"] = Fail("the vault name is held by a soft-deleted vault; purge it.", "VaultSoftDeleted")
-    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="test")
+    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test")
     poll(lambda: _finished(container, sub.record.id), what="request to finish")
     record = container.store.get_request(sub.record.id)
     assert record is not None and record.status == RequestStatus.FAILED
@@ -86,7 +87,7 @@ def test_retries_are_capped(service: tuple[Container, QueueWorkers], fake_cloud:
     container, _ = service
     container.settings.step_max_retries = 3
     fake_cloud.retry_first["insights"] = 100
-    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), requester="t", source="test")
+    sub = container.intake.submit(request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test")
     poll(lambda: _finished(container, sub.record.id), what="request to finish")
     step = container.store.get_step(sub.record.id, "insights")
     assert step is not None and step.status == StepStatus.FAILED
@@ -113,10 +114,10 @@ def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) ->
             super().send(queue, message)
 
     bus = LosingBus(":memory:")
-    container = Container(settings, store=store, bus=bus, cloud=cloud)
+    container = Container(settings, store=store, bus=bus, cloud=cloud, authorizer=PermitAll())
     with running_steps(container, threads=2):
         rid = container.intake.submit(
-            request=parse_request(example("cpu-small.json")), requester="t", source="test"
+            request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test"
         ).record.id
         # The step is marked queued just before its message is sent (and lost): wait for both.
         poll(

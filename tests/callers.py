@@ -1,0 +1,53 @@
+"""Callers for tests: a signed-in user of the local directory, and an authoriser for tests about other things.
+
+Tests about authorisation use the real `Authorizer` and real tokens (tests/unit/test_authz.py,
+tests/contract/test_trust.py, tests/e2e/test_attacks.py). Tests about provisioning, messaging or
+stores use teams made up on the spot, which no policy lists: they give their container `PermitAll`,
+which allows every act, and call as `PLATFORM`.
+"""
+
+from __future__ import annotations
+
+from composition import Container
+from engine.authz import Act, Decision
+from models.identity import AppRole, Caller
+
+PLATFORM = Caller(
+    oid="00000000-0000-4000-8000-00000000a11a",
+    tid="5f1d3c2a-7b64-4e19-a8d0-3c2b1a0f9e87",
+    name="Test Platform",
+    roles=frozenset({AppRole.ADMIN.value}),
+    auth="local",
+)
+
+
+class PermitAll:
+    """An authoriser that allows every act of every caller on every team (for tests about other things)."""
+
+    def authorize(self, caller: Caller, act: Act, *, team: str | None = None) -> Decision:
+        """Allow."""
+        return Decision(True, "PermitAll", "allowed")
+
+    def teams_of(self, caller: Caller) -> frozenset[str]:
+        """No team in particular."""
+        return frozenset()
+
+    def visible_teams(self, caller: Caller) -> frozenset[str] | None:
+        """Every team."""
+        return None
+
+
+def bearer(container: Container, user: str = "alice") -> dict[str, str]:
+    """Return the Authorization header of a token the container's embedded issuer signs for `user`."""
+    issuer = container.local_issuer
+    assert issuer is not None, "the container is not in VENDING_AUTH_MODE=local"
+    found = issuer.directory.find(user)
+    assert found is not None, f"no user {user} in the local directory"
+    return {"Authorization": f"Bearer {issuer.issue(found).access_token.get_secret_value()}"}
+
+
+def sender(container: Container, user: str = "admin") -> dict[str, str]:
+    """Return the application properties that say an onboarding message was sent by `user`."""
+    from handlers.queues import SENDER_PROPERTY
+
+    return {SENDER_PROPERTY: bearer(container, user)["Authorization"]}
