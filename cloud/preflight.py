@@ -3,22 +3,27 @@
 Raw ARM REST calls through one `ARMPipelineClient` (azure-mgmt-core), so the HTTP path never loads
 azure.ai.ml or a management SDK: provider registration, storage and key vault name availability,
 soft-deleted vaults holding a planned name, and Azure ML vCPU quota per VM family in the region.
+
+It is also confinement's `ResourceReader` (engine/confinement.py): `read_resources` GETs the brought
+resources and the planned workspace, so that their tags and existence are checked before anything is
+created. Unlike the checks above it fails closed: no answer is a `TransientError`, never a pass.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from cloud.clients import CloudEndpoint
+from engine.confinement import ArmResource
 from engine.ports import PreflightReport
-from models.errors import Problem
+from models.errors import Problem, TransientError
 from models.plan import Plan
 from models.policy import Policy
-from models.request import WorkspaceRequest
+from models.request import ARM_ID, WorkspaceRequest
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,25 @@ PROVIDERS_API = "2021-04-01"
 STORAGE_API = "2023-05-01"
 KEYVAULT_API = "2023-07-01"
 ML_API = "2024-04-01"
+# What azure-mgmt-applicationinsights 4.1 (components) and azure-mgmt-containerregistry 15 use in cloud/.
+INSIGHTS_API = "2020-02-02"
+REGISTRY_API = "2025-11-01"
+# The GETs confinement makes, by resource type. Every response is a tracked resource whose `tags` is a
+# map of strings (azure-rest-api-specs, common-types TrackedResource), as in the examples:
+# - specification/storage/resource-manager/Microsoft.Storage/stable/2023-05-01/examples/StorageAccountGetProperties.json
+# - specification/keyvault/resource-manager/Microsoft.KeyVault/stable/2023-07-01/examples/getVault.json
+# - specification/applicationinsights/resource-manager/Microsoft.Insights/stable/2020-02-02/examples/ComponentsGet.json
+#   (which shows `"tags": ""`: anything but an object is read as no tags)
+# - specification/containerregistry/resource-manager/Microsoft.ContainerRegistry/Registry/examples/2025-11-01/RegistryGet.json
+# - specification/machinelearningservices/resource-manager/Microsoft.MachineLearningServices/stable/2024-04-01/examples/Workspace/get.json
+# A missing resource (or resource group) answers 404 (ResourceNotFound, ResourceGroupNotFound).
+RESOURCE_APIS = {
+    "microsoft.storage/storageaccounts": STORAGE_API,
+    "microsoft.keyvault/vaults": KEYVAULT_API,
+    "microsoft.insights/components": INSIGHTS_API,
+    "microsoft.containerregistry/registries": REGISTRY_API,
+    "microsoft.machinelearningservices/workspaces": ML_API,
+}
 NAMESPACES = {
     "storage": "Microsoft.Storage",
     "key-vault": "Microsoft.KeyVault",
@@ -112,6 +136,47 @@ class ArmPreflight:
             notes += noted
         skipped += [f"{futures[f]}: no answer within {timeout:g} s" for f in pending]
         return PreflightReport(problems=problems, notes=notes, skipped=skipped)
+
+    def read_resources(self, resource_ids: Sequence[str], *, timeout_s: float) -> dict[str, ArmResource | None]:
+        """GET the resources in parallel; None where ARM answers 404; `TransientError` if any is not read in time."""
+        ids = list(dict.fromkeys(resource_ids))
+        if not ids:
+            return {}
+        pool = ThreadPoolExecutor(max_workers=len(ids), thread_name_prefix="confinement")
+        futures = {pool.submit(contextvars.copy_context().run, self._read, rid, timeout_s): rid for rid in ids}
+        done, pending = wait(futures, timeout=timeout_s)
+        pool.shutdown(wait=False, cancel_futures=True)
+        if pending:
+            raise TransientError(
+                f"Azure Resource Manager did not answer within {timeout_s:g} s, so the resources this request "
+                "names could not be checked; try again shortly.",
+                code="ConfinementUnchecked",
+            )
+        return {futures[f]: f.result() for f in done}
+
+    def _read(self, rid: str, timeout: float) -> ArmResource | None:
+        m = ARM_ID.match(rid)
+        api = RESOURCE_APIS.get(m["type"].lower()) if m else None
+        if api is None:
+            raise ValueError(f"confinement does not read resources like {rid}")
+        try:
+            status, data = self._call("GET", rid, api, timeout)
+        except Unreachable as exc:
+            raise TransientError(
+                f"Azure Resource Manager could not be reached to check {rid}; try again shortly.",
+                code="ConfinementUnchecked",
+            ) from exc
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(data, dict):
+            raise TransientError(
+                f"Azure Resource Manager answered {status} when asked for {rid}, so it could not be checked; "
+                "try again shortly, or ask the platform team if this persists.",
+                code="ConfinementUnchecked",
+            )
+        tags = data.get("tags")
+        clean = {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+        return ArmResource(id=str(data.get("id") or rid), tags=clean)
 
     # ----- the checks ----------------------------------------------------------------------
 

@@ -106,6 +106,16 @@ def check(request: WorkspaceRequest, policy: Policy, *, team_vcpus_in_use: int =
                     "policy",
                 )
             )
+        # Nodes kept when idle are paid for around the clock; an instance has no min_nodes to speak of.
+        if c.kind == "cluster" and c.min_nodes > policy.max_min_nodes:
+            problems.append(
+                Problem(
+                    f"compute[{i}].min_nodes",
+                    f"min_nodes {c.min_nodes} keeps nodes running while no job runs; the policy allows at most "
+                    f"{policy.max_min_nodes}. Lower min_nodes: the cluster scales up when jobs arrive.",
+                    "policy",
+                )
+            )
     if vcpus and team_vcpus_in_use + vcpus > policy.max_team_vcpus:
         problems.append(
             vcpu_limit_problem(team=request.team, asked=vcpus, in_use=team_vcpus_in_use, limit=policy.max_team_vcpus)

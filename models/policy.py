@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.azure_names import name_problem
 from models.callbacks import CallbackPolicy
 from models.identity import AppRole
 from models.request import ComputeSpec, DatastoreSpec, Environment
@@ -27,10 +28,14 @@ class VmSize(PolicyModel):
 
 
 class EnvironmentDefaults(PolicyModel):
-    """Where an environment's workspaces go when the request does not say."""
+    """Where an environment's workspaces go: every team's, unless the team's own targets say otherwise."""
 
     subscription_id: UUID
     resource_group: str = Field("rg-ml-{team}-{environment}", description="A template with {team} and {environment}.")
+
+    def target(self, *, team: str, environment: str) -> tuple[str, str]:
+        """Return the (subscription, resource group) a team's request goes to by default, lowercase."""
+        return str(self.subscription_id).lower(), self.resource_group.format(team=team, environment=environment).lower()
 
 
 class Profile(PolicyModel):
@@ -112,10 +117,44 @@ class ChatUser(PolicyModel):
         return self
 
 
+class TeamTarget(PolicyModel):
+    """A subscription a team may name for one environment, and the resource groups it may name in it."""
+
+    subscription_id: UUID
+    resource_groups: list[str] = Field(
+        min_length=1, description="Resource group names, exactly (no patterns); Azure compares them ignoring case."
+    )
+
+    @field_validator("resource_groups")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if problem := name_problem("resource_group", name):
+                raise ValueError(f"'{name}': {problem}")
+        return v
+
+
 class TeamAccess(PolicyModel):
-    """Who belongs to a team: its Microsoft Entra groups (a caller in one of them acts for the team)."""
+    """Who belongs to a team (its Microsoft Entra groups) and what the team may reach beyond the defaults."""
 
     groups: list[UUID] = Field(min_length=1, description="Object ids of the team's Entra groups.")
+    targets: dict[Environment, list[TeamTarget]] = Field(
+        default_factory=dict,
+        description="Per environment, the subscriptions and resource groups a request of this team may name, "
+        "besides the environment's own (environments.<env>); a request may name no others.",
+    )
+    service_principals: list[UUID] = Field(
+        default_factory=list,
+        description="Service principals the team's workspaces may grant roles to; none by default (users and "
+        "groups only, and only the team's).",
+    )
+
+    def allowed_targets(self, environment: Environment) -> dict[str, set[str]]:
+        """Return, for one environment, subscription (lowercase) -> the resource groups (lowercase) named here."""
+        out: dict[str, set[str]] = {}
+        for target in self.targets.get(environment, []):
+            out.setdefault(str(target.subscription_id).lower(), set()).update(g.lower() for g in target.resource_groups)
+        return out
 
 
 class Policy(PolicyModel):
@@ -147,7 +186,30 @@ class Policy(PolicyModel):
         description="How callbacks are delivered: https only and public addresses only unless this says otherwise.",
     )
     teams: dict[str, TeamAccess] = Field(
-        default_factory=dict, description="The teams that may ask for workspaces, and their Entra groups."
+        default_factory=dict,
+        description="The teams that may ask for workspaces: their Entra groups, and what each may reach "
+        "(engine/confinement.py).",
+    )
+    service_subscription_id: UUID | None = Field(
+        None,
+        description="The subscription the service itself runs in: never a provisioning target, not even through "
+        "environments, unless allow_service_subscription says so.",
+    )
+    allow_service_subscription: bool = Field(
+        False, description="True: the service's own subscription may be a target (a single-subscription lab)."
+    )
+    team_tag: str = Field(
+        "team",
+        min_length=1,
+        max_length=512,
+        description="The tag that says which team a resource belongs to: brought resources must carry it with "
+        "the team's name (the planner writes it on every resource it creates).",
+    )
+    max_min_nodes: int = Field(
+        0,
+        ge=0,
+        description="The most nodes a cluster may keep running when idle (min_nodes). 0: clusters scale to zero "
+        "and cost nothing while no job runs.",
     )
     chat_users: list[ChatUser] = Field(
         default_factory=list,
@@ -170,6 +232,37 @@ class Policy(PolicyModel):
             for c in profile.compute:
                 if c.vm_size.lower() not in lowered:
                     raise ValueError(f"profile '{name}' uses vm size '{c.vm_size}' that is not in vm_sizes")
+        return self
+
+    @model_validator(mode="after")
+    def _profiles_within_limits(self) -> Policy:
+        for name, profile in self.profiles.items():
+            for c in profile.compute:
+                if c.kind == "cluster" and c.min_nodes > self.max_min_nodes:
+                    raise ValueError(
+                        f"profile '{name}' keeps {c.min_nodes} nodes of '{c.name}' running (min_nodes); "
+                        f"max_min_nodes is {self.max_min_nodes}"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _service_subscription_is_no_target(self) -> Policy:
+        if self.service_subscription_id is None or self.allow_service_subscription:
+            return self
+        own = self.service_subscription_id
+        for env, defaults in self.environments.items():
+            if defaults.subscription_id == own:
+                raise ValueError(
+                    f"environments.{env.value}.subscription_id is the service's own subscription "
+                    "(service_subscription_id); provision into another one"
+                )
+        for team, access in self.teams.items():
+            for env, targets in access.targets.items():
+                if any(t.subscription_id == own for t in targets):
+                    raise ValueError(
+                        f"teams.{team}.targets.{env.value} names the service's own subscription "
+                        "(service_subscription_id); provision into another one"
+                    )
         return self
 
     def vm_size(self, name: str) -> VmSize | None:

@@ -2,7 +2,13 @@
 // and the workspace's resources (Contributor), and assign, to the people named in a request,
 // only the two roles the access steps give (engine/planner.py). Role Based Access Control
 // Administrator carries a condition that limits both writing and deleting role assignments to
-// those roles, so the service can never make anyone Owner, not even itself.
+// those roles, and to principals of type User or Group, so the service can never make anyone
+// Owner, not even itself, nor give a service principal (its own identity included) any role.
+// Intake checks the same before anything is created (engine/confinement.py); this is the backstop.
+// The condition's attributes, operators and shape are Microsoft's "Constrain roles and principal
+// types" example: https://learn.microsoft.com/azure/role-based-access-control/delegate-role-assignments-examples#example-constrain-roles-and-principal-types
+// and https://learn.microsoft.com/azure/role-based-access-control/conditions-authorization-actions-attributes#principal-type
+// (Microsoft.Authorization/roleAssignments:PrincipalType, from @Request on write and @Resource on delete).
 targetScope = 'subscription'
 
 param principalId string
@@ -14,7 +20,8 @@ var assignable = [
   'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
 ]
 var roleList = join(assignable, ', ')
-var condition = '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roleList}})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roleList}}))'
+var principalTypes = '{\'User\', \'Group\'}'
+var condition = '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roleList}} AND @Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase ${principalTypes})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roleList}} AND @Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase ${principalTypes}))'
 
 resource provision 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(subscription().id, principalId, contributor)
@@ -32,7 +39,7 @@ resource grantAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', rbacAdministrator)
-    description: 'Workspace Vending: give requesters AzureML Data Scientist and Storage Blob Data Contributor, nothing else.'
+    description: 'Workspace Vending: give users and groups AzureML Data Scientist and Storage Blob Data Contributor, nothing else.'
     condition: condition
     conditionVersion: '2.0'
   }

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from engine.policy import PolicyFileError, admit, check, load_policy, resolve
 from models.errors import InvalidInputError
+from models.policy import Policy
 from models.request import parse_request
 from tests.conftest import ROOT, example
 
@@ -66,6 +68,30 @@ def test_every_violation_is_reported() -> None:
     assert "required tags: cost-center" in fields["tags"]
     assert "not in the catalogue" in fields["compute[0].vm_size"]
     assert "above the policy limit of 10" in fields["compute[1].max_nodes"]
+
+
+def test_clusters_may_not_keep_more_idle_nodes_than_policy_allows() -> None:
+    # The attack: a 10-node always-on A100 cluster. By default every cluster scales to zero.
+    always_on = {"name": "a100", "vm_size": "Standard_NC24ads_A100_v4", "min_nodes": 10, "max_nodes": 10}
+    body = example("cpu-small.json") | {"compute": [always_on]}
+    with pytest.raises(InvalidInputError) as info:
+        admit(parse_request(body), POLICY)
+    [problem] = [p for p in info.value.problems if p.field == "compute[1].min_nodes"]
+    assert "allows at most 0" in problem.message and problem.code == "policy"
+    warm = POLICY.model_copy(update={"max_min_nodes": 1})
+    one = {"name": "warm", "vm_size": "Standard_DS3_v2", "min_nodes": 1, "max_nodes": 2}
+    assert check(resolve(parse_request(example("cpu-small.json") | {"compute": [one]}), warm), warm) == []
+    assert [
+        p.field for p in check(resolve(parse_request(example("cpu-small.json") | {"compute": [one]}), POLICY), POLICY)
+    ] == ["compute[1].min_nodes"]
+
+
+def test_a_profile_that_keeps_idle_nodes_above_the_limit_does_not_load() -> None:
+    data = POLICY.model_dump(mode="json")
+    data["profiles"]["cpu-small"]["compute"][0]["min_nodes"] = 2
+    with pytest.raises(ValidationError, match="max_min_nodes is 0"):
+        Policy.model_validate(data)
+    assert Policy.model_validate({**data, "max_min_nodes": 2}).max_min_nodes == 2
 
 
 def test_team_vcpu_limit_counts_live_workspaces() -> None:
