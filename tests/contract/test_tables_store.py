@@ -22,7 +22,7 @@ from adapters.tables_store import (
 from models.errors import ConflictError, InvalidInputError, PermanentError, TransientError
 from models.records import RequestStatus
 from tests.azurite import ACCOUNT, Azurite
-from tests.callers import PermitAll, bearer
+from tests.callers import ALICE_OID, PermitAll, bearer
 from tests.conftest import tables_store
 from tests.contract.test_store_contract import record, steps
 
@@ -202,7 +202,7 @@ def test_the_api_answers_503_with_retry_after_while_the_store_is_down(settings: 
         # A create that died after claiming its key: the same key is "in flight" for the grace period.
         store.index.upsert_entity(
             {
-                "PartitionKey": f"key-{_digest(rest_key('anonymous', 'k2'))}",
+                "PartitionKey": f"key-{_digest(rest_key(ALICE_OID, 'k2'))}",
                 "RowKey": "idempotency",
                 "RequestId": "01DEAD",
                 "BodyHash": "h",
