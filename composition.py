@@ -324,7 +324,6 @@ class Container:
 
                 return LocalMembership(issuer.directory)
             from adapters.graph import GraphMembership
-
             from cloud.credentials import azure_credential
 
             return GraphMembership(credential=azure_credential(self.settings.azure_client_id))
