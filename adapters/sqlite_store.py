@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_team ON requests (team, id);
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, id);
 CREATE INDEX IF NOT EXISTS requests_workspace ON requests (workspace_key, status);
+-- Who made a workspace: its key's requests, earliest first (created_at lives in the body). Like every
+-- index here it is created when a database is opened, so databases made before it get it too.
+CREATE INDEX IF NOT EXISTS requests_owner
+    ON requests (lower(workspace_key), julianday(json_extract(body, '$.created_at')), id);
 CREATE TABLE IF NOT EXISTS steps (
     request_id TEXT NOT NULL,
     step_id TEXT NOT NULL,
@@ -147,6 +151,24 @@ class SqliteStore:
         """Return the request made with this idempotency key, or None."""
         row = self.db.conn().execute("SELECT body FROM requests WHERE idempotency_key = ?", (key,)).fetchone()
         return RequestRecord.model_validate_json(row["body"]) if row else None
+
+    def workspace_owner(self, workspace_key: str) -> str | None:
+        """Return the team of the first request recorded with this workspace key (lowercased), or None.
+
+        Earliest by `created_at`, then by id; whatever its status became, except `rejected` (a
+        rejected record names no workspace and never claimed one). Requests are never deleted, so
+        the first owner stays the owner.
+        """
+        row = (
+            self.db.conn()
+            .execute(
+                "SELECT team FROM requests WHERE lower(workspace_key) = ? AND status != 'rejected'"
+                " ORDER BY julianday(json_extract(body, '$.created_at')), id LIMIT 1",
+                (workspace_key.lower(),),
+            )
+            .fetchone()
+        )
+        return str(row["team"]) if row else None
 
     def list_requests(
         self,

@@ -14,7 +14,9 @@ Three tables, named from a prefix (`vending` by default):
   listings want newest first (request ids are ULIDs, so id order is time order). The sweeper reads
   `status-accepted` and `status-provisioning`, which stay small, never a table scan. Claims are
   single entities: `key-<sha256 of the idempotency key>` and `workspace-<sha256 of the workspace
-  key>`; inserting one is the create-only write that makes them exclusive.
+  key>`; inserting one is the create-only write that makes them exclusive. Who made a workspace is
+  the entity `workspace-owner-<sha256 of the lowercased workspace key>` / `owner`, holding the team
+  of the first request that claimed the key: inserted only if absent, never replaced or deleted.
 - `<prefix>events`: the partition is the request id; rows sort in append order.
 
 Replay guards and rate limits live in the index table too. A remembered key is the entity
@@ -90,6 +92,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_ROW = "request"
 STEP_ROW = "step-"
+OWNER_ROW = "owner"
 # Limits of the service: a string property holds 64 KiB (32 Ki UTF-16 code units), an entity 1 MiB,
 # a transaction 100 entities and 4 MiB. Bodies are split into string properties `Body0`..`BodyN`
 # (readable in Storage Explorer); 15 full chunks stay under the entity limit with room for the rest.
@@ -130,6 +133,11 @@ def _key_part(text: str) -> str:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _owner_partition(workspace_key: str) -> str:
+    """Return the partition of a workspace's owner entity (the key already lowercased)."""
+    return f"workspace-owner-{_digest(workspace_key)}"
 
 
 def _units(text: str) -> int:
@@ -465,9 +473,10 @@ class TablesStore:
     ) -> tuple[RequestRecord, bool]:
         """Create a request and its steps, honouring idempotency keys, workspace name claims and the team limit.
 
-        Order matters for crashes: claims first (key, workspace, the team's vCPUs), then pointers,
-        then the steps and, in the last transaction, the request entity. Until that entity exists
-        nothing is visible; claims left by a crash are taken over after `claim_grace_s`.
+        Order matters for crashes: claims first (key, workspace, the team's vCPUs, the workspace's
+        owner), then pointers, then the steps and, in the last transaction, the request entity. Until
+        that entity exists nothing is visible; claims left by a crash are taken over after
+        `claim_grace_s`, except the owner entity, which stays (see `_own_workspace`).
         """
         request_entity = self._request_entity(record, creating=True)
         step_entities = [self._step_entity(s, seq=i) for i, s in enumerate(steps)]
@@ -483,6 +492,8 @@ class TablesStore:
                 if record.workspace_key and record.status.live:
                     claims.append(self._claim_workspace(record))
                 self._hold_vcpus(record, vcpu_limit)
+                if record.workspace_key and record.status.live:
+                    self._own_workspace(record)  # never released: see `_own_workspace`
                 for partition in _memberships(record):
                     self._add_pointer(partition, record)
                 self._write_request(request_entity, step_entities)
@@ -703,6 +714,47 @@ class TablesStore:
             if taken is not None:
                 return _Claim(partition, taken)
         raise TransientError("the workspace name is contended; send the request again.", code="WorkspaceNameBusy")
+
+    def _own_workspace(self, record: RequestRecord) -> None:
+        """Record the record's team as its workspace's owner, unless an owner is recorded already.
+
+        Written after the workspace name claim and the team's vCPUs are held (a create refused for
+        either records no owner, as on SQLite) and before the request entity, so no request can ever
+        exist without its owner entity: a crash in between leaves an owner, never a request without one.
+
+        It is never released, not even on this create's own failure paths. Left behind by a create of
+        team X that failed or crashed before its request was written, it makes X the owner of a name
+        X asked for first and no other team had asked for: at worst another team must choose another
+        workspace name. Releasing it could be worse: when a create cannot tell whether its request
+        was written (the answer was lost, the read back failed), a release would drop the owner of a
+        workspace that may exist, and the next team to claim the name could then adopt it. So the
+        choice fails closed. The name claim taken before it lets one create of a key through at a
+        time; whichever inserts first is the owner, and every later create finds the entity and keeps
+        it (insert-only: a conflict means an owner is recorded already).
+        """
+        from azure.core.exceptions import ResourceExistsError
+
+        key = (record.workspace_key or "").lower()
+        entity = {
+            "PartitionKey": _owner_partition(key),
+            "RowKey": OWNER_ROW,
+            "Team": record.team,
+            "RequestId": record.id,
+            "WorkspaceKey": key,
+            "ClaimedAt": self.clock(),
+        }
+        with suppress(ResourceExistsError):
+            self.index.create_entity(entity)
+
+    def workspace_owner(self, workspace_key: str) -> str | None:
+        """Return the team of the first request recorded with this workspace key (lowercased), or None.
+
+        One point read of the owner entity that creates insert (never a scan). A workspace whose
+        requests all predate owner entities has none until a backfill writes it.
+        """
+        with translated("reading the owner of a workspace"):
+            entity = self._get(self.index, _owner_partition(workspace_key.lower()), OWNER_ROW)
+        return str(entity["Team"]) if entity is not None else None
 
     def _release(self, claim: _Claim) -> None:
         from azure.core import MatchConditions

@@ -59,6 +59,17 @@ class Store(Protocol):
         """Return the request made with this idempotency key, or None."""
         ...
 
+    def workspace_owner(self, workspace_key: str) -> str | None:
+        """Return the team of the first request ever recorded with this workspace key, or None.
+
+        The key is compared lowercased (subscription/resource group/workspace). The first request
+        counts whatever became of it later (failed, succeeded): the first owner stays the owner for
+        good, so another team can never adopt a workspace this service made for a team, even after
+        that team's request ended and its name claim was released. Rejected records name no
+        workspace and never count. Confinement asks it (`engine.confinement.WorkspaceHistory`).
+        """
+        ...
+
     def list_requests(
         self,
         *,

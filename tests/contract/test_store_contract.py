@@ -1,8 +1,8 @@
 """One contract, two stores: every test here runs on SQLite and on Azure Tables (Azurite).
 
-Atomic creates, idempotency keys, workspace name claims, conditional writes, listings and paging,
-the sweeper's queries, the event timeline, the chat doors' replay guard and the submission rate
-limit must behave the same on both.
+Atomic creates, idempotency keys, workspace name claims, who made a workspace, conditional writes,
+listings and paging, the sweeper's queries, the event timeline, the chat doors' replay guard and the
+submission rate limit must behave the same on both.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from engine.ports import Store
-from models.errors import ConflictError, StaleWriteError
+from engine.ports import Store, VcpuLimit
+from models.errors import ConflictError, LimitExceededError, StaleWriteError
 from models.events import EventName, StatusEvent
 from models.plan import StepKind
 from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
@@ -134,6 +134,59 @@ def test_a_live_request_holds_its_workspace_name(store: Store) -> None:
     with pytest.raises(ConflictError) as info:
         store.create_request(record("01D", ws="sub/rg/mlw"), [])
     assert info.value.existing_id == "01C"
+
+
+# ----- who made a workspace ----------------------------------------------------------------------
+
+
+def test_a_workspace_no_request_named_has_no_owner(store: Store) -> None:
+    store.create_request(record("01A", ws="sub/rg/mlw"), [])
+    assert store.workspace_owner("sub/rg/other") is None
+    assert store.workspace_owner("sub/rg2/mlw") is None
+
+
+def test_the_first_team_to_ask_for_a_workspace_is_its_owner(store: Store) -> None:
+    store.create_request(record("01A", team="vision", ws="sub/rg/mlw"), [])
+    assert store.workspace_owner("sub/rg/mlw") == "vision"
+    move(store, "01A", status=RequestStatus.SUCCEEDED)
+    assert store.workspace_owner("sub/rg/mlw") == "vision"
+
+
+def test_another_team_asking_after_the_first_failed_does_not_become_the_owner(store: Store) -> None:
+    store.create_request(record("01A", team="vision", ws="sub/rg/mlw"), [])
+    with pytest.raises(ConflictError):
+        store.create_request(record("01B", team="speech", ws="sub/rg/mlw"), [])
+    assert store.workspace_owner("sub/rg/mlw") == "vision"
+    move(store, "01A", status=RequestStatus.FAILED)  # the name is released
+    _, created = store.create_request(record("01C", team="speech", ws="sub/rg/mlw"), [])
+    assert created
+    move(store, "01C", status=RequestStatus.SUCCEEDED)
+    assert store.workspace_owner("sub/rg/mlw") == "vision"  # the first owner stays the owner
+
+
+def test_a_create_refused_by_its_team_limit_records_no_owner(store: Store) -> None:
+    greedy = record("01A", team="speech", ws="sub/rg/mlw").model_copy(update={"vcpus": 8})
+    with pytest.raises(LimitExceededError):
+        store.create_request(greedy, [], vcpu_limit=VcpuLimit(4))
+    assert store.workspace_owner("sub/rg/mlw") is None
+    store.create_request(record("01B", team="vision", ws="sub/rg/mlw"), [])
+    assert store.workspace_owner("sub/rg/mlw") == "vision"
+
+
+def test_the_owner_is_found_whatever_the_letter_case_of_the_key(store: Store) -> None:
+    store.create_request(record("01A", team="vision", ws="sub/rg/mlw"), [])
+    store.create_request(record("01B", team="speech", ws="Sub/RG/Mixed"), [])
+    assert store.workspace_owner("SUB/RG/MLW") == "vision"
+    assert store.workspace_owner("sub/rg/mixed") == "speech"
+    assert store.workspace_owner("SUB/rg/MIXED") == "speech"
+
+
+def test_a_rejected_record_does_not_make_its_team_the_owner(store: Store) -> None:
+    store.create_request(record("01A", team="speech", status=RequestStatus.REJECTED), [])
+    store.create_request(record("01B", team="speech", ws="sub/rg/mlw", status=RequestStatus.REJECTED), [])
+    assert store.workspace_owner("sub/rg/mlw") is None
+    store.create_request(record("01C", team="vision", ws="sub/rg/mlw"), [])
+    assert store.workspace_owner("sub/rg/mlw") == "vision"
 
 
 def test_conditional_writes_refuse_stale_versions(store: Store) -> None:

@@ -92,6 +92,26 @@ def test_a_workspace_claim_left_by_a_crash_holds_only_for_the_grace_period(
     assert left == ["01B"]
 
 
+def test_a_workspace_owner_stays_when_its_teams_create_fails_and_the_name_is_released(
+    tables: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: TablesStore = tables()
+
+    def lost(*args: object) -> None:
+        raise TransientError("the connection was reset", code="StoreUnavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_write_request", lost)
+        with pytest.raises(TransientError):
+            store.create_request(record("01A", team="vision", ws="sub/rg/mlw"), [])
+    # The name claim went back (another team may ask for the name at once), the owner did not.
+    assert store.get_request("01A") is None
+    assert store.create_request(record("01B", team="speech", ws="sub/rg/mlw"), [])[1]
+    assert store.workspace_owner("sub/rg/mlw") == "vision"
+    owner = store.index.get_entity(f"workspace-owner-{_digest('sub/rg/mlw')}", "owner")
+    assert (owner["Team"], owner["RequestId"]) == ("vision", "01A")
+
+
 def test_a_pointer_left_by_a_writer_that_died_is_ignored_and_pruned(tables: Any) -> None:
     store: TablesStore = tables()
     store.create_request(record("01A"), [])
