@@ -22,9 +22,11 @@ from models.settings import Settings
 if TYPE_CHECKING:
     from adapters.auth import Authenticator
     from adapters.slack import SlackVerifier
+    from cloud.preflight import ArmPreflight
     from devhost.identity import LocalIssuer
     from engine.authz import Authority
     from engine.chat import Chat, SubmissionLimit
+    from engine.confinement import Confinement, ResourceReader
     from engine.ports import Membership
     from models.identity import AuthSettings
 
@@ -48,6 +50,8 @@ class Container:
         authenticator: Authenticator | None = None,
         membership: Membership | None = None,
         authorizer: Authority | None = None,
+        confinement: Confinement | None = None,
+        resource_reader: ResourceReader | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
@@ -66,6 +70,8 @@ class Container:
             "authenticator": authenticator,
             "membership": membership,
             "authorizer": authorizer,
+            "confinement": confinement,
+            "resource_reader": resource_reader,
         }
         self._built: dict[str, Any] = {}
         self._lock = threading.RLock()
@@ -402,8 +408,17 @@ class Container:
     @property
     def preflight(self) -> Preflight | None:
         """Pre-flight checks against the cloud; None when there is no cloud to ask (no emulator running)."""
+        return self._get("preflight", self._arm_reader)  # type: ignore[no-any-return]
 
-        def build() -> Preflight | None:
+    @property
+    def resource_reader(self) -> ResourceReader | None:
+        """Reads resources from ARM for confinement; None when there is no cloud to ask (no emulator running)."""
+        return self._get("resource_reader", self._arm_reader)  # type: ignore[no-any-return]
+
+    def _arm_reader(self) -> ArmPreflight | None:
+        """Return the one client of ARM that pre-flight and confinement share."""
+
+        def build() -> ArmPreflight | None:
             from cloud.clients import CloudEndpoint, emulator_endpoint
             from cloud.preflight import ArmPreflight
 
@@ -419,7 +434,7 @@ class Container:
 
             return ArmPreflight(CloudEndpoint(s.arm_endpoint), azure_credential(s.azure_client_id))
 
-        return self._get("preflight", build)  # type: ignore[no-any-return]
+        return self._get("arm_reader", build)  # type: ignore[no-any-return]
 
     @property
     def intake(self) -> Intake:
@@ -432,7 +447,24 @@ class Container:
                 policy=self.policy,
                 events=self.events,
                 guard=self.guard,
+                confinement=self.confinement,
                 preflight=self.preflight,
                 clock=self.clock,
+            ),
+        )
+
+    @property
+    def confinement(self) -> Confinement:
+        """What a team's requests may reach (engine/confinement.py), with the store's history and ARM's answers."""
+        from engine.confinement import Confinement
+
+        return self._get(  # type: ignore[no-any-return]
+            "confinement",
+            lambda: Confinement(
+                policy=self.policy,
+                membership=self.membership,
+                history=self.store,
+                reader=self.resource_reader,
+                service_subscription_id=self.settings.service_subscription_id,
             ),
         )

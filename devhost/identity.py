@@ -90,6 +90,10 @@ class Directory(DirectoryModel):
     tenant_id: ObjectId
     application: DirectoryApplication
     groups: dict[str, ObjectId] = Field(default_factory=dict, description="Group name -> group object id.")
+    nested_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Group name -> the groups it is a member of (names), as Entra nests groups; membership is transitive.",
+    )
     users: dict[str, DirectoryUser]
 
     @model_validator(mode="after")
@@ -98,14 +102,34 @@ class Directory(DirectoryModel):
             unknown = [g for g in user.groups if g not in self.groups and not is_object_id(g)]
             if unknown:
                 raise ValueError(f"users.{login}.groups: no group named {', '.join(unknown)} in groups")
+        for child, parents in self.nested_groups.items():
+            unknown = [g for g in [child, *parents] if g not in self.groups]
+            if unknown:
+                raise ValueError(f"nested_groups.{child}: no group named {', '.join(unknown)} in groups")
         ids = [u.object_id for u in self.users.values()] + list(self.groups.values())
         if len(ids) != len(set(ids)):
             raise ValueError("every user and group needs an object id of its own")
         return self
 
     def group_ids(self, user: DirectoryUser) -> list[str]:
-        """Return the object ids of a user's groups."""
-        return [self.groups.get(g) or g.strip().lower() for g in user.groups]
+        """Return the object ids of a user's groups, transitively (as Entra's groups claim lists them)."""
+        return self._closure([self.groups.get(g) or g.strip().lower() for g in user.groups])
+
+    def parent_group_ids(self, group_id: str) -> list[str]:
+        """Return the object ids of the groups a group is a member of, transitively."""
+        return [g for g in self._closure([group_id.strip().lower()]) if g != group_id.strip().lower()]
+
+    def _closure(self, start: list[str]) -> list[str]:
+        names = {gid: name for name, gid in self.groups.items()}
+        out: list[str] = []
+        todo = list(start)
+        while todo:
+            gid = todo.pop(0)
+            if gid in out:
+                continue
+            out.append(gid)
+            todo += [self.groups[p] for p in self.nested_groups.get(names.get(gid, ""), [])]
+        return out
 
     def find(self, name: str) -> DirectoryUser | None:
         """Return the user signing in as `name` (the directory's key or the username), if any."""
@@ -123,12 +147,15 @@ class LocalMembership:
         self.directory = directory
 
     def member_groups(self, *, principal: str, groups: list[str]) -> frozenset[str]:
-        """Return which of `groups` the directory user with object id `principal` belongs to."""
+        """Return which of `groups` the directory user or group with object id `principal` belongs to, transitively."""
         wanted = principal.strip().lower()
         user = next((u for u in self.directory.users.values() if u.object_id == wanted), None)
-        if user is None:
+        if user is not None:
+            mine = set(self.directory.group_ids(user))
+        elif wanted in self.directory.groups.values():
+            mine = set(self.directory.parent_group_ids(wanted))
+        else:
             return frozenset()
-        mine = set(self.directory.group_ids(user))
         return frozenset(g for g in groups if g.strip().lower() in mine)
 
 

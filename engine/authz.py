@@ -76,12 +76,13 @@ class Authorizer:
 
     def teams_of(self, caller: Caller) -> frozenset[str]:
         """Return the policy teams the caller belongs to (through one of each team's groups)."""
-        wanted = {str(g).lower(): team for team, access in self.policy.teams.items() for g in access.groups}
+        # One group may stand for several teams: a member acts for each of them.
+        wanted = {(str(g).lower(), team) for team, access in self.policy.teams.items() for g in access.groups}
         if caller.groups_overage:
-            found = self.membership.member_groups(principal=caller.oid, groups=sorted(wanted))
+            found = self.membership.member_groups(principal=caller.oid, groups=sorted({g for g, _ in wanted}))
         else:
             found = frozenset(caller.groups)
-        return frozenset(team for group, team in wanted.items() if group in found)
+        return frozenset(team for group, team in wanted if group in found)
 
     def visible_teams(self, caller: Caller) -> frozenset[str] | None:
         """Return the teams whose requests the caller may read; None for every team."""

@@ -34,7 +34,7 @@ from typing import Protocol
 
 from engine.planner import derive_names
 from engine.ports import Membership
-from models.errors import ForbiddenError
+from models.errors import ForbiddenError, Problem, TransientError
 from models.plan import Plan, ResourceNames
 from models.policy import Policy, TeamAccess
 from models.request import ARM_ID, Principal, PrincipalType, WorkspaceRequest
@@ -88,7 +88,11 @@ class ConfinementError(ForbiddenError):
         self.refusals = tuple(refusals)
         self.title = CONFINEMENT_REFUSAL
         detail = " ".join(f"{r.field}: {r.message}" for r in self.refusals)
-        super().__init__(f"{CONFINEMENT_REFUSAL} {detail}", rule=self.refusals[0].rule.value)
+        super().__init__(
+            f"{CONFINEMENT_REFUSAL} {detail}",
+            rule=self.refusals[0].rule.value,
+            problems=[Problem(r.field, r.message, r.rule.value) for r in self.refusals],
+        )
 
 
 class WorkspaceHistory(Protocol):
@@ -360,10 +364,15 @@ def cloud_refusals(
     Runs whatever the pre-flight settings say (it is a rule, not advice), and fails closed: when ARM
     cannot answer in time the reader raises `TransientError` and nothing is accepted.
     """
+    # Only what lies in the request's own resource group is read: the rest is refused without a look
+    # (ExistingOutsideTarget), so a request cannot probe whether another team's resources exist.
+    sub, rg = str(request.subscription_id).lower(), (request.resource_group or "").lower()
     brought = {
         name: rid
         for name in EXISTING_FIELDS
-        if (rid := getattr(request.existing, name)) and ARM_ID.match(rid) is not None
+        if (rid := getattr(request.existing, name))
+        and (m := ARM_ID.match(rid)) is not None
+        and (m["sub"].lower(), m["rg"].lower()) == (sub, rg)
     }
     workspace_id = plan.step("workspace").resource_id
     found = reader.read_resources(
@@ -424,3 +433,80 @@ def _tag(tags: Mapping[str, str], name: str) -> str | None:
     # Tag names are case-insensitive in ARM; values are not.
     wanted = name.lower()
     return next((value for key, value in tags.items() if key.lower() == wanted), None)
+
+
+# ----- as intake asks it -------------------------------------------------------------------------
+
+
+class Confinement:
+    """Confinement as intake asks it: the rules above, with the deployment's policy, directory, store and ARM.
+
+    `reader` is None only where no cloud is attached (an intake without an emulator or Azure to
+    provision into). Then the checks that need ARM cannot be made, and confinement still fails
+    closed: a request that brings resources is refused for now (`TransientError`), and a workspace
+    is held to what the store knows of its owner.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        membership: Membership,
+        history: WorkspaceHistory,
+        reader: ResourceReader | None,
+        service_subscription_id: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.membership = membership
+        self.history = history
+        self.reader = reader
+        self.service_subscription_id = service_subscription_id
+
+    def check(self, *, plan: Plan, request: WorkspaceRequest, budget_s: float | None = None) -> None:
+        """Raise `ConfinementError` listing every way a resolved request and its plan reach too far.
+
+        The rules that need no cloud go first. ARM is asked only when the request stays in its
+        team's subscription and resource group, and only about what lies there (a request may not
+        probe whether another team's resources exist). Then every refusal is reported at once.
+        `TransientError` when ARM cannot answer in time; `budget_s` bounds the wait below the
+        pre-flight timeout (chat doors answer within seconds). Runs whatever the pre-flight settings
+        say: it is a rule, not advice.
+        """
+        found = refusals(
+            request=request,
+            policy=self.policy,
+            membership=self.membership,
+            history=self.history,
+            service_subscription_id=self.service_subscription_id,
+        )
+        if not any(r.rule in WHERE_RULES for r in found):
+            found += [r for r in self._in_cloud(plan, request, budget_s) if not _already(found, r)]
+        if found:
+            raise ConfinementError(found)
+
+    def _in_cloud(self, plan: Plan, request: WorkspaceRequest, budget_s: float | None) -> list[Refusal]:
+        timeout = (
+            self.policy.preflight.timeout_s if budget_s is None else min(budget_s, self.policy.preflight.timeout_s)
+        )
+        if self.reader is None:
+            if any(getattr(request.existing, name) for name in EXISTING_FIELDS):
+                raise TransientError(
+                    "no cloud is attached to check the resources this request brings (existing.*), so it cannot be "
+                    "accepted now; try again when the service is connected to Azure.",
+                    code="ConfinementUnchecked",
+                )
+            return []
+        return cloud_refusals(
+            plan=plan, request=request, policy=self.policy, reader=self.reader, history=self.history, timeout_s=timeout
+        )
+
+
+# A request refused on where it goes is not looked up in ARM at all.
+WHERE_RULES = frozenset(
+    {Rule.UNKNOWN_TEAM, Rule.SUBSCRIPTION_NOT_ALLOWED, Rule.RESOURCE_GROUP_NOT_ALLOWED, Rule.SERVICE_SUBSCRIPTION}
+)
+
+
+def _already(found: list[Refusal], refusal: Refusal) -> bool:
+    """Say whether a field is refused already (a workspace of another team is not also 'not made by the team')."""
+    return any(r.field == refusal.field for r in found)

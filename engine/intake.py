@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from ulid import ULID
 
 from engine.audit import Guard
-from engine.authz import Act
+from engine.authz import Act, Decision
+from engine.confinement import Confinement, ConfinementError
 from engine.events import EventFanout, status_event
 from engine.planner import plan as make_plan
 from engine.policy import POLICY_REFUSAL, admit, team_vcpus, vcpu_limit_problem
@@ -79,6 +80,7 @@ class Intake:
         policy: Policy,
         events: EventFanout,
         guard: Guard,
+        confinement: Confinement,
         preflight: Preflight | None = None,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = lambda: str(ULID()),
@@ -88,6 +90,7 @@ class Intake:
         self.policy = policy
         self.events = events
         self.guard = guard
+        self.confinement = confinement
         self.preflight = preflight
         self.clock = clock
         self.new_id = new_id
@@ -96,7 +99,9 @@ class Intake:
         """Return the plan a request would get, if the caller may ask for it; nothing is created."""
         self.guard.require(caller, Act.REQUEST, team=request.team, door=source)
         resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
-        return make_plan(resolved, self.policy)
+        plan = make_plan(resolved, self.policy)
+        self._confine(resolved, plan, caller=caller, source=source)
+        return plan
 
     def submit(
         self,
@@ -130,6 +135,7 @@ class Intake:
                 return Submitted(existing, False)
         resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
         plan = make_plan(resolved, self.policy)
+        self._confine(resolved, plan, caller=caller, source=source, budget_s=preflight_budget_s)
         warnings = self._preflight(plan, resolved, budget_s=preflight_budget_s)
         now = self.clock()
         n = plan.names
@@ -169,6 +175,27 @@ class Intake:
             self._emit(record, EventName.ACCEPTED, "accepted")
             self.engine.dispatch_ready(record)
         return Submitted(record, created)
+
+    def _confine(
+        self, request: WorkspaceRequest, plan: Plan, *, caller: Caller, source: str, budget_s: float | None = None
+    ) -> None:
+        """Hold a resolved request to its team's scopes (DESIGN section 9), and record a refusal as a decision.
+
+        A request that names another team's resource group is refused without a call to ARM; what
+        ARM says of brought resources and of the workspace comes next, and every refusal is reported
+        at once. Runs whatever the pre-flight settings say.
+        """
+        try:
+            self.confinement.check(plan=plan, request=request, budget_s=budget_s)
+        except ConfinementError as exc:
+            self.guard.audit.decided(
+                caller=caller,
+                decision=Decision(False, exc.rule, str(exc)),
+                act=Act.REQUEST,
+                team=request.team,
+                door=source,
+            )
+            raise
 
     def _preflight(self, plan: Plan, request: WorkspaceRequest, *, budget_s: float | None = None) -> list[Problem]:
         """Check the plan against the cloud; refuse or warn as policy says."""
@@ -339,7 +366,7 @@ def _problems_of(exc: InvalidInputError | ConflictError | ForbiddenError | NotFo
     if isinstance(exc, ConflictError):
         return [Problem("workspace_name", str(exc), exc.code)]
     if isinstance(exc, ForbiddenError):
-        return [Problem("(caller)", str(exc), exc.rule)]
+        return exc.problems or [Problem("(caller)", str(exc), exc.rule)]
     return [Problem("(caller)", str(exc), "NotFound")]
 
 

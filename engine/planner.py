@@ -65,7 +65,11 @@ def _rid(names: ResourceNames, provider_type: str, name: str) -> str:
 def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
     """Return the plan for a resolved request (see `engine.policy.admit`)."""
     n = derive_names(request)
-    tags = {**request.tags, "managed-by": "workspace-vending", "team": request.team, "environment": request.environment}
+    base = {**request.tags, "managed-by": "workspace-vending", "team": request.team, "environment": request.environment}
+    # The team tag (policy.team_tag) says whose a resource is: confinement reads it on brought
+    # resources. ARM tag names ignore case, so one spelling only.
+    tags = {k: v for k, v in base.items() if k.lower() != policy.team_tag.lower()}
+    tags[policy.team_tag] = request.team
     rg_id = f"/subscriptions/{n.subscription_id}/resourceGroups/{n.resource_group}"
     storage_id = request.existing.storage_account_id or _rid(n, "Microsoft.Storage/storageAccounts", n.storage_account)
     kv_id = request.existing.key_vault_id or _rid(n, "Microsoft.KeyVault/vaults", n.key_vault)

@@ -263,7 +263,9 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
 
     @api.exception_handler(ForbiddenError)
     async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
-        return problem(403, "Forbidden", detail=str(exc), rule=exc.rule, instance=request.url.path)
+        return problem(
+            403, exc.title, detail=str(exc), errors=exc.problems or None, rule=exc.rule, instance=request.url.path
+        )
 
     @api.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:

@@ -12,8 +12,12 @@ param environmentName string
 @description('The region of the service itself (not of the workspaces it provisions: the policy says those).')
 param location string
 
-@description('Comma-separated ids of the subscriptions the service may provision workspaces into; empty: this one.')
-param provisioningSubscriptionIds string = ''
+@minLength(36)
+@description('Comma-separated ids of the subscriptions the service may provision workspaces into (the policy\'s environments and team targets). The service\'s own subscription is left out unless allowServiceSubscription.')
+param provisioningSubscriptionIds string
+
+@description('true only for a lab where the service and its workspaces share one subscription: the service\'s own subscription may then be a target (set allow_service_subscription in the policy too).')
+param allowServiceSubscription bool = false
 
 @description('Where alerts are e-mailed; empty: alerts fire without notifying anyone.')
 param alertEmail string = ''
@@ -68,9 +72,14 @@ var tags = { 'azd-env-name': environmentName, service: 'workspace-vending' }
 var tablePrefix = 'vending'
 var queueNames = ['onboarding', 'steps', 'notifications']
 var deploymentContainerName = 'app-package-${token}'
-var targets = empty(provisioningSubscriptionIds)
-  ? [subscription().subscriptionId]
-  : map(split(provisioningSubscriptionIds, ','), id => trim(id))
+// The service's own subscription is never a provisioning target by default (DESIGN section 9): its
+// managed identity gets no provisioning roles here, and the app refuses it at intake
+// (VENDING_SERVICE_SUBSCRIPTION_ID below, engine/confinement.py).
+var ownSubscriptionId = toLower(subscription().subscriptionId)
+var targets = filter(
+  map(split(provisioningSubscriptionIds, ','), id => toLower(trim(id))),
+  id => !empty(id) && (allowServiceSubscription || id != ownSubscriptionId)
+)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}vending-${environmentName}'
@@ -177,6 +186,7 @@ module app 'modules/functionapp.bicep' = {
     secretReferences: vault.outputs.references
     callbackSigningSecretUri: vault.outputs.callbackSigningSecretUri
     authTenantId: tenantId
+    serviceSubscriptionId: subscription().subscriptionId
     authClientId: authClientId
     authAudience: audience
     tablePrefix: tablePrefix

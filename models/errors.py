@@ -61,10 +61,17 @@ class NotFoundError(VendingError):
 
 
 class ForbiddenError(VendingError):
-    """The caller is known but may not do this: `rule` names the rule that refused it."""
+    """The caller is known but may not do this: `rule` names the rule that refused it.
 
-    def __init__(self, message: str, *, rule: str) -> None:
+    `problems` lists each thing refused by field, when there is more than one way the request reaches
+    too far (confinement); `title` is the problem+json title.
+    """
+
+    title = "Forbidden"
+
+    def __init__(self, message: str, *, rule: str, problems: list[Problem] | None = None) -> None:
         self.rule = rule
+        self.problems = list(problems or [])
         super().__init__(message)
 
 

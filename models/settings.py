@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         65536, ge=1024, le=4 * 1024 * 1024, description="The largest REST request body accepted (413 above it)."
     )
 
+    service_subscription_id: str | None = Field(
+        None,
+        description="The subscription the service itself runs in; never a provisioning target (infra/ sets it).",
+    )
+
     store: Literal["sqlite", "tables"] = Field("sqlite", description="tables: Azure Table Storage (or Azurite).")
     tables_connection_string: SecretStr | None = Field(
         None,

@@ -3,14 +3,17 @@
 Tests about authorisation use the real `Authorizer` and real tokens (tests/unit/test_authz.py,
 tests/contract/test_trust.py, tests/e2e/test_attacks.py). Tests about provisioning, messaging or
 stores use teams made up on the spot, which no policy lists: they give their container `PermitAll`,
-which allows every act, and call as `PLATFORM`.
+which allows every act, and `Unconfined`, which holds a request to nothing, and call as `PLATFORM`.
 """
 
 from __future__ import annotations
 
 from composition import Container
 from engine.authz import Act, Decision
+from engine.confinement import Confinement
 from models.identity import AppRole, Caller
+from models.plan import Plan
+from models.request import WorkspaceRequest
 
 ALICE_OID = "1f3a5c7e-9b2d-4e6f-8a1c-3e5a7c9e1b01"
 """alice of the local directory (policy/directory.example.yaml): the caller `bearer` signs for by default."""
@@ -38,6 +41,19 @@ class PermitAll:
     def visible_teams(self, caller: Caller) -> frozenset[str] | None:
         """Every team."""
         return None
+
+
+class Unconfined(Confinement):
+    """Confinement that holds nothing, beside `PermitAll` in tests about other things (made-up teams, principals).
+
+    Confinement has tests of its own (tests/unit/test_confinement.py, tests/e2e/test_attacks.py).
+    """
+
+    def __init__(self) -> None:
+        """Need no policy, directory, store or cloud."""
+
+    def check(self, *, plan: Plan, request: WorkspaceRequest, budget_s: float | None = None) -> None:
+        """Hold nothing."""
 
 
 def bearer(container: Container, user: str = "alice") -> dict[str, str]:

@@ -22,7 +22,7 @@ from engine.ports import Store
 from handlers.queues import handle_notification, handle_step
 from models.settings import Settings
 from tests.azurite import Azurite
-from tests.callers import PermitAll
+from tests.callers import PermitAll, Unconfined
 from tests.fakes import FakeCloud
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,9 @@ def fake_cloud() -> FakeCloud:
 def service(settings: Settings, fake_cloud: FakeCloud) -> Iterator[tuple[Container, QueueWorkers]]:
     store = SqliteStore(":memory:")
     bus = SqliteBus(":memory:", lock_s=settings.bus_lock_s)
-    container = Container(settings, store=store, bus=bus, cloud=fake_cloud, authorizer=PermitAll())
+    container = Container(
+        settings, store=store, bus=bus, cloud=fake_cloud, authorizer=PermitAll(), confinement=Unconfined()
+    )
     notifications = QueueWorkers(
         bus=bus,
         queue=settings.notifications_queue,

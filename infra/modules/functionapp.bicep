@@ -20,6 +20,8 @@ param secretReferences object
 param callbackSigningSecretUri string
 @description('The Microsoft Entra tenant of the API\'s app registration.')
 param authTenantId string
+@description('The subscription the service runs in: never a provisioning target (engine/confinement.py).')
+param serviceSubscriptionId string
 @description('The API\'s application (client) id.')
 param authClientId string
 @description('The API\'s application ID URI: the audience of its access tokens.')
@@ -65,6 +67,7 @@ var settings = {
   DeadLetterSchedule: '0 */5 * * * *'
   // Azure Resource Manager, as the same identity.
   VENDING_CLOUD: 'azure'
+  VENDING_SERVICE_SUBSCRIPTION_ID: serviceSubscriptionId
   AZURE_CLIENT_ID: identityClientId
   VENDING_DATA_DIR: '/tmp/vending'
   // Telemetry, authenticated with the identity (local auth is off on Application Insights).

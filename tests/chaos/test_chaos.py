@@ -38,7 +38,7 @@ from models.plan import Step
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll
+from tests.callers import PLATFORM, PermitAll, Unconfined
 from tests.conftest import example, poll
 
 REQUESTS = int(os.environ.get("VENDING_CHAOS_REQUESTS", "24"))
@@ -188,7 +188,7 @@ def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWork
         sweep_grace_s=2.0,
         callback_timeout_s=2.0,
     )
-    container = Container(settings, authorizer=PermitAll())
+    container = Container(settings, authorizer=PermitAll(), confinement=Unconfined())
     policy = container.policy
     # Pre-flight off: the quota failures must reach the compute step instead of being refused at the door.
     policy = policy.model_copy(update={"preflight": policy.preflight.model_copy(update={"enabled": False})})

@@ -17,7 +17,7 @@ from emulator.server import EmulatorServer
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll
+from tests.callers import PLATFORM, PermitAll, Unconfined
 from tests.conftest import example, poll, running_steps, whole_timeline
 from tests.contract.conftest import STORAGE_BODY, _plan, held_elsewhere
 
@@ -56,7 +56,7 @@ def test_a_bad_day_ends_with_the_right_statuses_and_messages(
         ]
     )
     store, bus = SqliteStore(":memory:"), SqliteBus(":memory:")
-    c = Container(settings, store=store, bus=bus, cloud=provider, authorizer=PermitAll())
+    c = Container(settings, store=store, bus=bus, cloud=provider, authorizer=PermitAll(), confinement=Unconfined())
     try:
         with running_steps(c, threads=6):
             ids = [

@@ -21,7 +21,7 @@ from engine.intake import queue_key
 from models.errors import TransientError
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
-from tests.callers import PLATFORM, PermitAll, bearer, sender
+from tests.callers import PLATFORM, PermitAll, Unconfined, bearer, sender
 from tests.conftest import ROOT, example, poll
 from tests.fakes import FakeCloud
 
@@ -37,6 +37,7 @@ def function_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         cloud=FakeCloud(),
         sinks=[StoreEventLogLater()],
         authorizer=PermitAll(),
+        confinement=Unconfined(),
     )
     SIGNED.clear()
     SIGNED.update(sender(module.container))

@@ -22,7 +22,7 @@ from models.policy import Policy
 from models.records import RequestStatus
 from models.request import WorkspaceRequest
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll, bearer
+from tests.callers import PLATFORM, PermitAll, Unconfined, bearer
 from tests.conftest import example, served
 from tests.fakes import FakeCloud
 
@@ -46,6 +46,7 @@ def container(settings: Settings) -> Container:
         settings,
         store=SqliteStore(":memory:"),
         authorizer=PermitAll(),
+        confinement=Unconfined(),
         cloud=FakeCloud(),
         preflight=CountingPreflight(),
     )

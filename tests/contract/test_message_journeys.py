@@ -24,7 +24,7 @@ from engine.intake import queue_key
 from models.errors import TransientError
 from models.outcomes import Outcome
 from models.records import RequestStatus, StepStatus
-from tests.callers import PLATFORM, PermitAll, sender
+from tests.callers import PLATFORM, PermitAll, Unconfined, sender
 from tests.conftest import example, poll
 from tests.contract.test_function_app import _functions, _http
 from tests.fakes import FakeCloud
@@ -146,6 +146,7 @@ def journey(
         notifier=None,
         preflight=None,
         authorizer=PermitAll(),
+        confinement=Unconfined(),
     )
     yield module, Host(module, bus), store, cloud
     for name, value in old.items():

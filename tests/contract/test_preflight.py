@@ -24,7 +24,7 @@ from models.errors import InvalidInputError, TransientError
 from models.policy import KeyVaultPolicy, PreflightPolicy
 from models.request import parse_request
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll
+from tests.callers import PLATFORM, PermitAll, Unconfined
 from tests.conftest import ROOT, example
 from tests.contract.conftest import POLICY, STORAGE_BODY, _plan, drive, held_elsewhere
 from tests.fakes import FakeCloud
@@ -40,6 +40,7 @@ def make(emulator: EmulatorServer, settings: Settings) -> Any:
         return Container(
             settings,
             authorizer=PermitAll(),
+            confinement=Unconfined(),
             store=SqliteStore(":memory:"),
             bus=SqliteBus(":memory:"),
             cloud=FakeCloud(),
@@ -129,6 +130,7 @@ def test_an_unreachable_cloud_does_not_block_intake(settings: Settings) -> None:
     c = Container(
         settings,
         authorizer=PermitAll(),
+        confinement=Unconfined(),
         store=SqliteStore(":memory:"),
         bus=SqliteBus(":memory:"),
         cloud=FakeCloud(),

@@ -31,7 +31,7 @@ from models.messages import StepMessage
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll, sender
+from tests.callers import PLATFORM, PermitAll, Unconfined, sender
 from tests.conftest import example, poll
 from tests.fakes import FakeCloud, OutcomeWriteFails, StoreOutage, receiver
 from tests.loopback import loopback_callbacks_for
@@ -47,7 +47,9 @@ def _settings(tmp_path: Path, **overrides: Any) -> Settings:
 def devhost(settings: Settings, *, store: Any) -> Iterator[Container]:
     """The devhost's queue workers (as `devhost.runtime` wires them) on an in-memory bus, with a fake cloud."""
     bus = SqliteBus(":memory:", lock_s=settings.bus_lock_s, max_deliveries=settings.bus_max_deliveries)
-    container = Container(settings, store=store, bus=bus, cloud=FakeCloud(), authorizer=PermitAll())
+    container = Container(
+        settings, store=store, bus=bus, cloud=FakeCloud(), authorizer=PermitAll(), confinement=Unconfined()
+    )
     workers = queue_workers(container)
     for w in workers:
         w.start()
@@ -289,7 +291,14 @@ def test_a_failed_handling_that_cannot_be_counted_is_raised_for_a_retry_later(tm
 
     store = NothingWrites("resource-group")
     bus = SqliteBus(":memory:")
-    container = Container(_poison_settings(tmp_path, authorizer=PermitAll()), store=store, bus=bus, cloud=FakeCloud())
+    container = Container(
+        _poison_settings(tmp_path),
+        store=store,
+        bus=bus,
+        cloud=FakeCloud(),
+        authorizer=PermitAll(),
+        confinement=Unconfined(),
+    )
     rid = container.intake.submit(
         request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="t"
     ).record.id
@@ -333,7 +342,9 @@ def _never() -> Any:
 def test_a_dead_lettered_onboarding_message_is_recorded_per_environment_with_its_team(tmp_path: Path) -> None:
     store = SqliteStore(":memory:")
     bus = SqliteBus(":memory:")
-    container = Container(_settings(tmp_path, authorizer=PermitAll()), store=store, bus=bus, cloud=FakeCloud())
+    container = Container(
+        _settings(tmp_path), store=store, bus=bus, cloud=FakeCloud(), authorizer=PermitAll(), confinement=Unconfined()
+    )
     # An earlier try made the dev request before the message's tries ran out.
     dev = example("onboarding.json")
     made = container.intake.onboard(

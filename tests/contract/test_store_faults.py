@@ -27,7 +27,7 @@ from handlers.api import create_api
 from models.errors import TransientError
 from models.settings import Settings
 from tests.azurite import Azurite
-from tests.callers import PermitAll, bearer
+from tests.callers import PermitAll, Unconfined, bearer
 from tests.conftest import example, served
 from tests.fakes import FakeCloud
 
@@ -70,7 +70,14 @@ def data(settings: Settings) -> Path:
 @contextmanager
 def serving(settings: Settings, store: Any) -> Iterator[httpx.Client]:
     """Serve the API over loopback HTTP on `store`, with the embedded bus and a fake cloud."""
-    container = Container(settings, store=store, bus=SqliteBus(":memory:"), cloud=FakeCloud(), authorizer=PermitAll())
+    container = Container(
+        settings,
+        store=store,
+        bus=SqliteBus(":memory:"),
+        cloud=FakeCloud(),
+        authorizer=PermitAll(),
+        confinement=Unconfined(),
+    )
     with (
         served(create_api(lambda: container)) as url,
         httpx.Client(base_url=url, timeout=30, headers=bearer(container)) as client,

@@ -19,7 +19,7 @@ from models.plan import Step
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll
+from tests.callers import PLATFORM, PermitAll, Unconfined
 from tests.conftest import example, poll, running_steps
 from tests.fakes import FakeCloud
 
@@ -56,7 +56,7 @@ def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once
     cloud = FakeCloud(work_s=0.002)
     store = new_store()
     bus = CountingBus()
-    container = Container(settings, store=store, bus=bus, cloud=cloud, authorizer=PermitAll())
+    container = Container(settings, store=store, bus=bus, cloud=cloud, authorizer=PermitAll(), confinement=Unconfined())
     with running_steps(container, threads=8):
         ids = [_submit(container, example("gpu-research.json") | {"team": f"team-{i:02d}"}) for i in range(12)]
         poll(lambda: all(_finished(container, r) for r in ids), timeout=180, what="12 requests to finish")
@@ -77,7 +77,9 @@ def test_threads_finishing_prerequisites_together_dispatch_the_dependent_once(
 ) -> None:
     store = new_store()
     bus = CountingBus()
-    container = Container(settings, store=store, bus=bus, cloud=FakeCloud(), authorizer=PermitAll())
+    container = Container(
+        settings, store=store, bus=bus, cloud=FakeCloud(), authorizer=PermitAll(), confinement=Unconfined()
+    )
     rid = _submit(container, example("cpu-small.json"))
     record = store.get_request(rid)
     assert record is not None
@@ -132,7 +134,12 @@ def test_a_crash_between_create_and_status_write_is_recovered_by_the_next_reconc
     bus = CountingBus()
     cloud = CrashAfterCreate()
     container = Container(
-        settings.model_copy(update={"bus_lock_s": 60.0}), store=store, bus=bus, cloud=cloud, authorizer=PermitAll()
+        settings.model_copy(update={"bus_lock_s": 60.0}),
+        store=store,
+        bus=bus,
+        cloud=cloud,
+        authorizer=PermitAll(),
+        confinement=Unconfined(),
     )
     engine = container.engine
     engine.clock = lambda: clock[0]

@@ -22,7 +22,7 @@ from adapters.tables_store import (
 from models.errors import ConflictError, InvalidInputError, PermanentError, TransientError
 from models.records import RequestStatus
 from tests.azurite import ACCOUNT, Azurite
-from tests.callers import ALICE_OID, PermitAll, bearer
+from tests.callers import ALICE_OID, PermitAll, Unconfined, bearer
 from tests.conftest import tables_store
 from tests.contract.test_store_contract import record, steps
 
@@ -212,7 +212,9 @@ def test_the_api_answers_503_with_retry_after_while_the_store_is_down(settings: 
     with ExitStack() as stack:
         stack.callback(server.stop)
         store = TablesStore(connect(connection_string=server.connection_string, timeout_s=1), claim_wait_s=0.1)
-        container = Container(settings, store=store, cloud=FakeCloud(), authorizer=PermitAll())
+        container = Container(
+            settings, store=store, cloud=FakeCloud(), authorizer=PermitAll(), confinement=Unconfined()
+        )
         client = stack.enter_context(
             httpx.Client(base_url=stack.enter_context(served(create_api(lambda: container))), headers=bearer(container))
         )

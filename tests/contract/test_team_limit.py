@@ -20,7 +20,7 @@ from models.errors import InvalidInputError, LimitExceededError
 from models.records import RequestRecord, RequestStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll
+from tests.callers import PLATFORM, PermitAll, Unconfined
 from tests.conftest import example
 from tests.fakes import FakeCloud
 
@@ -100,7 +100,7 @@ def test_tables_a_holder_left_by_a_crash_is_not_counted_after_the_grace(new_stor
 
 def test_concurrent_submissions_of_one_team_never_exceed_its_limit(settings: Settings, new_store: Make) -> None:
     store = new_store()
-    container = Container(settings, store=store, cloud=FakeCloud(), authorizer=PermitAll())
+    container = Container(settings, store=store, cloud=FakeCloud(), authorizer=PermitAll(), confinement=Unconfined())
     fits = 3
     container.swap(policy=container.policy.model_copy(update={"max_team_vcpus": fits * CPU_SMALL_VCPUS + 5}))
     threads, barrier = 10, threading.Barrier(10)

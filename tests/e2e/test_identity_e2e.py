@@ -54,8 +54,9 @@ ROUTES = [("GET", "/api/workspaces"), ("POST", "/api/workspaces")]
 REFUSED_BODY = example("cpu-small.json")  # fraud-detection, dev: rg-ml-fraud-detection-dev
 REFUSED_RG = "rg-ml-fraud-detection-dev"
 ADMIN_OID = "5b7e9a1c-3f6b-4cad-8e5a-7c9e1b3d5f05"  # the local directory's admin
-# The e2e policy gives every e2e team the fraud-detection group (tests/e2e/conftest.py); it is tokens.FRAUD_GROUP.
-SHARE_THE_FRAUD_GROUP = {"fraud-detection", *E2E_TEAMS}
+# The e2e policy gives every e2e team the shipped policy does not list the fraud-detection group
+# (tests/e2e/conftest.py); it is tokens.FRAUD_GROUP. churn and vision keep groups of their own.
+SHARE_THE_FRAUD_GROUP = {"fraud-detection", *E2E_TEAMS} - {"churn", "vision"}
 assert E2E_GROUP == FRAUD_GROUP
 
 # RFC 6750 section 3: `Bearer realm=...`, and for a refused token error="invalid_token" with an
@@ -264,18 +265,12 @@ def test_entra_accepts_a_token_of_its_issuer_for_a_member_of_fraud_detection(
         assert me.status_code == 200, me.text
         assert me.json()["oid"] == ALICE and me.json()["tid"] == TENANT
         assert me.json()["roles"] == ["Workspaces.Request"] and not me.json()["reads_every_team"]
-        # The groups claim was read: the caller acts for teams of the fraud-detection group (which of
-        # them: see the xfail below).
-        assert me.json()["teams"] and set(me.json()["teams"]) <= SHARE_THE_FRAUD_GROUP
+        # The groups claim was read: the caller acts for every team that lists the fraud-detection group.
+        assert set(me.json()["teams"]) == SHARE_THE_FRAUD_GROUP
     assert issuer.hits["keys"] >= 1  # the keys came from the test's issuer, over loopback
     assert_nothing_written(entra, issuer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/authz.py Authorizer.teams_of maps each group to one team ({group: team}, the last in "
-    "policy order wins): a member of a group that several teams list acts for one of them only",
-)
 def test_entra_a_member_of_a_group_several_teams_list_acts_for_each(entra: Devhost, issuer: TestIssuer) -> None:
     me = entra.http.get("/api/me", headers=bearer(issuer.token()))
     assert me.status_code == 200, me.text
@@ -387,7 +382,7 @@ def test_local_accepts_the_token_of_cli_login(local: Devhost, alice_token: str) 
     me = local.http.get("/api/me", headers=bearer(alice_token))
     assert me.status_code == 200, me.text
     assert me.json()["oid"] == "1f3a5c7e-9b2d-4e6f-8a1c-3e5a7c9e1b01" and me.json()["roles"] == ["Workspaces.Request"]
-    assert me.json()["teams"] and set(me.json()["teams"]) <= SHARE_THE_FRAUD_GROUP
+    assert set(me.json()["teams"]) == SHARE_THE_FRAUD_GROUP
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
@@ -447,10 +442,10 @@ def test_local_the_write_log_records_a_call_that_was_let_in(
     local: Devhost, alice_token: str, platform_token: str
 ) -> None:
     """The control for every `nothing written` above: an accepted submission does reach the emulator's log."""
-    made = local.http.post("/api/workspaces", json=REFUSED_BODY | {"team": "vision"}, headers=bearer(alice_token))
+    made = local.http.post("/api/workspaces", json=REFUSED_BODY | {"team": "telemetry"}, headers=bearer(alice_token))
     assert made.status_code == 202, made.text
     poll(
-        lambda: [w for w in arm_writes(local)[0] if "/resourcegroups/rg-ml-vision-dev" in w["path"].lower()],
+        lambda: [w for w in arm_writes(local)[0] if "/resourcegroups/rg-ml-telemetry-dev" in w["path"].lower()],
         timeout=60,
         every=0.2,
         what="the accepted request's first write to the emulator",

@@ -158,3 +158,29 @@ def test_the_local_directory_answers_for_its_overage_user() -> None:
         auth="local",
     )
     assert authz.teams_of(as_bob) == {"churn"}
+
+
+def test_a_group_several_teams_list_makes_its_members_act_for_each() -> None:
+    from devhost.identity import LocalMembership, load_directory
+    from models.identity import DEFAULT_DIRECTORY
+
+    base = load_policy(DEFAULT_POLICY)
+    shared = base.teams["fraud-detection"]
+    policy = base.model_copy(update={"teams": {**base.teams, "fraud-ops": shared, "fraud-lab": shared}})
+    directory = load_directory(DEFAULT_DIRECTORY)
+    authz = Authorizer(policy=policy, membership=LocalMembership(directory))
+    alice = directory.users["alice"]
+    who = Caller(
+        oid=alice.object_id,
+        tid=directory.tenant_id,
+        name=alice.name,
+        roles=frozenset(alice.roles),
+        groups=frozenset(directory.group_ids(alice)),
+        auth="local",
+    )
+    assert authz.teams_of(who) == {"fraud-detection", "fraud-ops", "fraud-lab"}
+    for team in ("fraud-detection", "fraud-ops", "fraud-lab"):
+        assert authz.authorize(who, Act.REQUEST, team=team).allowed
+    carol = directory.users["carol"]
+    overage = Caller(oid=carol.object_id, tid=directory.tenant_id, name=carol.name, groups_overage=True, auth="local")
+    assert authz.teams_of(overage) == {"fraud-detection", "fraud-ops", "fraud-lab"}

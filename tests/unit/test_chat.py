@@ -278,7 +278,7 @@ def bed(settings: Settings) -> Bed:
     )
     directory, audit = Directory(), Audit()
     # Intake decides again with the same function: the container's authoriser sees the same directory.
-    container.swap(policy=policy, authorizer=Authorizer(policy=policy, membership=directory))
+    container.swap(policy=policy, membership=directory, authorizer=Authorizer(policy=policy, membership=directory))
     chat = make_chat(container, policy, authorizer=lambda: Authorizer(policy=policy, membership=directory), audit=audit)
     made = Bed(container, policy, directory, audit, chat)
     made.member(ADA, VISION)

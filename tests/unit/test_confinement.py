@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from devhost.identity import LocalMembership, load_directory
 from engine.confinement import (
     ArmResource,
+    Confinement,
     ConfinementError,
     Refusal,
     Rule,
@@ -430,3 +431,65 @@ def test_the_rbac_administrator_may_assign_to_users_and_groups_only() -> None:
         roles = f"@{source}[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{${{roleList}}}} AND {clause}"
         assert roles in text
     assert text.count("(") == text.count(")")
+
+
+# ----- as intake asks it ---------------------------------------------------------------------
+
+
+def check(confinement: Confinement, req: WorkspaceRequest, budget_s: float | None = None) -> None:
+    confinement.check(plan=plan(req, POLICY), request=req, budget_s=budget_s)
+
+
+def test_intakes_confinement_reports_both_halves_at_once_and_bounds_the_cloud_wait() -> None:
+    arm = FakeArm()
+    arm.add(STORAGE, team="churn")
+    confinement = Confinement(policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=arm)
+    check(confinement, request())
+    stranger = {"object_id": "9a9a9a9a-0000-4000-8000-000000000001", "type": "User"}
+    with pytest.raises(ConfinementError) as refused:
+        check(confinement, request(existing={"storage_account_id": STORAGE}, members=[stranger]), budget_s=1.5)
+    assert [(p.field, p.code) for p in refused.value.problems] == [
+        ("members[0]", "PrincipalNotTeamMember"),
+        ("existing.storage_account_id", "ExistingNotTeamTagged"),
+    ]
+    assert arm.reads[-1][1] == 1.5  # a chat door's budget, below the policy's timeout
+
+
+def test_a_request_refused_on_where_it_goes_is_not_looked_up_in_arm() -> None:
+    arm = FakeArm()
+    confinement = Confinement(policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=arm)
+    elsewhere = _rid(PROD, "rg-ml-fraud-detection-prod", "Microsoft.Storage/storageAccounts", "stfraudprod")
+    with pytest.raises(ConfinementError) as refused:
+        check(confinement, request(subscription_id=PROD, resource_group="rg-ml-fraud-detection-prod"))
+    assert refused.value.rule == "SubscriptionNotAllowed"
+    with pytest.raises(ConfinementError) as refused:
+        check(confinement, request(existing={"storage_account_id": elsewhere}))
+    assert [p.code for p in refused.value.problems] == ["ExistingOutsideTarget"]
+    assert arm.reads == [([WORKSPACE], POLICY.preflight.timeout_s)]  # never the resource outside the target
+
+
+def test_a_workspace_of_another_team_is_refused_once() -> None:
+    arm = FakeArm()
+    arm.add(WORKSPACE)
+    history = FakeHistory({workspace_key(derive_names(request())): "churn"})
+    confinement = Confinement(policy=POLICY, membership=FakeDirectory(), history=history, reader=arm)
+    with pytest.raises(ConfinementError) as refused:
+        check(confinement, request())
+    assert [p.code for p in refused.value.problems] == ["WorkspaceOfAnotherTeam"]
+
+
+def test_the_services_own_subscription_from_the_deployment_is_refused() -> None:
+    confinement = Confinement(
+        policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=FakeArm(), service_subscription_id=DEV
+    )
+    with pytest.raises(ConfinementError) as refused:
+        check(confinement, request())
+    assert refused.value.rule == "ServiceSubscription"
+
+
+def test_without_a_cloud_brought_resources_are_refused_for_now_and_the_rest_passes() -> None:
+    confinement = Confinement(policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=None)
+    check(confinement, request())
+    with pytest.raises(TransientError) as unchecked:
+        check(confinement, request(existing={"storage_account_id": STORAGE}))
+    assert unchecked.value.code == "ConfinementUnchecked"

@@ -9,7 +9,7 @@ from devhost.workers import QueueWorkers
 from models.outcomes import Fail
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
-from tests.callers import PLATFORM, PermitAll
+from tests.callers import PLATFORM, PermitAll, Unconfined
 from tests.conftest import assert_closes_the_timeline, example, poll, running_steps, whole_timeline
 from tests.fakes import FakeCloud
 
@@ -114,7 +114,7 @@ def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) ->
             super().send(queue, message)
 
     bus = LosingBus(":memory:")
-    container = Container(settings, store=store, bus=bus, cloud=cloud, authorizer=PermitAll())
+    container = Container(settings, store=store, bus=bus, cloud=cloud, authorizer=PermitAll(), confinement=Unconfined())
     with running_steps(container, threads=2):
         rid = container.intake.submit(
             request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test"
