@@ -398,10 +398,17 @@ class Container:
     @property
     def deadletters(self) -> DeadLetters:
         """The operators' view of every queue's dead letters."""
+        from handlers.queues import dead_letter_sender
+
         return self._get(  # type: ignore[no-any-return]
             "deadletters",
             lambda: DeadLetters(
-                bus=self.bus, store=self.store, engine=self.engine, intake=self.intake, settings=self.settings
+                bus=self.bus,
+                store=self.store,
+                engine=self.engine,
+                intake=self.intake,
+                settings=self.settings,
+                sender_of=lambda letter: dead_letter_sender(self.authenticator, letter),
             ),
         )
 

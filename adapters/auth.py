@@ -33,7 +33,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import httpx
 import jwt
@@ -267,7 +268,17 @@ class Authenticator:
         # Without Easy Auth in front, anyone can send the principal header: it is not read at all.
         return self._from_bearer(lowered.get("authorization"))
 
-    def _from_bearer(self, authorization: str | None) -> Caller:
+    def authenticate_as_of(self, authorization: str | None, when: datetime) -> Caller:
+        """Return the caller a bearer token proved at `when`: every check as usual, the times against `when`.
+
+        For a message an operator replays after its sender's token expired: the token must have been
+        valid when the bus took the message in (signature, issuer, audience and tenant checked now,
+        against the issuer's current keys; `exp`, `nbf` and `iat` against `when`, with the leeway).
+        Never used for a caller at the door.
+        """
+        return self._from_bearer(authorization, when=when)
+
+    def _from_bearer(self, authorization: str | None, *, when: datetime | None = None) -> Caller:
         if not authorization or not authorization.strip():
             raise AuthenticationError(
                 "sign in: send Authorization: Bearer <access token> (locally: python -m cli login <user>)",
@@ -292,7 +303,7 @@ class Authenticator:
         if not isinstance(kid, str) or not kid:
             raise AuthenticationError("the token does not name its signing key (kid)")
         signing = self.keys.get(kid)
-        claims = self._verified_claims(token, signing.key)
+        claims = self._verified_claims(token, signing.key, when=when)
         if signing.issuer is not None and signing.issuer.replace("{tenantid}", claims.tid or "") != claims.iss:
             # Entra's rule for keys that name their issuer (access-tokens#validate-the-signing-key-issuer).
             raise AuthenticationError("the token's issuer may not use this signing key")
@@ -307,8 +318,9 @@ class Authenticator:
             auth="local" if self.settings.mode == "local" else "entra",
         )
 
-    def _verified_claims(self, token: str, key: jwt.PyJWK) -> AccessTokenClaims:
+    def _verified_claims(self, token: str, key: jwt.PyJWK, *, when: datetime | None = None) -> AccessTokenClaims:
         s = self.settings
+        timed = when is None  # with `when`, the times are checked below against it instead of now
         try:
             payload = jwt.decode(
                 token,
@@ -317,8 +329,15 @@ class Authenticator:
                 audience=sorted(s.audiences),
                 issuer=s.issuer,
                 leeway=s.leeway_s,
-                options={"require": ["exp", "nbf", "iss", "aud"]},
+                options={
+                    "require": ["exp", "nbf", "iss", "aud"],
+                    "verify_exp": timed,
+                    "verify_nbf": timed,
+                    "verify_iat": timed,
+                },
             )
+            if when is not None:
+                _valid_at(payload, when.timestamp(), s.leeway_s)
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("the token has expired; get a new one") from None
         except jwt.ImmatureSignatureError:
@@ -394,6 +413,19 @@ class Authenticator:
             overage=overage,
             auth="easyauth",
         )
+
+
+def _valid_at(payload: Mapping[str, Any], at: float, leeway: float) -> None:
+    """Check a token's exp, nbf and iat against the time `at` (seconds), as PyJWT checks them against now."""
+    times = {name: payload.get(name) for name in ("exp", "nbf", "iat")}
+    if any(v is not None and not isinstance(v, int | float) for v in times.values()):
+        raise jwt.DecodeError("the token's times are not numbers")
+    if times["exp"] is not None and at > times["exp"] + leeway:
+        raise AuthenticationError("the token had expired when the message was sent; the sender must send it again")
+    if times["nbf"] is not None and at < times["nbf"] - leeway:
+        raise jwt.ImmatureSignatureError("nbf")
+    if times["iat"] is not None and at < times["iat"] - leeway:
+        raise jwt.ImmatureSignatureError("iat")
 
 
 def _names_groups(value: str) -> bool:

@@ -257,4 +257,6 @@ def _dead_letter(queue: str, m: Any) -> DeadLetter:
         delivery_count=int(m.delivery_count or 0),
         dead_lettered_at=m.enqueued_time_utc or datetime.now(UTC),
         application_properties=_props(m),
+        # Dead-lettering keeps a message's EnqueuedTimeUtc: when the queue first took it in.
+        enqueued_at=m.enqueued_time_utc,
     )

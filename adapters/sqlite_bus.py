@@ -236,6 +236,7 @@ class SqliteBus:
                 delivery_count=r["delivery_count"],
                 dead_lettered_at=parse_ts(r["dead_at"]) or self.clock(),
                 application_properties=json.loads(r["properties"]),
+                enqueued_at=parse_ts(r["enqueued_at"]),
             )
             for r in rows
         ]

@@ -15,18 +15,27 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.intake import Intake, queue_key
 from engine.ports import Bus, DeadLetter, OutgoingMessage, Store
 from engine.steps import StepEngine
-from models.errors import Problem
+from models.errors import ConflictError, Problem
+from models.identity import AuthenticationError, Caller
 from models.messages import DeliveryAttempt, StepMessage, original_message_id, without_attempt
 from models.records import ErrorInfo, StepStatus
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ReplayRefusedError(ConflictError):
+    """A dead letter that cannot be replayed as it stands (409): the message says what to do instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="ReplayRefused")
 
 
 @dataclass(frozen=True)
@@ -39,15 +48,33 @@ class DeadLetterView:
     step_id: str | None
 
 
-class DeadLetters:
-    """Reads, records and replays the dead letters of every queue."""
+SenderProof = Callable[[DeadLetter], "Caller | AuthenticationError"]
+"""Who a dead letter's token proves sent it, as of when the bus took it in (handlers/queues.py)."""
 
-    def __init__(self, *, bus: Bus, store: Store, engine: StepEngine, intake: Intake, settings: Settings) -> None:
+
+class DeadLetters:
+    """Reads, records and replays the dead letters of every queue.
+
+    `sender_of` says who sent an onboarding dead letter: its token checked as of the time the bus
+    took the message in, since by the time an operator replays it the token has usually expired.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        store: Store,
+        engine: StepEngine,
+        intake: Intake,
+        settings: Settings,
+        sender_of: SenderProof,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.engine = engine
         self.intake = intake
         self.settings = settings
+        self.sender_of = sender_of
 
     @property
     def queues(self) -> dict[str, str]:
@@ -139,7 +166,10 @@ class DeadLetters:
         """
         original = original_message_id(letter.message_id, letter.application_properties)
         problem = Problem("(message)", f"the onboarding message was not processed: {self._why(letter)}", "DeadLettered")
-        requester, parts = _onboarding_parts(letter.body)
+        parts = _onboarding_parts(letter.body)
+        # The requester is who the message's token proves sent it, never what its body says.
+        sender = self.sender_of(letter)
+        requester = sender.oid if isinstance(sender, Caller) else "unknown"
         made = 0
         for environment, raw in parts:
             key = queue_key(original, environment or None)  # the key intake.onboard gives it
@@ -148,6 +178,32 @@ class DeadLetters:
             self.intake.reject(raw=raw, problems=[problem], requester=requester, source="queue", idempotency_key=key)
             made += 1
         return made
+
+    def _replay_onboarding(self, letter: DeadLetter) -> str:
+        """Process an onboarding dead letter again, now, as its sender: what its token proved when it was sent.
+
+        The sender is decided again by the one authorisation function, as at first delivery; the
+        operator who replays acts for no team. A replay is new work under a new id: the rejected
+        records made from the dead letter stay as history. When the sender cannot be proven (the
+        token was not valid when the message was sent, or its signing key is gone) nothing is done
+        and the dead letter stays, with what to do.
+        """
+        sender = self.sender_of(letter)
+        if isinstance(sender, AuthenticationError):
+            raise ReplayRefusedError(
+                f"the sender of {letter.message_id} cannot be proven ({sender.reason}), so it is not processed as "
+                "anyone; ask the sender to send the message again, then record this one (deadletters process)."
+            )
+        original = original_message_id(letter.message_id, letter.application_properties)
+        new_id = f"{original}/replay-{uuid.uuid4().hex[:8]}"
+        records = self.intake.onboard(
+            body=letter.body,
+            message_id=new_id,
+            sender=sender,
+            traceparent=letter.application_properties.get("traceparent"),
+        )
+        made = ", ".join(f"{r.id} ({r.status.value})" for r in records) or "no request"
+        return f"processed again as {new_id}, sent by {sender.oid}: {made}"
 
     def replay(self, message_id: str) -> str:
         """Replay a dead letter after its cause was fixed; say what was done."""
@@ -172,10 +228,11 @@ class DeadLetters:
                 outcome = f"resumed step {msg.step_id} of request {msg.request_id}"
             else:
                 outcome = f"step {msg.step_id} of request {msg.request_id} has finished; nothing to replay"
+        elif view.kind == "onboarding":
+            outcome = self._replay_onboarding(letter)
         else:
             queue = letter.queue
-            # A replay is new work under a new id, with tries counted anew: for onboarding, the
-            # rejected records made from the dead letter stay as history.
+            # A replay is new work under a new id, with tries counted anew.
             original = original_message_id(letter.message_id, letter.application_properties)
             new_id = f"{original}/replay-{uuid.uuid4().hex[:8]}"
             if view.kind == "notification":
@@ -199,24 +256,24 @@ class DeadLetters:
         return outcome
 
 
-def _onboarding_parts(body: bytes) -> tuple[str, list[tuple[str, Any]]]:
-    """Split an onboarding body into its requester and one (environment, raw input) per request it asks for.
+def _onboarding_parts(body: bytes) -> list[tuple[str, Any]]:
+    """Split an onboarding body into one (environment, raw input) per request it asks for.
 
     Lenient on purpose: a dead letter's body is recorded as far as it can be read, so a
     `TeamOnboarding` gives one part per listed environment (each with the team) and a
-    `WorkspaceRequest` one part; anything else one part with no environment.
+    `WorkspaceRequest` one part; anything else one part with no environment. `requested_by`, which
+    older senders put in the body, is dropped: the sender is what the token proves.
     """
     try:
         data = json.loads(body)
     except ValueError:
-        return "queue", [("", body.decode("utf-8", "replace"))]
+        return [("", body.decode("utf-8", "replace"))]
     if not isinstance(data, dict):
-        return "queue", [("", data)]
-    requester = data.get("requested_by")
-    requester = requester[:256] if isinstance(requester, str) and requester else "queue"
+        return [("", data)]
+    data.pop("requested_by", None)
     environments = data.get("environments")
     if isinstance(environments, list) and environments and all(isinstance(e, str) for e in environments):
-        common = {k: v for k, v in data.items() if k not in ("environments", "kind", "requested_by")}
-        return requester, [(env, {**common, "environment": env}) for env in dict.fromkeys(environments)]
+        common = {k: v for k, v in data.items() if k not in ("environments", "kind")}
+        return [(env, {**common, "environment": env}) for env in dict.fromkeys(environments)]
     environment = data.get("environment")
-    return requester, [(environment if isinstance(environment, str) else "", data)]
+    return [(environment if isinstance(environment, str) else "", data)]

@@ -194,6 +194,7 @@ class DeadLetter:
     delivery_count: int
     dead_lettered_at: datetime
     application_properties: dict[str, str] = field(default_factory=dict)
+    enqueued_at: datetime | None = None  # when the bus took the message in (its sender's token was checked then)
 
 
 class Sender(Protocol):

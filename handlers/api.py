@@ -43,6 +43,7 @@ from models.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    PermanentError,
     Problem,
     TransientError,
 )
@@ -286,6 +287,19 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         )
         response.headers["Retry-After"] = _retry_after(exc.retry_after_s)
         return response
+
+    @api.exception_handler(PermanentError)
+    async def _misconfigured(request: Request, exc: PermanentError) -> JSONResponse:
+        # Something only the platform team can fix (e.g. the identity lacks Microsoft Graph permissions):
+        # the caller is told that and the code; the details go to the log, for the platform team.
+        faults.fault(exc.code, f"{request.method} {request.url.path} answers 503: {exc}")
+        return problem(
+            503,
+            "Service unavailable",
+            detail=f"The service cannot decide this request until the platform team fixes its setup ({exc.code}); "
+            "try again later.",
+            instance=request.url.path,
+        )
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -32,7 +32,7 @@ from adapters.telemetry import TRACEPARENT, Telemetry
 from composition import Container
 from engine.intake import Intake
 from engine.notify import deliver
-from engine.ports import OutgoingMessage, ReceivedMessage
+from engine.ports import DeadLetter, OutgoingMessage, ReceivedMessage
 from engine.redelivery import RetryPolicy, redeliver
 from engine.steps import StepEngine, StepResult
 from models.errors import InvalidInputError, Problem, VendingError
@@ -121,6 +121,23 @@ def message_sender(authenticator: Authenticator, properties: Mapping[str, Any] |
     value = (properties or {}).get(SENDER_PROPERTY)
     try:
         return authenticator.authenticate({"authorization": value if isinstance(value, str) else ""})
+    except AuthenticationError as exc:
+        return exc
+
+
+def dead_letter_sender(authenticator: Authenticator, letter: DeadLetter) -> Caller | AuthenticationError:
+    """Say who sent a dead-lettered message, as its token proved when the bus took the message in.
+
+    An operator replays a dead letter after its cause is fixed, usually after its sender's token
+    (an hour's life) has expired; the message still proves who sent it if the token was valid when
+    it was enqueued. A bus that does not say when (no `enqueued_at`) is held to now.
+    """
+    value = letter.application_properties.get(SENDER_PROPERTY)
+    authorization = value if isinstance(value, str) else ""
+    try:
+        if letter.enqueued_at is None:
+            return authenticator.authenticate({"authorization": authorization})
+        return authenticator.authenticate_as_of(authorization, letter.enqueued_at)
     except AuthenticationError as exc:
         return exc
 

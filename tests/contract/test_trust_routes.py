@@ -9,6 +9,7 @@ import pytest
 
 from composition import Container
 from handlers.api import create_api
+from models.errors import PermanentError
 from models.settings import Settings
 from tests.callers import bearer
 from tests.conftest import example, served
@@ -95,3 +96,21 @@ def test_a_body_over_the_limit_is_413_and_submissions_over_the_rate_are_429(
     second = http.post("/api/workspaces", json=body | {"workspace_name": "mlw-rate-2"}, headers=alice)
     assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
     assert second.json()["rule"] == "SubmissionRateLimit"
+
+
+class GraphWithoutPermissions:
+    """Membership as Microsoft Graph answers an identity that was never granted its permissions."""
+
+    def member_groups(self, *, principal: str, groups: list[str]) -> frozenset[str]:
+        raise PermanentError("Microsoft Graph refused the service's identity (403)", code="GraphForbidden")
+
+
+def test_membership_that_cannot_be_asked_is_a_503_never_an_assumption(settings: Settings) -> None:
+    container = Container(settings, cloud=FakeCloud(), sinks=[], membership=GraphWithoutPermissions())
+    container.swap(preflight=None)
+    with served(create_api(lambda: container)) as base, httpx.Client(base_url=base) as http:
+        # The example grants a role to a group nested in the team's: only the directory can say so.
+        resp = http.post("/api/workspaces", json=example("cpu-small.json"), headers=bearer(container, "alice"))
+        assert resp.status_code == 503, resp.text
+        assert "GraphForbidden" in resp.json()["detail"] and "403" not in resp.json()["detail"]
+        assert container.store.list_requests().items == []
