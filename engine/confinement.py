@@ -162,26 +162,6 @@ def refusals(
     return found
 
 
-def confine(
-    *,
-    request: WorkspaceRequest,
-    policy: Policy,
-    membership: Membership,
-    history: WorkspaceHistory,
-    service_subscription_id: str | None = None,
-) -> None:
-    """Raise `ConfinementError` listing every refusal of a resolved request; nothing when it is confined."""
-    found = refusals(
-        request=request,
-        policy=policy,
-        membership=membership,
-        history=history,
-        service_subscription_id=service_subscription_id,
-    )
-    if found:
-        raise ConfinementError(found)
-
-
 def _target_refusals(
     request: WorkspaceRequest, policy: Policy, access: TeamAccess, service_subscription_id: str | None
 ) -> list[Refusal]:
@@ -410,23 +390,6 @@ def cloud_refusals(
                 )
             )
     return out
-
-
-def confine_in_cloud(
-    *,
-    plan: Plan,
-    request: WorkspaceRequest,
-    policy: Policy,
-    reader: ResourceReader,
-    history: WorkspaceHistory,
-    timeout_s: float | None = None,
-) -> None:
-    """Raise `ConfinementError` for what ARM says of the plan's brought resources and workspace."""
-    found = cloud_refusals(
-        plan=plan, request=request, policy=policy, reader=reader, history=history, timeout_s=timeout_s
-    )
-    if found:
-        raise ConfinementError(found)
 
 
 def _tag(tags: Mapping[str, str], name: str) -> str | None:

@@ -17,7 +17,7 @@ from composition import Container
 from emulator.faults import Fault
 from emulator.server import EmulatorServer, free_port
 from emulator.state import parse_path
-from engine.confinement import cloud_refusals, confine_in_cloud
+from engine.confinement import cloud_refusals
 from engine.planner import plan as make_plan
 from engine.policy import admit
 from models.errors import InvalidInputError, TransientError
@@ -277,7 +277,7 @@ def test_confinement_in_the_cloud_fails_closed(emulator: EmulatorServer, reader:
     req = admit(parse_request(body), POLICY)
     started = time.monotonic()
     with pytest.raises(TransientError, match=r"did not answer within 0\.5 s|could not be reached") as info:
-        confine_in_cloud(
+        cloud_refusals(
             plan=make_plan(req, POLICY), request=req, policy=POLICY, reader=reader, history=History(), timeout_s=0.5
         )
     assert time.monotonic() - started < 2.5 and info.value.code == "ConfinementUnchecked"

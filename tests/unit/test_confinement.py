@@ -19,8 +19,6 @@ from engine.confinement import (
     Refusal,
     Rule,
     cloud_refusals,
-    confine,
-    confine_in_cloud,
     refusals,
     workspace_key,
 )
@@ -115,7 +113,10 @@ def rules(
 
 def test_a_request_within_its_teams_scopes_passes() -> None:
     assert rules(request()) == []
-    confine(request=request(), policy=POLICY, membership=FakeDirectory(), history=FakeHistory())
+    req = request()
+    Confinement(policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=FakeArm()).check(
+        plan=plan(req, POLICY), request=req
+    )
 
 
 # ----- where ---------------------------------------------------------------------------------
@@ -307,7 +308,9 @@ def test_every_refusal_comes_in_one_forbidden_error_that_says_what_to_fix() -> N
         compute=[],
     )
     with pytest.raises(ConfinementError) as info:
-        confine(request=req, policy=POLICY, membership=FakeDirectory(), history=FakeHistory())
+        Confinement(policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=FakeArm()).check(
+            plan=plan(req, POLICY), request=req
+        )
     err = info.value
     assert isinstance(err, ForbiddenError)
     assert err.rule == "ResourceGroupNotAllowed"
@@ -393,15 +396,14 @@ def test_an_existing_workspace_is_adopted_only_from_the_team_that_made_it() -> N
 
 def test_cloud_confinement_fails_closed() -> None:
     req = request()
+    down = Confinement(policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=FakeArm(down=True))
     with pytest.raises(TransientError):
-        confine_in_cloud(
-            plan=plan(req, POLICY), request=req, policy=POLICY, reader=FakeArm(down=True), history=FakeHistory()
-        )
+        down.check(plan=plan(req, POLICY), request=req)
     arm = FakeArm()
     arm.add(WORKSPACE)
     with pytest.raises(ConfinementError) as info:
-        confine_in_cloud(
-            plan=plan(req, POLICY), request=req, policy=POLICY, reader=arm, history=FakeHistory(), timeout_s=1.5
+        Confinement(policy=POLICY, membership=FakeDirectory(), history=FakeHistory(), reader=arm).check(
+            plan=plan(req, POLICY), request=req, budget_s=1.5
         )
     assert info.value.rule == "WorkspaceNotMadeByTeam"
     assert arm.reads[-1][1] == 1.5
