@@ -408,7 +408,12 @@ class Container:
                 engine=self.engine,
                 intake=self.intake,
                 settings=self.settings,
-                sender_of=lambda letter: dead_letter_sender(self.authenticator, letter),
+                sender_of=lambda letter: dead_letter_sender(
+                    self.authenticator,
+                    letter,
+                    max_age_s=self.settings.dead_letter_replay_max_age_s,
+                    now=self.clock(),
+                ),
             ),
         )
 

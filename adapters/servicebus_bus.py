@@ -189,8 +189,8 @@ class ServiceBusBus:
             )
         return [_dead_letter(queue, m) for m in peeked]
 
-    def remove_dead_letter(self, queue: str, message_id: str) -> bool:
-        """Complete the dead letter with this message id; False when there is none."""
+    def remove_dead_letter(self, queue: str, message_id: str, *, sequence: int | None = None) -> bool:
+        """Complete the dead letter with this message id (and sequence number, when given); False when there is none."""
         with self._dead_letter_receiver(queue) as receiver:
             for _ in range(20):
                 batch = self._call(
@@ -200,7 +200,7 @@ class ServiceBusBus:
                 if not batch:
                     return False
                 for m in batch:
-                    if m.message_id == message_id:
+                    if m.message_id == message_id and sequence in (None, m.sequence_number):
                         receiver.complete_message(m)
                         return True
                     receiver.abandon_message(m)
@@ -259,4 +259,5 @@ def _dead_letter(queue: str, m: Any) -> DeadLetter:
         application_properties=_props(m),
         # Dead-lettering keeps a message's EnqueuedTimeUtc: when the queue first took it in.
         enqueued_at=m.enqueued_time_utc,
+        sequence=m.sequence_number,
     )

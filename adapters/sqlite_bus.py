@@ -237,16 +237,18 @@ class SqliteBus:
                 dead_lettered_at=parse_ts(r["dead_at"]) or self.clock(),
                 application_properties=json.loads(r["properties"]),
                 enqueued_at=parse_ts(r["enqueued_at"]),
+                sequence=r["seq"],
             )
             for r in rows
         ]
 
-    def remove_dead_letter(self, queue: str, message_id: str) -> bool:
-        """Remove the dead letter with this message id; False when there is none."""
+    def remove_dead_letter(self, queue: str, message_id: str, *, sequence: int | None = None) -> bool:
+        """Remove the dead letter with this message id (and sequence number, when given); False when there is none."""
         with self.db.transaction() as conn:
             row = conn.execute(
-                "SELECT seq FROM messages WHERE queue = ? AND dead = 1 AND message_id = ? ORDER BY seq LIMIT 1",
-                (queue, message_id),
+                "SELECT seq FROM messages WHERE queue = ? AND dead = 1 AND message_id = ? AND (? IS NULL OR seq = ?)"
+                " ORDER BY seq LIMIT 1",
+                (queue, message_id, sequence, sequence),
             ).fetchone()
             if row is None:
                 return False

@@ -340,19 +340,30 @@ def cmd_deadletters(args: argparse.Namespace, api: Api, out: TextIO) -> int:
         if not items:
             out.write("no dead letters\n")
         for item in items:
-            out.write(f"{item['message_id']:<60} {item['queue']:<14} {item['reason']}: {item['description'][:80]}\n")
+            seq = f"#{item['sequence']}" if item.get("sequence") is not None else ""
+            out.write(
+                f"{item['message_id']:<60} {seq:<8} {item['queue']:<14} {item['reason']}: {item['description'][:80]}\n"
+            )
         return 0
     if not args.message_id:
         raise CliError(f"deadletters {args.action} needs a MESSAGE_ID (see: python -m cli deadletters list)")
     if args.action == "show":
         items = api.call("GET", "/api/operator/deadletters")["items"]
-        found = next((item for item in items if item["message_id"] == args.message_id), None)
+        found = next(
+            (
+                item
+                for item in items
+                if item["message_id"] == args.message_id and args.sequence in (None, item.get("sequence"))
+            ),
+            None,
+        )
         if found is None:
             raise CliError(f"no dead letter with message id {args.message_id}")
         out.write(json.dumps(found, indent=2) + "\n")
         return 0
     quoted = quote(args.message_id, safe="/")
-    out.write(api.call("POST", f"/api/operator/deadletters/{quoted}/replay")["outcome"] + "\n")
+    which = f"?sequence={args.sequence}" if args.sequence is not None else ""
+    out.write(api.call("POST", f"/api/operator/deadletters/{quoted}/replay{which}")["outcome"] + "\n")
     return 0
 
 
@@ -487,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("deadletters", help="operators: list, show, replay or record dead-lettered messages")
     s.add_argument("action", choices=["list", "show", "replay", "process"])
     s.add_argument("message_id", nargs="?")
+    s.add_argument("--sequence", type=int, default=None, help="which letter, when several share the message id")
     s.set_defaults(run=cmd_deadletters)
     return p
 

@@ -12,14 +12,15 @@ made once; the dead letter stays until an operator replays or removes it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.intake import Intake, queue_key
+from engine.authz import Act
+from engine.intake import Intake, queue_key, unproven_sender
 from engine.ports import Bus, DeadLetter, OutgoingMessage, Store
 from engine.steps import StepEngine
 from models.errors import ConflictError, Problem
@@ -91,9 +92,21 @@ class DeadLetters:
                 out.append(DeadLetterView(letter, kind, props.get("request_id"), props.get("step_id")))
         return out
 
-    def find(self, message_id: str) -> DeadLetterView | None:
-        """Return the dead letter with this message id, if there is one."""
-        return next((v for v in self.list() if v.letter.message_id == message_id), None)
+    def find(self, message_id: str, sequence: int | None = None) -> DeadLetterView | None:
+        """Return the dead letter with this message id (and sequence number), if there is one.
+
+        Message ids are the sender's and may repeat: when several letters share one and no
+        sequence number says which, `ConflictError` lists them rather than pick one.
+        """
+        found = [v for v in self.list() if v.letter.message_id == message_id and sequence in (None, v.letter.sequence)]
+        if len(found) > 1:
+            numbers = ", ".join(str(v.letter.sequence) for v in found)
+            raise ConflictError(
+                f"{len(found)} dead letters have the message id {message_id} (sequence numbers {numbers}); "
+                "say which with its sequence number.",
+                code="AmbiguousDeadLetter",
+            )
+        return found[0] if found else None
 
     def process(self) -> int:
         """Record what each dead letter means; return how many records were made."""
@@ -167,15 +180,30 @@ class DeadLetters:
         original = original_message_id(letter.message_id, letter.application_properties)
         problem = Problem("(message)", f"the onboarding message was not processed: {self._why(letter)}", "DeadLettered")
         parts = _onboarding_parts(letter.body)
-        # The requester is who the message's token proves sent it, never what its body says.
+        # The requester is who the message's token proves sent it, never what its body says; the
+        # record goes in the team's listing only when that sender may act for the team.
         sender = self.sender_of(letter)
-        requester = sender.oid if isinstance(sender, Caller) else "unknown"
+        proven = sender if isinstance(sender, Caller) else None
+        who = proven.oid if proven is not None else unproven_sender(letter.body)
         made = 0
         for environment, raw in parts:
-            key = queue_key(original, environment or None)  # the key intake.onboard gives it
+            key = queue_key(original, environment or None, sender=who)  # the key intake.onboard gives it
             if self.store.find_by_idempotency_key(key) is not None:
                 continue
-            self.intake.reject(raw=raw, problems=[problem], requester=requester, source="queue", idempotency_key=key)
+            team = raw.get("team") if isinstance(raw, dict) else None
+            listed = (
+                proven is not None
+                and isinstance(team, str)
+                and self.intake.guard.authorizer.authorize(proven, Act.REQUEST, team=team).allowed
+            )
+            self.intake.reject(
+                raw=raw,
+                problems=[problem],
+                requester=proven.oid if proven is not None else "unknown",
+                source="queue",
+                idempotency_key=key,
+                under_team=listed,
+            )
             made += 1
         return made
 
@@ -195,7 +223,7 @@ class DeadLetters:
                 "anyone; ask the sender to send the message again, then record this one (deadletters process)."
             )
         original = original_message_id(letter.message_id, letter.application_properties)
-        new_id = f"{original}/replay-{uuid.uuid4().hex[:8]}"
+        new_id = f"{original}/replay-{_letter_tag(letter)}"
         records = self.intake.onboard(
             body=letter.body,
             message_id=new_id,
@@ -205,9 +233,9 @@ class DeadLetters:
         made = ", ".join(f"{r.id} ({r.status.value})" for r in records) or "no request"
         return f"processed again as {new_id}, sent by {sender.oid}: {made}"
 
-    def replay(self, message_id: str) -> str:
+    def replay(self, message_id: str, sequence: int | None = None) -> str:
         """Replay a dead letter after its cause was fixed; say what was done."""
-        view = self.find(message_id)
+        view = self.find(message_id, sequence)
         if view is None:
             return f"no dead letter with message id {message_id}"
         letter = view.letter
@@ -234,7 +262,7 @@ class DeadLetters:
             queue = letter.queue
             # A replay is new work under a new id, with tries counted anew.
             original = original_message_id(letter.message_id, letter.application_properties)
-            new_id = f"{original}/replay-{uuid.uuid4().hex[:8]}"
+            new_id = f"{original}/replay-{_letter_tag(letter)}"
             if view.kind == "notification":
                 record = self.store.get_request(view.request_id or "")
                 if record is not None:
@@ -252,8 +280,19 @@ class DeadLetters:
                 ),
             )
             outcome = f"sent again to '{queue}' as {new_id}"
-        self.bus.remove_dead_letter(letter.queue, letter.message_id)
+        self.bus.remove_dead_letter(letter.queue, letter.message_id, sequence=letter.sequence)
         return outcome
+
+
+def _letter_tag(letter: DeadLetter) -> str:
+    """Name one dead letter for good: a replay of it done twice (a retry after a fault) is the same work.
+
+    The bus's sequence number when it has one, else a digest of what makes the letter itself.
+    """
+    if letter.sequence is not None:
+        return str(letter.sequence)
+    seen = f"{letter.queue}\n{letter.message_id}\n{letter.enqueued_at}\n".encode() + letter.body
+    return hashlib.sha256(seen).hexdigest()[:12]
 
 
 def _onboarding_parts(body: bytes) -> list[tuple[str, Any]]:

@@ -50,10 +50,20 @@ def rest_key(caller: str, key: str) -> str:
     return f"rest:{len(caller)}:{caller}:{key}"
 
 
-def queue_key(message_id: str, environment: str | None = None) -> str:
-    """Return the idempotency key of an onboarding message (or of one environment it asks for)."""
-    base = f"queue:{len(message_id)}:{message_id}"
+def queue_key(message_id: str, environment: str | None = None, *, sender: str) -> str:
+    """Return the idempotency key of an onboarding message from `sender` (or of one environment it asks for).
+
+    Scoped to the sender (its oid) as REST keys are to their caller: a message id is the sender's
+    own, so nobody can take, or answer for, the key another sender's message will use. Both parts
+    are length-prefixed, so no (sender, id) pair can spell another's.
+    """
+    base = f"queue:{len(sender)}:{sender}:{len(message_id)}:{message_id}"
     return f"{base}:{environment}" if environment else base
+
+
+def unproven_sender(body: bytes) -> str:
+    """Name the sender of a message whose token proves nobody: by its body, so two such messages never share a key."""
+    return f"unproven:{hashlib.sha256(body).hexdigest()[:32]}"
 
 
 def body_hash(request: WorkspaceRequest) -> str:
@@ -225,15 +235,18 @@ class Intake:
         idempotency_key: str | None = None,
         traceparent: str | None = None,
         digest: str | None = None,
+        under_team: bool = True,
     ) -> RequestRecord:
         """Record input that cannot be served as a `rejected` request, with every reason (secrets masked).
 
         `digest` is the body hash to keep (a parsed request's `body_hash`, so that a redelivery of the
         same input can be told from other input under the same key); by default the raw text's.
+        `under_team=False` records it under no team: input from someone who may not act for the team
+        it names is not put in that team's listing (only readers of every team see it).
         """
         now = self.clock()
         fields = raw if isinstance(raw, dict) else {}
-        team = fields.get("team") if isinstance(fields.get("team"), str) else ""
+        team = fields.get("team") if isinstance(fields.get("team"), str) and under_team else ""
         env = fields.get("environment") if isinstance(fields.get("environment"), str) else ""
         text = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True, default=str)
         record = RequestRecord(
@@ -273,7 +286,8 @@ class Intake:
         from the message id (`queue_key`), so a redelivered message finds the requests it made the
         first time, whatever became of them, and counts as handled instead of making new ones.
         """
-        key = queue_key(message_id)
+        who = sender.oid if isinstance(sender, Caller) else unproven_sender(body)
+        key = queue_key(message_id, sender=who)
         data, parsed = _decode_onboarding(body)
         if isinstance(sender, AuthenticationError):
             problem = Problem(
@@ -296,7 +310,7 @@ class Intake:
             ]
         out = []
         for req in parsed:
-            env_key = queue_key(message_id, req.environment.value)
+            env_key = queue_key(message_id, req.environment.value, sender=sender.oid)
             # A redelivered message finds what its first delivery made, accepted or rejected: success.
             existing = self.store.find_by_idempotency_key(env_key)
             if existing is not None and existing.body_hash == body_hash(req):
@@ -326,6 +340,8 @@ class Intake:
                 )
                 out.append(submitted.record)
             except (InvalidInputError, ConflictError, ForbiddenError, NotFoundError) as exc:
+                # Refused by the authorisation function: the sender may not act for the team it names.
+                not_its_team = isinstance(exc, NotFoundError | ForbiddenError) and not isinstance(exc, ConfinementError)
                 out.append(
                     self.reject(
                         raw=req.model_dump(mode="json"),
@@ -335,6 +351,7 @@ class Intake:
                         idempotency_key=env_key,
                         traceparent=traceparent,
                         digest=body_hash(req),
+                        under_team=not not_its_team,
                     )
                 )
         return out
@@ -353,6 +370,7 @@ class Intake:
             source=source,
             idempotency_key=key,
             traceparent=traceparent,
+            under_team=False,  # nobody proven may fill a team's listing
         )
 
     def _emit(self, record: RequestRecord, name: EventName, status: str, message: str | None = None) -> None:

@@ -195,6 +195,7 @@ class DeadLetter:
     dead_lettered_at: datetime
     application_properties: dict[str, str] = field(default_factory=dict)
     enqueued_at: datetime | None = None  # when the bus took the message in (its sender's token was checked then)
+    sequence: int | None = None  # the bus's own number for this message: tells apart letters with one message id
 
 
 class Sender(Protocol):
@@ -228,8 +229,11 @@ class Bus(Sender, Protocol):
         """Return the queue's dead-lettered messages."""
         ...
 
-    def remove_dead_letter(self, queue: str, message_id: str) -> bool:
-        """Remove one dead letter (after it was replayed or dealt with); False when there is none."""
+    def remove_dead_letter(self, queue: str, message_id: str, *, sequence: int | None = None) -> bool:
+        """Remove one dead letter (after it was replayed or dealt with); False when there is none.
+
+        With `sequence`, exactly that letter: message ids are the sender's and may repeat.
+        """
         ...
 
 

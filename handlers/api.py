@@ -172,6 +172,7 @@ class BodyLimit:
 def _dead_letter_item(letter: DeadLetter, kind: str, request_id: str | None, step_id: str | None) -> DeadLetterItem:
     return DeadLetterItem(
         message_id=letter.message_id,
+        sequence=letter.sequence,
         queue=letter.queue,
         kind=kind,
         reason=letter.reason,
@@ -456,14 +457,18 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
     @api.post(
         "/api/operator/deadletters/{message_id:path}/replay", response_model=OperatorResult, responses=PROBLEM_RESPONSES
     )
-    def replay_dead_letter(message_id: str, caller: CurrentCaller) -> OperatorResult:
+    def replay_dead_letter(
+        message_id: str,
+        caller: CurrentCaller,
+        sequence: Annotated[int | None, Query(ge=0, description="Which letter, when several share the id.")] = None,
+    ) -> OperatorResult:
         """Operators (Vending.Operator): send a dead letter again after its cause was fixed."""
         c = container()
         operator(c, caller)
-        view = c.deadletters.find(message_id)
+        view = c.deadletters.find(message_id, sequence)
         if view is None:
             raise NotFoundError(f"there is no dead letter with message id '{message_id}'.")
-        outcome = c.deadletters.replay(message_id)
+        outcome = c.deadletters.replay(message_id, view.letter.sequence)
         c.audit.operator(
             caller=caller,
             action="deadletters.replay",

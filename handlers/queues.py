@@ -125,21 +125,34 @@ def message_sender(authenticator: Authenticator, properties: Mapping[str, Any] |
         return exc
 
 
-def dead_letter_sender(authenticator: Authenticator, letter: DeadLetter) -> Caller | AuthenticationError:
+def dead_letter_sender(
+    authenticator: Authenticator, letter: DeadLetter, *, max_age_s: float, now: datetime
+) -> Caller | AuthenticationError:
     """Say who sent a dead-lettered message, as its token proved when the bus took the message in.
 
     An operator replays a dead letter after its cause is fixed, usually after its sender's token
     (an hour's life) has expired; the message still proves who sent it if the token was valid when
-    it was enqueued. A bus that does not say when (no `enqueued_at`) is held to now.
+    it was enqueued, no longer ago than `max_age_s`. A bus that does not say when (no `enqueued_at`)
+    is held to now. The token proves who; it does not say which groups the sender is in today: the
+    caller returned has none listed (as on group overage), so the membership port is asked now, and
+    a sender who left the team since is refused. Its app roles are the token's, which `max_age_s`
+    bounds.
     """
     value = letter.application_properties.get(SENDER_PROPERTY)
     authorization = value if isinstance(value, str) else ""
     try:
         if letter.enqueued_at is None:
-            return authenticator.authenticate({"authorization": authorization})
-        return authenticator.authenticate_as_of(authorization, letter.enqueued_at)
+            caller = authenticator.authenticate({"authorization": authorization})
+        elif (now - letter.enqueued_at).total_seconds() > max_age_s:
+            raise AuthenticationError(
+                f"the message was sent more than {max_age_s / 86400:g} days ago, longer than its sender's rights "
+                "can be taken as they were (VENDING_DEAD_LETTER_REPLAY_MAX_AGE_S)"
+            )
+        else:
+            caller = authenticator.authenticate_as_of(authorization, letter.enqueued_at)
     except AuthenticationError as exc:
         return exc
+    return caller.model_copy(update={"groups": frozenset(), "groups_overage": True})
 
 
 def handle_onboarding(

@@ -229,6 +229,7 @@ class DeadLetterItem(BaseModel):
     """One dead-lettered message, as operators see it (its sender's token is never shown)."""
 
     message_id: str
+    sequence: int | None = Field(None, description="The bus's number for the letter: says which, when ids repeat.")
     queue: str
     kind: str = Field(description="step, onboarding or notification.")
     reason: str

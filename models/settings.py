@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         10, ge=1, le=1000, description="Submissions one principal may make per window, at every door together."
     )
     submission_window_s: float = Field(600.0, gt=0, le=86400, description="The window of submissions_per_window.")
+    dead_letter_replay_max_age_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        le=14 * 86400.0,
+        description="How old an onboarding dead letter may be and still be replayed as its sender (its token's roles).",
+    )
     max_body_bytes: int = Field(
         65536, ge=1024, le=4 * 1024 * 1024, description="The largest REST request body accepted (413 above it)."
     )

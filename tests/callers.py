@@ -18,6 +18,9 @@ from models.request import WorkspaceRequest
 ALICE_OID = "1f3a5c7e-9b2d-4e6f-8a1c-3e5a7c9e1b01"
 """alice of the local directory (policy/directory.example.yaml): the caller `bearer` signs for by default."""
 
+ADMIN_OID = "5b7e9a1c-3f6b-4cad-8e5a-7c9e1b3d5f05"
+"""admin of the local directory (Vending.Admin): who `sender` signs onboarding messages as by default."""
+
 PLATFORM = Caller(
     oid="00000000-0000-4000-8000-00000000a11a",
     tid="5f1d3c2a-7b64-4e19-a8d0-3c2b1a0f9e87",

@@ -19,6 +19,7 @@ from composition import Container
 from devhost.identity import LocalIssuer
 from engine.deadletters import ReplayRefusedError
 from handlers.queues import SENDER_PROPERTY
+from models.errors import ConflictError
 from models.identity import AuthenticationError
 from models.records import RequestStatus
 from models.settings import Settings
@@ -131,3 +132,83 @@ def test_a_forged_token_is_not_made_valid_by_an_old_enqueue_time(bed: tuple[Cont
     letter = _dead_letter(bus, clock, example("cpu-small.json"), forged, sent=datetime.now(UTC) - timedelta(hours=2))
     with pytest.raises(ReplayRefusedError, match="signature"):
         container.deadletters.replay(letter)
+
+
+class LeftEveryGroup:
+    """The directory today: the sender has left every group since the message was sent."""
+
+    def member_groups(self, *, principal: str, groups: list[str]) -> frozenset[str]:
+        return frozenset()
+
+
+def test_a_sender_who_left_the_team_since_is_refused_at_replay(bed: tuple[Container, SqliteBus, Clock]) -> None:
+    container, bus, clock = bed
+    issued = time.time() - TWO_HOURS
+    token = _token(container, "alice", issued_at=issued)  # the token still lists fraud-detection's group
+    letter = _dead_letter(bus, clock, example("cpu-small.json"), token, sent=datetime.fromtimestamp(issued + 60, UTC))
+    container.swap(membership=LeftEveryGroup())
+    outcome = container.deadletters.replay(letter)
+    assert "(rejected)" in outcome, outcome
+    [rejected] = container.store.list_requests(status=RequestStatus.REJECTED).items
+    assert rejected.problems[0]["code"] == "NotTeamMember"
+    assert container.store.list_requests(team="fraud-detection").items == []  # not in the team's listing
+
+
+def test_a_dead_letter_older_than_the_replay_limit_is_not_replayed_as_anyone(
+    bed: tuple[Container, SqliteBus, Clock],
+) -> None:
+    container, bus, clock = bed
+    age = container.settings.dead_letter_replay_max_age_s
+    issued = time.time() - age - TWO_HOURS
+    token = _token(container, "alice", issued_at=issued)
+    letter = _dead_letter(bus, clock, example("cpu-small.json"), token, sent=datetime.fromtimestamp(issued + 60, UTC))
+    with pytest.raises(ReplayRefusedError, match="more than 7 days ago"):
+        container.deadletters.replay(letter)
+    assert [d.message_id for d in bus.dead_letters("onboarding")] == [letter]
+
+
+def test_letters_sharing_a_message_id_are_told_apart_by_sequence_and_a_replay_is_the_same_work_twice(
+    bed: tuple[Container, SqliteBus, Clock],
+) -> None:
+    container, bus, clock = bed
+    now = datetime.now(UTC)
+    alice = _token(container, "alice", issued_at=time.time())
+    bob = _token(container, "bob", issued_at=time.time())
+    _dead_letter(bus, clock, example("cpu-small.json"), alice, sent=now)
+    churn = example("onboarding.json") | {"environments": ["dev"]}
+    # Past the bus's duplicate window a message id may come again (from anyone).
+    _dead_letter(bus, clock, churn, bob, sent=now + timedelta(minutes=11))
+    first, second = bus.dead_letters("onboarding")
+    assert first.message_id == second.message_id == "m-1" and first.sequence != second.sequence
+    with pytest.raises(ConflictError, match="say which with its sequence number") as ambiguous:
+        container.deadletters.replay("m-1")
+    assert ambiguous.value.code == "AmbiguousDeadLetter"
+    outcome = container.deadletters.replay("m-1", second.sequence)
+    assert f"m-1/replay-{second.sequence}" in outcome and "sent by 2e4b6d8f" in outcome
+    # Exactly the replayed letter is gone; alice's stays.
+    assert [(d.message_id, d.sequence) for d in bus.dead_letters("onboarding")] == [("m-1", first.sequence)]
+    [made] = container.store.list_requests(team="churn").items
+    # The same letter replayed again (a retry after a fault) finds what the first replay made.
+    again = container.intake.onboard(
+        body=json.dumps(churn).encode(),
+        message_id=f"m-1/replay-{second.sequence}",
+        sender=container.authenticator.authenticate({"authorization": f"Bearer {bob}"}),
+    )
+    assert [r.id for r in again] == [made.id]
+
+
+def test_a_sender_cannot_answer_for_another_senders_message_id(bed: tuple[Container, SqliteBus, Clock]) -> None:
+    container, _, _ = bed
+    bob = container.authenticator.authenticate(
+        {"authorization": f"Bearer {_token(container, 'bob', issued_at=time.time())}"}
+    )
+    alice = container.authenticator.authenticate(
+        {"authorization": f"Bearer {_token(container, 'alice', issued_at=time.time())}"}
+    )
+    body = json.dumps(example("cpu-small.json")).encode()
+    # bob sends fraud-detection's request first, under the id fraud-detection's own system will use.
+    [squat] = container.intake.onboard(body=body, message_id="fd-ticket-42", sender=bob)
+    assert squat.status == RequestStatus.REJECTED and squat.team == ""  # not in fraud-detection's listing
+    [real] = container.intake.onboard(body=body, message_id="fd-ticket-42", sender=alice)
+    assert real.status == RequestStatus.ACCEPTED and real.id != squat.id
+    assert [r.id for r in container.store.list_requests(team="fraud-detection").items] == [real.id]

@@ -21,7 +21,7 @@ from engine.intake import queue_key
 from models.errors import TransientError
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
-from tests.callers import PLATFORM, PermitAll, Unconfined, bearer, sender
+from tests.callers import ADMIN_OID, PLATFORM, PermitAll, Unconfined, bearer, sender
 from tests.conftest import ROOT, example, poll
 from tests.fakes import FakeCloud
 
@@ -207,9 +207,9 @@ def test_a_transient_failure_completes_the_message_and_schedules_a_copy(function
     container.bus.complete(copy)
     keys = sorted(r.idempotency_key or "" for r in store.list_requests(team="retry-fn").items)
     assert keys == [
-        queue_key("m-9", "dev"),
-        queue_key("m-9", "prod"),
-        queue_key("m-9", "test"),
+        queue_key("m-9", "dev", sender=ADMIN_OID),
+        queue_key("m-9", "prod", sender=ADMIN_OID),
+        queue_key("m-9", "test", sender=ADMIN_OID),
     ]  # made under the original id
 
 

@@ -116,7 +116,8 @@ def test_keys_are_scoped_by_caller(container: Container, client: httpx.Client) -
 def test_a_rest_caller_cannot_take_a_key_the_queue_will_use(client: httpx.Client, container: Container) -> None:
     onboarding = example("onboarding.json") | {"environments": ["dev"]}
     # The attacker sends the queue's own key for message "m-1", environment dev, over REST first.
-    for i, key in enumerate((queue_key("m-1", "dev"), "queue:m-1:dev", f"queue:{queue_key('m-1', 'dev')}")):
+    queue = queue_key("m-1", "dev", sender=PLATFORM.oid)
+    for i, key in enumerate((queue, "queue:m-1:dev", f"queue:{queue}")):
         squat = client.post(
             "/api/workspaces",
             json=example("cpu-small.json") | {"team": f"squat-{i}"},
@@ -125,7 +126,9 @@ def test_a_rest_caller_cannot_take_a_key_the_queue_will_use(client: httpx.Client
         assert squat.status_code == 202, squat.text
     made = container.intake.onboard(body=json.dumps(onboarding).encode(), message_id="m-1", sender=PLATFORM)
     assert [r.status for r in made] == [RequestStatus.ACCEPTED], [r.problems for r in made]
-    assert made[0].idempotency_key == queue_key("m-1", "dev")
+    assert made[0].idempotency_key == queue
+    # Another sender's message with the same id is its own, under a key of its own.
+    assert queue_key("m-1", "dev", sender="someone-else") != queue
     assert made[0].source == "queue" and made[0].workspace_name == "mlw-churn-dev"
 
 

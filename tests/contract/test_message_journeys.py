@@ -24,7 +24,7 @@ from engine.intake import queue_key
 from models.errors import TransientError
 from models.outcomes import Outcome
 from models.records import RequestStatus, StepStatus
-from tests.callers import PLATFORM, PermitAll, Unconfined, sender
+from tests.callers import ADMIN_OID, PLATFORM, PermitAll, Unconfined, sender
 from tests.conftest import example, poll
 from tests.contract.test_function_app import _functions, _http
 from tests.fakes import FakeCloud
@@ -365,6 +365,10 @@ def test_a_store_outage_of_seconds_during_onboarding_is_ridden_out_with_schedule
     assert copies and copies[0][1]["original_message_id"] == "hr-out-0" and copies[0][1]["delivery_attempt"] == "2"
     # The copies were handled under the original id: intake's keys are the ones the first try would have made.
     keys = sorted(r.idempotency_key or "" for r in store.list_requests(team="outage-0").items)
-    assert keys == [queue_key("hr-out-0", "dev"), queue_key("hr-out-0", "prod"), queue_key("hr-out-0", "test")]
+    assert keys == [
+        queue_key("hr-out-0", "dev", sender=ADMIN_OID),
+        queue_key("hr-out-0", "prod", sender=ADMIN_OID),
+        queue_key("hr-out-0", "test", sender=ADMIN_OID),
+    ]
     for queue in ("onboarding", "steps", "notifications"):
         assert module.container.bus.dead_letters(queue) == [], queue

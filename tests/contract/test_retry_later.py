@@ -31,7 +31,7 @@ from models.messages import StepMessage
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
 from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll, Unconfined, sender
+from tests.callers import ADMIN_OID, PLATFORM, PermitAll, Unconfined, sender
 from tests.conftest import example, poll
 from tests.fakes import FakeCloud, OutcomeWriteFails, StoreOutage, receiver
 from tests.loopback import loopback_callbacks_for
@@ -93,9 +93,9 @@ def test_a_store_outage_of_seconds_during_onboarding_ends_with_every_message_pro
     assert store.refused >= len(teams)  # every message met the outage at least once
     keys = sorted(r.idempotency_key or "" for r in store.list_requests(team="outage-0").items)
     assert keys == [
-        queue_key("hr-0", "dev"),
-        queue_key("hr-0", "prod"),
-        queue_key("hr-0", "test"),
+        queue_key("hr-0", "dev", sender=ADMIN_OID),
+        queue_key("hr-0", "prod", sender=ADMIN_OID),
+        queue_key("hr-0", "test", sender=ADMIN_OID),
     ]  # the original id, not a copy's
 
 
@@ -345,18 +345,21 @@ def test_a_dead_lettered_onboarding_message_is_recorded_per_environment_with_its
     container = Container(
         _settings(tmp_path), store=store, bus=bus, cloud=FakeCloud(), authorizer=PermitAll(), confinement=Unconfined()
     )
-    # An earlier try made the dev request before the message's tries ran out.
+    # An earlier try made the dev request before the message's tries ran out: the same sender.
     dev = example("onboarding.json")
+    signed = sender(container)
+    admin = container.authenticator.authenticate({"authorization": signed["Authorization"]})
     made = container.intake.onboard(
-        body=json.dumps(dev | {"environments": ["dev"]}).encode(), message_id="hr-9", sender=PLATFORM
+        body=json.dumps(dev | {"environments": ["dev"]}).encode(), message_id="hr-9", sender=admin
     )
-    assert [r.idempotency_key for r in made] == [queue_key("hr-9", "dev")]
+    assert [r.idempotency_key for r in made] == [queue_key("hr-9", "dev", sender=ADMIN_OID)]
     bus.send(
         "onboarding",
         OutgoingMessage(
             message_id="hr-9/retry-14",
             body=json.dumps(dev).encode(),
             application_properties={
+                **signed,
                 "original_message_id": "hr-9",
                 "delivery_attempt": "15",
                 "first_attempt_at": "2026-01-01T00:00:00+00:00",
@@ -374,7 +377,10 @@ def test_a_dead_lettered_onboarding_message_is_recorded_per_environment_with_its
         ("prod", RequestStatus.REJECTED),
     }
     rejected = store.list_requests(team="churn", status=RequestStatus.REJECTED).items
-    assert {r.idempotency_key for r in rejected} == {queue_key("hr-9", "test"), queue_key("hr-9", "prod")}
+    assert {r.idempotency_key for r in rejected} == {
+        queue_key("hr-9", "test", sender=ADMIN_OID),
+        queue_key("hr-9", "prod", sender=ADMIN_OID),
+    }
     problem = rejected[0].problems[0]
     assert problem["code"] == "DeadLettered" and "after 15 tries" in problem["message"]
     assert "python -m cli deadletters replay hr-9/retry-14" in problem["message"]

@@ -158,6 +158,7 @@ class FakeReceived:
         self.lock_token = f"lock-{n}"
         self.locked_until_utc = datetime.now(UTC)
         self.enqueued_time_utc = datetime.now(UTC)
+        self.sequence_number = 100 + n  # ServiceBusReceivedMessage.sequence_number: the broker's own
         self.dead_letter_reason = "MaxDeliveryCountExceeded"
         self.dead_letter_error_description = "too many"
 
@@ -225,7 +226,9 @@ def test_receiving_settling_and_dead_letters() -> None:
         bus.complete(first[0])  # already settled here
     [dead] = bus.dead_letters("steps")
     assert (dead.message_id, dead.reason, dead.description) == ("m9", "MaxDeliveryCountExceeded", "too many")
-    assert bus.remove_dead_letter("steps", "m9") and client.dead == []
+    assert dead.sequence == 109 and dead.enqueued_at is not None
+    assert not bus.remove_dead_letter("steps", "m9", sequence=1) and len(client.dead) == 1  # another letter's number
+    assert bus.remove_dead_letter("steps", "m9", sequence=109) and client.dead == []
     assert ("steps", "deadletter") in [(q, str(s.value) if s else None) for q, s in client.receivers]
 
 
