@@ -8,7 +8,7 @@ from functools import partial
 from cloud.clients import Clients
 from cloud.common import Timing, call, get_or_none
 from engine.ports import StepContext
-from models.errors import VendingError
+from models.errors import PermanentError, VendingError
 from models.outcomes import Done, Outcome
 from models.plan import Step
 
@@ -18,13 +18,25 @@ def assignment_name(scope: str, role_definition: str, principal_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{scope.lower()}|{role_definition}|{principal_id}"))
 
 
+def _identity_of(step: Step, ctx: StepContext) -> str:
+    """Return the principal id of the managed identity the step's `principal_from` step reported."""
+    source = step.spec["principal_from"]
+    principal = ctx.dependency_outputs.get(source, {}).get("principal_id")
+    if not principal:
+        raise PermanentError(
+            f"step '{source}' reported no managed identity, so '{step.resource_name}' cannot be granted its roles.",
+            code="IdentityMissing",
+        )
+    return str(principal)
+
+
 def reconcile_access(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
     """Ensure each role assignment of the step exists."""
     from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
 
     sub = ctx.names.subscription_id
     ops = clients.authorization(sub).role_assignments
-    principal = step.spec["principal_id"]
+    principal = step.spec.get("principal_id") or _identity_of(step, ctx)
     made = []
     for a in step.spec["assignments"]:
         scope = a["scope"]

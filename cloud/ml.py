@@ -123,6 +123,9 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         application_insights=linked["insights"],
         container_registry=linked["registry"],
         identity=IdentityConfiguration(type="system_assigned"),
+        # "identity" when the storage account refuses shared keys (azure-ai-ml's Workspace, 1.17.0 and later):
+        # https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage
+        system_datastores_auth_mode=spec.get("system_datastores_auth_mode"),
     )
     call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
     return Wait(timing.poll_s, f"{what} deployment started")
@@ -185,6 +188,8 @@ def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Ti
             "min_nodes": current.min_instances,
             "max_nodes": current.max_instances,
             "tier": spec["tier"],
+            # The cluster's system-assigned identity: its access step grants it data roles.
+            "principal_id": getattr(current.identity, "principal_id", None) if current.identity else None,
         }
     )
 

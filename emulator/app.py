@@ -134,7 +134,7 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                 return JSONResponse({"value": state.deployment_operations(parent)}, headers=headers)
             if method in ("GET", "HEAD"):
                 if p.name is None:
-                    return JSONResponse({"value": state.list_children(p)}, headers=headers)
+                    return JSONResponse(state.list_page(p, request.query_params, str(request.url)), headers=headers)
                 body = state.get(p)
                 if method == "HEAD":
                     return Response(status_code=204, headers=headers)

@@ -11,9 +11,11 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from adapters.sqlite_base import SqliteDatabase
 from emulator import templates
@@ -61,6 +63,20 @@ CREATE TABLE IF NOT EXISTS operations (
 """
 
 
+# Azure AI Administrator, the role Azure gives a new workspace's identity on its resource group:
+# https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/ai-machine-learning#azure-ai-administrator
+AZURE_AI_ADMINISTRATOR = "b78c5d69-af96-48a3-bf8d-a8b4d589de94"  # Azure AI Administrator
+
+
+def _keep_default_flag(stored: dict[str, Any], row: Any) -> dict[str, Any]:
+    """Keep a datastore's `isDefault` as Azure set it, whatever a PUT says.
+
+    The property is read-only (machinelearningservices 2024-10-01-preview, DatastoreProperties.isDefault).
+    """
+    old = (json.loads(row["body"]).get("properties") or {}).get("isDefault", False) if row is not None else False
+    return {**stored, "properties": {**(stored.get("properties") or {}), "isDefault": bool(old)}}
+
+
 @dataclass
 class ArmPath:
     """A parsed ARM resource path."""
@@ -79,6 +95,8 @@ class ArmPath:
 
 # Deployment operations are also served without the providers segment (azure-ai-ml uses that form).
 _LEGACY_DEPLOYMENTS = re.compile(r"^(/subscriptions/[^/]+/resourcegroups/[^/]+)/deployments", re.IGNORECASE)
+RESOURCES_LIST = "Microsoft.Resources/resources"  # the generic resource list of a group or subscription
+GENERIC_RESOURCE_FIELDS: tuple[str, ...] = ("id", "name", "type", "location", "tags", "kind", "sku", "identity")
 _SUB = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?P<rest>/.*)?$", re.IGNORECASE)
 
 
@@ -102,6 +120,12 @@ def parse_path(path: str) -> ArmPath:
                 f"/subscriptions/{sub}",
                 f"/subscriptions/{sub}/resourceGroups/{rg}",
             )
+    # Resources_ListByResourceGroup and Resources_List (resources.json, Microsoft.Resources 2025-04-01).
+    if len(parts) == 3 and parts[0].lower() == "resourcegroups" and parts[2].lower() == "resources":
+        group = f"/subscriptions/{sub}/resourceGroups/{parts[1]}"
+        return ArmPath(sub, parts[1], RESOURCES_LIST, None, group, f"{group}/resources")
+    if len(parts) == 1 and parts[0].lower() == "resources":
+        return ArmPath(sub, None, RESOURCES_LIST, None, f"/subscriptions/{sub}", f"/subscriptions/{sub}/resources")
     if len(parts) == 1 and parts[0].lower() == "resourcegroups":
         return ArmPath(sub, None, "Microsoft.Resources/resourceGroups", None, f"/subscriptions/{sub}", path)
     lower = [p.lower() for p in parts]
@@ -136,6 +160,8 @@ class Config:
     # Resource provider namespaces the subscriptions are not registered for (lowercase).
     unregistered: list[str] = field(default_factory=list)
     soft_delete_retention_days: int = 90
+    # How many items a list answers before it gives a nextLink (ARM's paging: `value` + `nextLink`).
+    page_size: int = 100
 
     def quota_limit(self, region: str, family: str) -> int:
         default = DEFAULT_LOW_PRIORITY_LIMIT if family == "lowPriority" else DEFAULT_FAMILY_LIMIT
@@ -192,23 +218,119 @@ class EmulatorState:
             )
         return self._view(row, time.time())
 
-    def list_children(self, p: ArmPath) -> list[dict[str, Any]]:
-        """Return the resources of one type under a scope or parent."""
-        if p.type.lower() == "microsoft.resources/resourcegroups":
-            parent = f"/subscriptions/{p.subscription}".lower()
-        else:
+    def list_children(self, p: ArmPath, query: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Return every item a list operation holds, before paging: what exists, as ARM lists it."""
+        query = query or {}
+        t = p.type.lower()
+        if t != "microsoft.resources/resourcegroups":
             self._require_group(p)
-            parent = p.parent_id.lower()
+        if t == RESOURCES_LIST.lower():
+            return self._list_resources(p)
+        if t == "microsoft.authorization/roleassignments":
+            return self._list_role_assignments(p, query.get("$filter", ""))
+        conn = self.db.conn()
+        if t == "microsoft.resources/resourcegroups":
+            rows = conn.execute(
+                "SELECT * FROM resources WHERE parent = ? AND lower(type) = ? ORDER BY created",
+                (f"/subscriptions/{p.subscription}".lower(), t),
+            ).fetchall()
+        elif p.resource_group is None and "/" not in t.split("/", 1)[1]:
+            # A top-level type listed at a subscription (Workspaces_ListBySubscription, machinelearningservices
+            # 2024-10-01-preview; StorageAccounts_List, ...): every one in the subscription, whatever its group.
+            rows = conn.execute(
+                "SELECT * FROM resources WHERE lower(type) = ? AND key LIKE ? ORDER BY created",
+                (t, f"/subscriptions/{p.subscription.lower()}/%"),
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT * FROM resources WHERE parent = ? AND lower(type) = ? ORDER BY created",
+                (p.parent_id.lower(), t),
+            ).fetchall()
+        now = time.time()
+        items = [self._view(r, now) for r in rows]
+        if t == "microsoft.machinelearningservices/workspaces/datastores" and "isDefault" in query:
+            # Datastores_List's isDefault filter (machinelearningservices 2024-10-01-preview, Datastore/list.json).
+            wanted = query["isDefault"].lower() == "true"
+            items = [d for d in items if bool(d["properties"].get("isDefault")) == wanted]
+        return items
+
+    def list_page(self, p: ArmPath, query: Mapping[str, str], url: str) -> dict[str, Any]:
+        """Answer a list operation one page at a time: `value`, and `nextLink` while more remain.
+
+        Every ARM list result is `{"value": [...], "nextLink": ...}` (x-ms-pageable, nextLinkName nextLink, in each
+        spec's list operations, e.g. authorization-RoleAssignmentsCalls.json 2022-04-01, RoleAssignmentListResult).
+        """
+        items = self.list_children(p, query)
+        token = query.get("$skipToken", "0")
+        if not token.isdigit():
+            raise ArmError(400, "InvalidSkipToken", f"The skip token '{token}' is not valid.")
+        start, size = int(token), max(1, self.config.page_size)
+        page: dict[str, Any] = {"value": items[start : start + size]}
+        if start + size < len(items):
+            parts = urlsplit(url)
+            kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "$skipToken"]
+            page["nextLink"] = urlunsplit(parts._replace(query=urlencode([*kept, ("$skipToken", start + size)])))
+        return page
+
+    def _list_resources(self, p: ArmPath) -> list[dict[str, Any]]:
+        """Resources_ListByResourceGroup / Resources_List (resources.json, Microsoft.Resources 2025-04-01).
+
+        The list holds the group's tracked top-level resources as GenericResourceExpanded (id, name, type,
+        location, tags, kind, sku, identity), without their properties; deployments are not resources, and
+        child and extension resources (containers, computes, datastores, role assignments) are listed by
+        their own parents.
+        """
+        scope = p.parent_id.lower()
+        rows = (
+            self.db.conn()
+            .execute("SELECT * FROM resources WHERE key LIKE ? ORDER BY created", (scope + "/%",))
+            .fetchall()
+        )
+        out: list[dict[str, Any]] = []
+        now = time.time()
+        for r in rows:
+            t = r["type"].lower()
+            if t in ("microsoft.resources/deployments", "microsoft.resources/resourcegroups"):
+                continue
+            if "/" in t.split("/", 1)[1] or r["key"].count("/providers/") != 1:
+                continue
+            view = self._view(r, now)
+            out.append({k: view[k] for k in GENERIC_RESOURCE_FIELDS if k in view})
+        return out
+
+    def _list_role_assignments(self, p: ArmPath, filter_: str) -> list[dict[str, Any]]:
+        """Return the role assignments that apply to a scope, as ARM lists them.
+
+        RoleAssignments_ListForScope / ForSubscription / ForResourceGroup (authorization-RoleAssignmentsCalls.json
+        2022-04-01): the assignments at, above and below the scope; `atScope()` keeps those at or above it;
+        `principalId eq '{id}'` (and `assignedTo('{id}')`, without group expansion) keeps one principal's.
+        The filters' meaning: https://learn.microsoft.com/azure/role-based-access-control/role-assignments-list-rest
+        """
+        scope = p.parent_id.lower().rstrip("/")
+        at_scope = "atscope()" in filter_.lower()
+        m = re.search(r"(?:principalId\s+eq\s+|assignedTo\()'?([0-9a-fA-F-]{36})'?", filter_)
+        principal = m.group(1).lower() if m else None
         rows = (
             self.db.conn()
             .execute(
-                "SELECT * FROM resources WHERE parent = ? AND lower(type) = ? ORDER BY created",
-                (parent, p.type.lower()),
+                "SELECT * FROM resources WHERE lower(type) = ? AND key LIKE ? ORDER BY created",
+                ("microsoft.authorization/roleassignments", f"/subscriptions/{p.subscription.lower()}/%"),
             )
             .fetchall()
         )
         now = time.time()
-        return [self._view(r, now) for r in rows]
+        out = []
+        for r in rows:
+            held = r["parent"].rstrip("/")
+            above_or_at = scope == held or scope.startswith(held + "/")
+            below = held.startswith(scope + "/")
+            if not (above_or_at or (below and not at_scope)):
+                continue
+            view = self._view(r, now)
+            if principal and str(view["properties"].get("principalId", "")).lower() != principal:
+                continue
+            out.append(view)
+        return out
 
     def _require_group(self, p: ArmPath) -> None:
         group = f"/subscriptions/{p.subscription}/resourceGroups/{p.resource_group}"
@@ -238,6 +360,7 @@ class EmulatorState:
                     body = recovered
             if rtype.name == "Microsoft.MachineLearningServices/workspaces":
                 self._check_links(conn, body)
+                self._check_system_datastores_auth(conn, body)
                 self._workspace_soft_delete(conn, p, body)
             if rtype.name == "Microsoft.MachineLearningServices/workspaces/computes":
                 self._check_quota(conn, p, body)
@@ -270,6 +393,8 @@ class EmulatorState:
             stored = {
                 k: v for k, v in body.items() if k in ("location", "tags", "properties", "sku", "kind", "identity")
             }
+            if rtype.name == "Microsoft.MachineLearningServices/workspaces/datastores":
+                stored = _keep_default_flag(stored, row)
             if row is None:
                 conn.execute(
                     "INSERT INTO resources (key, id, type, name, parent, body, created, ready, state)"
@@ -278,6 +403,8 @@ class EmulatorState:
                 )
                 self.creates[p.key] += 1
                 status = rtype.create_status
+                if rtype.name == "Microsoft.MachineLearningServices/workspaces":
+                    self._workspace_made(conn, p, stored, now)
             else:
                 old = json.loads(row["body"])
                 if old == stored and not row["error"]:
@@ -492,6 +619,98 @@ class EmulatorState:
                     f"Property id '{rid}' at path 'properties.{prop}' is invalid. Expect fully qualified resource "
                     "Id that start with '/subscriptions/{{subscriptionId}}' or '/providers/{{resourceProviderNamespace}}/'.",
                 )
+
+    def _check_system_datastores_auth(self, conn: Any, body: dict[str, Any]) -> None:
+        """Refuse a workspace whose system datastores would use keys its storage account refuses.
+
+        With `allowSharedKeyAccess: false` on the account, the workspace must say `systemDatastoresAuthMode:
+        identity` (https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage;
+        workspaces 2024-10-01-preview). The code and wording are the storage service's, as Azure ML reports them
+        (microsoft/rag-experiment-accelerator#866).
+        """
+        props = body.get("properties") or {}
+        rid = props.get("storageAccount")
+        row = conn.execute("SELECT body FROM resources WHERE key = ?", (str(rid).lower(),)).fetchone() if rid else None
+        if row is None:
+            return
+        if (json.loads(row["body"]).get("properties") or {}).get("allowSharedKeyAccess", True) is not False:
+            return
+        if str(props.get("systemDatastoresAuthMode") or "").lower() != "identity":
+            raise ArmError(
+                400,
+                "KeyBasedAuthenticationNotPermitted",
+                "Key based authentication is not permitted on this storage account. The workspace's system "
+                "datastores would use the account key; set systemDatastoresAuthMode to 'identity'. See "
+                "https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage",
+            )
+
+    def _workspace_made(self, conn: Any, p: ArmPath, body: dict[str, Any], now: float) -> None:
+        """Create what Azure creates with a new workspace: its system datastores and its identity's role.
+
+        The four system datastores, `workspaceblobstore` the default, shaped like Datastore/get.json and
+        list.json (machinelearningservices 2024-10-01-preview), with `AccountKey` credentials unless
+        `systemDatastoresAuthMode` is `identity` (then `None`: no secret kept). The system-assigned identity of a
+        workspace made after 2024-11-19 holds Azure AI Administrator on the resource group, unless
+        `allowRoleAssignmentOnRG` is false (https://learn.microsoft.com/azure/machine-learning/how-to-assign-roles
+        #azure-ai-administrator-role).
+        """
+        props = body.get("properties") or {}
+        storage = parse_path(str(props["storageAccount"])) if props.get("storageAccount") else None
+        workspace_id = stable_uuid("workspace", p.id)  # what decorate() shows as properties.workspaceId
+        identity = str(props.get("systemDatastoresAuthMode") or "").lower() == "identity"
+        credentials: dict[str, Any] = (
+            {"credentialsType": "None"}
+            if identity
+            else {"credentialsType": "AccountKey", "secrets": {"secretsType": "AccountKey"}}
+        )
+        if storage is not None:
+            stores = [
+                ("workspaceblobstore", "AzureBlob", "containerName", f"azureml-blobstore-{workspace_id}", True),
+                ("workspaceartifactstore", "AzureBlob", "containerName", "azureml", False),
+                ("workspacefilestore", "AzureFile", "fileShareName", f"azureml-filestore-{workspace_id}", False),
+                ("workspaceworkingdirectory", "AzureFile", "fileShareName", f"code-{workspace_id}", False),
+            ]
+            for name, kind, target_key, target, default in stores:
+                ds = {
+                    "properties": {
+                        "description": "",
+                        "tags": {},
+                        "isDefault": default,
+                        "credentials": credentials,
+                        "datastoreType": kind,
+                        "accountName": storage.name,
+                        target_key: target,
+                        "endpoint": "core.windows.net",
+                        "protocol": "https",
+                        "subscriptionId": storage.subscription,
+                        "resourceGroup": storage.resource_group,
+                    }
+                }
+                rid = f"{p.id}/datastores/{name}"
+                self._insert_system(
+                    conn, rid, "Microsoft.MachineLearningServices/workspaces/datastores", p.key, ds, now
+                )
+        allow = str(props.get("allowRoleAssignmentOnRG", "true")).lower() != "false"
+        if allow and "systemassigned" in str((body.get("identity") or {}).get("type", "")).lower():
+            group = f"/subscriptions/{p.subscription}/resourceGroups/{p.resource_group}"
+            name = stable_uuid("workspace-identity-on-group", p.id)
+            assignment = {
+                "properties": {
+                    "roleDefinitionId": f"/subscriptions/{p.subscription}/providers/Microsoft.Authorization/"
+                    f"roleDefinitions/{AZURE_AI_ADMINISTRATOR}",
+                    "principalId": stable_uuid("principal", p.id),  # the identity decorate() shows
+                    "principalType": "ServicePrincipal",
+                }
+            }
+            rid = f"{group}/providers/Microsoft.Authorization/roleAssignments/{name}"
+            self._insert_system(conn, rid, "Microsoft.Authorization/roleAssignments", group.lower(), assignment, now)
+
+    def _insert_system(self, conn: Any, rid: str, rtype: str, parent: str, body: dict[str, Any], now: float) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO resources (key, id, type, name, parent, body, created, ready, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rid.lower(), rid, rtype, rid.rsplit("/", 1)[-1], parent, json.dumps(body), now, now, "Succeeded"),
+        )
 
     def _compute_demand(self, body: dict[str, Any]) -> tuple[str, int, str] | None:
         props = body.get("properties") or {}

@@ -9,9 +9,23 @@ from models.plan import Plan, ResourceNames, Step, StepKind
 from models.policy import Policy
 from models.request import ARM_ID, DatastoreKind, Principal, WorkspaceRequest
 
-# Built-in role definitions given to owners and members (ids are the same in every tenant).
+# Built-in role definitions the access steps grant (ids are the same in every tenant), from Microsoft's
+# built-in roles lists: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/ai-machine-learning
+# and https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage. Who gets which, and
+# why, is docs/access.md.
 AZUREML_DATA_SCIENTIST = "f6c7c914-8db3-469d-8ca1-694a8f32e121"  # AzureML Data Scientist
+AZUREML_COMPUTE_OPERATOR = "e503ece1-11d0-4e8e-8e2c-7a6c3bf38815"  # AzureML Compute Operator
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"  # Storage Blob Data Contributor
+STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR = (
+    "69566ab7-960f-475b-8e7c-b3118f30c6bd"  # Storage File Data Privileged Contributor
+)
+
+ROLE_NAMES = {
+    AZUREML_DATA_SCIENTIST: "AzureML Data Scientist",
+    AZUREML_COMPUTE_OPERATOR: "AzureML Compute Operator",
+    STORAGE_BLOB_DATA_CONTRIBUTOR: "Storage Blob Data Contributor",
+    STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR: "Storage File Data Privileged Contributor",
+}
 
 
 def _hash(*parts: str, length: int) -> str:
@@ -76,6 +90,7 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
     ai_id = request.existing.application_insights_id or _rid(n, "Microsoft.Insights/components", n.application_insights)
     ws_id = _rid(n, "Microsoft.MachineLearningServices/workspaces", n.workspace)
     common = {"location": n.location, "tags": tags}
+    shared_key_access = policy.datastore_credentials == "account_key"
 
     steps = [
         Step(
@@ -96,7 +111,7 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
                 "existing": request.existing.storage_account_id is not None,
                 "sku": "Standard_LRS",
                 "hierarchical_namespace": any(d.kind == DatastoreKind.ADLS_GEN2 for d in request.datastores),
-                "shared_key_access": policy.datastore_credentials == "account_key",
+                "shared_key_access": shared_key_access,
                 "containers": sorted({d.container for d in request.datastores if d.kind != DatastoreKind.FILE}),
                 "shares": sorted({d.container for d in request.datastores if d.kind == DatastoreKind.FILE}),
             },
@@ -162,6 +177,10 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
                 "key_vault_id": kv_id,
                 "application_insights_id": ai_id,
                 "container_registry_id": registry_id,
+                # A storage account without shared keys needs system datastores that use the workspace's
+                # identity: https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage
+                # (Microsoft.MachineLearningServices workspaces 2024-10-01-preview, systemDatastoresAuthMode).
+                "system_datastores_auth_mode": None if shared_key_access else "identity",
             },
         )
     )
@@ -197,29 +216,75 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
                 },
             )
         )
+    owners = {str(p.object_id) for p in request.owners}
     for p in _principals(request):
+        people = _PEOPLE_AT_WORKSPACE + (_OWNERS_AT_WORKSPACE if str(p.object_id) in owners else ())
         steps.append(
-            Step(
-                id=f"access:{p.object_id}",
-                kind=StepKind.ACCESS,
-                depends_on=["workspace"],
-                resource_name=str(p.object_id),
-                resource_id=ws_id,
-                spec={
-                    "principal_id": str(p.object_id),
-                    "principal_type": p.type.value,
-                    "assignments": [
-                        {"role_definition": AZUREML_DATA_SCIENTIST, "role": "AzureML Data Scientist", "scope": ws_id},
-                        {
-                            "role_definition": STORAGE_BLOB_DATA_CONTRIBUTOR,
-                            "role": "Storage Blob Data Contributor",
-                            "scope": storage_id,
-                        },
-                    ],
-                },
+            _access_step(
+                f"access:{p.object_id}",
+                ["workspace"],
+                str(p.object_id),
+                ws_id,
+                {"principal_id": str(p.object_id), "principal_type": p.type.value},
+                [*((r, ws_id) for r in people), *((r, storage_id) for r in _PEOPLE_ON_STORAGE)],
+            )
+        )
+    # Managed identities are service principals; their principal id is known only once the workspace or
+    # the cluster exists, so the step reads it from the output of the step that made the identity.
+    if not shared_key_access:
+        steps.append(
+            _access_step(
+                "access:workspace",
+                ["workspace"],
+                f"{n.workspace} identity",
+                ws_id,
+                {"principal_from": "workspace", "principal_type": "ServicePrincipal"},
+                [(r, storage_id) for r in _WORKSPACE_IDENTITY_ON_STORAGE],
+            )
+        )
+    for c in request.compute:
+        if c.kind != "cluster":
+            continue  # an instance works as its assigned user, who holds the people's roles
+        steps.append(
+            _access_step(
+                f"access:compute:{c.name}",
+                [f"compute:{c.name}"],
+                f"{c.name} identity",
+                f"{ws_id}/computes/{c.name}",
+                {"principal_from": f"compute:{c.name}", "principal_type": "ServicePrincipal"},
+                [(r, storage_id) for r in _CLUSTER_IDENTITY_ON_STORAGE],
             )
         )
     return Plan(names=n, steps=steps, tags=tags)
+
+
+# The role set per principal kind (docs/access.md has the sources).
+_PEOPLE_AT_WORKSPACE = (AZUREML_DATA_SCIENTIST,)
+_OWNERS_AT_WORKSPACE = (AZUREML_COMPUTE_OPERATOR,)
+_PEOPLE_ON_STORAGE = (STORAGE_BLOB_DATA_CONTRIBUTOR, STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR)
+_WORKSPACE_IDENTITY_ON_STORAGE = (STORAGE_BLOB_DATA_CONTRIBUTOR,)
+_CLUSTER_IDENTITY_ON_STORAGE = (STORAGE_BLOB_DATA_CONTRIBUTOR,)
+
+
+def _access_step(
+    step_id: str,
+    depends_on: list[str],
+    resource_name: str,
+    resource_id: str,
+    principal: dict[str, str],
+    grants: list[tuple[str, str]],
+) -> Step:
+    return Step(
+        id=step_id,
+        kind=StepKind.ACCESS,
+        depends_on=depends_on,
+        resource_name=resource_name,
+        resource_id=resource_id,
+        spec={
+            **principal,
+            "assignments": [{"role_definition": r, "role": ROLE_NAMES[r], "scope": scope} for r, scope in grants],
+        },
+    )
 
 
 def _principals(request: WorkspaceRequest) -> list[Principal]:

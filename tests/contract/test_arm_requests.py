@@ -64,6 +64,8 @@ STEPS = [
     "datastore:lake",
     "datastore:shared_files",
     "access:7d8e9f0a-1b2c-4d3e-8f4a-5b6c7d8e9f0a",
+    "access:workspace",
+    "access:compute:gpu-cluster",
 ]
 
 

@@ -63,4 +63,4 @@ def test_no_registry_step_unless_asked_and_bring_your_own_ids_are_used() -> None
 def test_critical_path() -> None:
     p = _plan(example("cpu-small.json"))
     durations = dict.fromkeys({s.kind for s in p.steps}, 1.0)
-    assert p.critical_path(durations) == 4.0  # resource group, storage, workspace, compute
+    assert p.critical_path(durations) == 5.0  # resource group, storage, workspace, compute, its identity's access
