@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from adapters.telemetry import Telemetry
 from engine.audit import Audit, Guard
@@ -29,6 +30,31 @@ if TYPE_CHECKING:
     from engine.confinement import Confinement, ResourceReader
     from engine.ports import Membership
     from models.identity import AuthSettings
+
+
+def policy_with_tenant(policy: Policy, settings: Settings) -> Policy:
+    """Return `policy` with the tenant resources are created for: the policy's, else the service's own.
+
+    In cloud=azure there must be one (ValueError: the service does not start); on the emulator the local
+    directory's tenant (VENDING_AUTH_DIRECTORY_FILE) stands in.
+    """
+    own, named = settings.tenant_id, policy.configured_tenant
+    if own is not None and named is not None and own != named:
+        raise ValueError(
+            f"the policy's tenant_id {named} is not the service's tenant {own} (VENDING_TENANT_ID / AZURE_TENANT_ID); "
+            "make them the same or remove one"
+        )
+    tenant = named or own
+    if tenant is None and settings.cloud == "azure":
+        raise ValueError(
+            "cloud=azure needs the Entra tenant id: set VENDING_TENANT_ID (or AZURE_TENANT_ID), or tenant_id in the policy"
+        )
+    if tenant is None:
+        from devhost.identity import load_directory
+        from models.identity import AuthSettings
+
+        tenant = UUID(str(load_directory(AuthSettings().directory_file).tenant_id))
+    return policy.model_copy(update={"configured_tenant": tenant})
 
 
 class Container:
@@ -75,6 +101,8 @@ class Container:
         }
         self._built: dict[str, Any] = {}
         self._lock = threading.RLock()
+        if settings.cloud == "azure":
+            self.policy  # noqa: B018 - refuse to start, not to plan, when there is no tenant (policy_with_tenant)
 
     def swap(self, **parts: Any) -> None:
         """Replace parts (store, bus, cloud, policy, sinks) before first use; for tests and tools."""
@@ -148,7 +176,9 @@ class Container:
     @property
     def policy(self) -> Policy:
         """The platform policy, loaded once."""
-        return self._get("policy", lambda: load_policy(self.settings.policy_file))  # type: ignore[no-any-return]
+        return self._get(  # type: ignore[no-any-return]
+            "policy", lambda: policy_with_tenant(load_policy(self.settings.policy_file), self.settings)
+        )
 
     @property
     def cloud(self) -> Cloud:

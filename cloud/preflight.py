@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from cloud.clients import CloudEndpoint
 from engine.confinement import ArmResource
 from engine.ports import PreflightReport
@@ -59,6 +61,106 @@ NAMESPACES = {
 }
 
 
+# Usages_List (GET .../providers/Microsoft.MachineLearningServices/locations/{location}/usages), as in
+# specification/machinelearningservices/resource-manager/Microsoft.MachineLearningServices/stable/2024-04-01/
+# examples/Usage/list.json and the ListUsagesResult / Usage definitions (x-ms-pageable, nextLink): one entry
+# per VM family and tier at subscription level ("Standard DSv2 Family Cluster Dedicated vCPUs"), regional
+# totals ("Total Cluster Dedicated Regional vCPUs", "Total Cluster LowPriority Regional vCPUs"), and the same
+# names again per workspace and per compute, whose ids carry /workspaces/. A limit of -1 (every per-family
+# LowPriority entry there) means the family has no limit of its own: only the regional total applies.
+DEDICATED_TOTAL = "Total Cluster Dedicated Regional vCPUs"
+LOW_PRIORITY_TOTAL = "Total Cluster LowPriority Regional vCPUs"
+NO_LIMIT = -1
+MAX_USAGE_PAGES = 20
+
+
+class UsageName(BaseModel):
+    """A usage's name: `value` is what to match on."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    value: str = ""
+    localized_value: str | None = Field(None, alias="localizedValue")
+
+
+class Usage(BaseModel):
+    """One entry of Usages_List."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: str = ""
+    type: str = ""
+    current_value: int = Field(0, alias="currentValue")
+    limit: int = NO_LIMIT
+    name: UsageName = Field(default_factory=UsageName)
+
+    @property
+    def subscription_level(self) -> bool:
+        """True for the subscription's own count; False for the per-workspace and per-compute repeats."""
+        return "/workspaces/" not in self.id.lower() and "workspace" not in self.type.lower()
+
+
+class UsagePage(BaseModel):
+    """One page of Usages_List."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    value: list[Usage] = Field(default_factory=list)
+    next_link: str | None = Field(None, alias="nextLink")
+
+
+class Demand(BaseModel):
+    """vCPUs a request needs of one VM family and tier, and the compute entries that need them."""
+
+    family: str
+    low_priority: bool
+    vcpus: int
+    computes: list[int]
+
+
+def _squash(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def family_usage_name(family: str, *, low_priority: bool) -> str:
+    """Return the usage name of a VM family in squashed form (case, spaces and '_' dropped).
+
+    The catalogue's family ("standardNCADSA100v4Family", as the VM sizes API names it) and the usage name
+    ("Standard NCADS_A100_v4 Family Cluster Dedicated vCPUs") differ only in case, spaces and underscores.
+    """
+    return _squash(family) + ("clusterlowpriorityvcpus" if low_priority else "clusterdedicatedvcpus")
+
+
+def quota_problems(usages: Sequence[Usage], demands: Sequence[Demand], location: str) -> list[Problem]:
+    """Say which demands the subscription's usages in `location` cannot hold (subscription-level entries only)."""
+    own = {_squash(u.name.value): u for u in usages if u.subscription_level and u.name.value}
+    problems: list[Problem] = []
+    checks: list[tuple[Usage, int, list[int]]] = []
+    for tier_low in (False, True):
+        tier = [d for d in demands if d.low_priority is tier_low]
+        if not tier:
+            continue
+        for d in tier:
+            if (family := own.get(family_usage_name(d.family, low_priority=tier_low))) is not None:
+                checks.append((family, d.vcpus, d.computes))
+        if (total := own.get(_squash(LOW_PRIORITY_TOTAL if tier_low else DEDICATED_TOTAL))) is not None:
+            checks.append((total, sum(d.vcpus for d in tier), sorted({i for d in tier for i in d.computes})))
+    for usage, need, where in checks:
+        if usage.limit == NO_LIMIT or usage.current_value + need <= usage.limit:
+            continue
+        label = usage.name.localized_value or usage.name.value
+        fields = ", ".join(f"compute[{i}]" for i in where)
+        problems.append(
+            Problem(
+                f"compute[{where[0]}].max_nodes",
+                f"{fields} need {need} vCPUs of '{label}' in {location}, but {usage.current_value} of {usage.limit} "
+                "are in use; lower max_nodes, pick another VM size or region, or ask the platform team for more quota.",
+                "QuotaExceeded",
+            )
+        )
+    return problems
+
+
 class Unreachable(Exception):
     """The cloud did not answer at all."""
 
@@ -86,11 +188,13 @@ class ArmPreflight:
             )
         return self._client
 
-    def _call(self, method: str, path: str, api: str, timeout: float, body: Any = None) -> tuple[int, Any]:
+    def _call(
+        self, method: str, path: str, api: str, timeout: float, body: Any = None, *, url: str | None = None
+    ) -> tuple[int, Any]:
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
         from azure.core.rest import HttpRequest
 
-        url = f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}"
+        url = url or f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}"
         try:
             with self._arm().send_request(
                 HttpRequest(method, url, json=body), connection_timeout=timeout, read_timeout=timeout
@@ -181,25 +285,42 @@ class ArmPreflight:
     # ----- the checks ----------------------------------------------------------------------
 
     def _providers(self, plan: Plan, timeout: float) -> tuple[list[Problem], list[Problem]]:
+        # Providers_Get (specification/resources/resource-manager/Microsoft.Resources/stable/2021-04-01/
+        # resources.json): registrationState is NotRegistered, Registering, Registered or Unregistering.
+        # Registering is on its way (usually minutes), and Microsoft's guidance is not to block on it
+        # (https://learn.microsoft.com/azure/azure-resource-manager/management/resource-providers-and-types):
+        # a note (a warning on the record), not a refusal.
         sub = plan.names.subscription_id
         needed = sorted(
             {NAMESPACES[s.kind.value] for s in plan.steps if s.kind.value in NAMESPACES}
             | ({"Microsoft.OperationalInsights"} if any(s.id == "insights" for s in plan.steps) else set())
         )
-        problems = []
+        problems, notes = [], []
         for ns in needed:
             status, data = self._call("GET", f"/subscriptions/{sub}/providers/{ns}", PROVIDERS_API, timeout)
-            state = (data or {}).get("registrationState", "") if status == 200 else ""
-            if status == 200 and state.lower() != "registered":
-                problems.append(
+            state = str((data or {}).get("registrationState", "")) if status == 200 else ""
+            if status != 200 or state.lower() == "registered":
+                continue
+            if state.lower() == "registering":
+                notes.append(
                     Problem(
                         "subscription_id",
-                        f"subscription {sub} is not registered for {ns} ({state}); the platform team must register it "
-                        f"(az provider register --namespace {ns}).",
-                        "MissingSubscriptionRegistration",
+                        f"subscription {sub} is still registering {ns} (this usually takes minutes); the request "
+                        "goes ahead, and a step that starts before registration ends fails with "
+                        "MissingSubscriptionRegistration and can be retried.",
+                        "SubscriptionRegistering",
                     )
                 )
-        return problems, []
+                continue
+            problems.append(
+                Problem(
+                    "subscription_id",
+                    f"subscription {sub} is not registered for {ns} ({state}); the platform team must register it "
+                    f"(az provider register --namespace {ns}).",
+                    "MissingSubscriptionRegistration",
+                )
+            )
+        return problems, notes
 
     def _exists(self, rid: str, api: str, timeout: float) -> bool:
         status, _ = self._call("GET", rid, api, timeout)
@@ -280,42 +401,39 @@ class ArmPreflight:
     def _quota(
         self, plan: Plan, request: WorkspaceRequest, policy: Policy, timeout: float
     ) -> tuple[list[Problem], list[Problem]]:
-        demand: dict[str, int] = {}
-        where: dict[str, list[int]] = {}
+        demands: dict[tuple[str, bool], Demand] = {}
         for i, c in enumerate(request.compute):
             size = policy.vm_size(c.vm_size)
             if size is None:
                 continue
-            pool = size.family if c.tier == "dedicated" else "lowPriority"
-            demand[pool] = demand.get(pool, 0) + size.vcpus * (1 if c.kind == "instance" else c.max_nodes)
-            where.setdefault(pool, []).append(i)
-        if not demand:
+            low = c.tier == "low_priority"
+            d = demands.setdefault(
+                (size.family, low), Demand(family=size.family, low_priority=low, vcpus=0, computes=[])
+            )
+            d.vcpus += size.vcpus * (1 if c.kind == "instance" else c.max_nodes)
+            d.computes.append(i)
+        if not demands:
             return [], []
         sub, loc = plan.names.subscription_id, plan.names.location
-        status, data = self._call(
-            "GET",
-            f"/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{loc}/usages",
-            ML_API,
-            timeout,
+        usages = self._usages(
+            f"/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{loc}/usages", timeout
         )
-        if status != 200:
+        if usages is None:
             return [], []
-        usages = {u["name"]["value"]: u for u in (data or {}).get("value", []) if isinstance(u, dict) and "name" in u}
-        problems = []
-        for pool, need in demand.items():
-            usage = usages.get(pool)
-            if usage is None:
-                continue
-            used, limit = int(usage.get("currentValue", 0)), int(usage.get("limit", 0))
-            if used + need > limit:
-                label = usage["name"].get("localizedValue") or pool
-                fields = ", ".join(f"compute[{i}]" for i in where[pool])
-                problems.append(
-                    Problem(
-                        f"compute[{where[pool][0]}].max_nodes",
-                        f"{fields} need {need} vCPUs of '{label}' in {loc}, but {used} of {limit} are in use; lower "
-                        "max_nodes, pick another VM size or region, or ask the platform team for more quota.",
-                        "QuotaExceeded",
-                    )
-                )
-        return problems, []
+        return quota_problems(usages, list(demands.values()), loc), []
+
+    def _usages(self, path: str, timeout: float) -> list[Usage] | None:
+        """Read every page of Usages_List; None when ARM does not answer 200 (the check is then skipped)."""
+        out: list[Usage] = []
+        url: str | None = None
+        for _ in range(MAX_USAGE_PAGES):
+            status, data = self._call("GET", path, ML_API, timeout, url=url)
+            if status != 200 or not isinstance(data, dict):
+                return None
+            page = UsagePage.model_validate(data)
+            out += page.value
+            # Only ARM's own host gets the bearer token: a next link elsewhere is not followed.
+            if not page.next_link or not page.next_link.startswith(self.endpoint.arm_url.rstrip("/") + "/"):
+                return out
+            url = page.next_link
+        return out

@@ -115,7 +115,7 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                     await asyncio.sleep(fault.delay_s)
                 retry = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s is not None else {}
                 raise ArmError(fault.status, fault.code, fault.message, retry)
-            special = _special(path, method, raw)
+            special = _special(path, method, raw, request)
             if special is not None:
                 return JSONResponse(special[1], status_code=special[0], headers=headers)
             if OPERATIONS.lower() in path.lower():
@@ -181,7 +181,7 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
             return state.faults.check(rtype="Microsoft.Emulator/operations", method=method, name=None)
         return state.faults.check(rtype=p.type, method=method, name=p.name)
 
-    def _special(path: str, method: str, raw: bytes) -> tuple[int, Any] | None:
+    def _special(path: str, method: str, raw: bytes, request: Request) -> tuple[int, Any] | None:
         """Serve ARM's non-resource endpoints: providers, name checks, deleted vaults, usages."""
         low = path.lower().rstrip("/")
         if method == "GET" and re.match(r"^/subscriptions/([^/]+)/providers/([^/]+)$", low):
@@ -211,7 +211,15 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
         if m := re.match(
             r"^/subscriptions/[^/]+/providers/microsoft\.machinelearningservices/locations/([^/]+)/usages$", low
         ):
-            return 200, {"value": state.usages(sub_id, m.group(1))}
+            # Usages_List is pageable (ListUsagesResult.nextLink, machineLearningServices.json 2024-04-01).
+            items, size = state.usages(sub_id, m.group(1)), max(1, state.config.usages_page_size)
+            token = request.query_params.get("$skipToken", "0")
+            skip = int(token) if token.isdigit() else 0
+            page: dict[str, Any] = {"value": items[skip : skip + size]}
+            if skip + size < len(items):
+                api = request.query_params.get("api-version", "")
+                page["nextLink"] = f"{base_url.rstrip('/')}{path}?api-version={api}&$skipToken={skip + size}"
+            return 200, page
         if method == "POST" and re.match(
             r"^/subscriptions/.+/providers/microsoft\.storage/storageaccounts/[^/]+/listkeys$", low
         ):

@@ -159,6 +159,10 @@ class Config:
     quota: dict[str, dict[str, int]] = field(default_factory=dict)
     # Resource provider namespaces the subscriptions are not registered for (lowercase).
     unregistered: list[str] = field(default_factory=list)
+    # Namespaces still registering (lowercase): reported as Registering; writes are not refused.
+    registering: list[str] = field(default_factory=list)
+    # Entries per page of the ML usages list (Usages_List is pageable: nextLink).
+    usages_page_size: int = 50
     soft_delete_retention_days: int = 90
     # How many items a list answers before it gives a nextLink (ARM's paging: `value` + `nextLink`).
     page_size: int = 100
@@ -603,7 +607,9 @@ class EmulatorState:
 
     def provider(self, namespace: str) -> dict[str, Any]:
         """Return a resource provider's registration state."""
-        state = "NotRegistered" if namespace.lower() in self.config.unregistered else "Registered"
+        low = namespace.lower()
+        registering = "Registering" if low in self.config.registering else "Registered"
+        state = "NotRegistered" if low in self.config.unregistered else registering
         return {"namespace": namespace, "registrationState": state, "resourceTypes": []}
 
     def _check_links(self, conn: Any, body: dict[str, Any]) -> None:
@@ -746,15 +752,8 @@ class EmulatorState:
 
     def _usage(self, conn: Any, subscription: str, region: str, exclude: str = "") -> dict[str, int]:
         used: dict[str, int] = {}
-        rows = conn.execute(
-            "SELECT key, body FROM resources WHERE lower(type) = ? AND key LIKE ?",
-            ("microsoft.machinelearningservices/workspaces/computes", f"/subscriptions/{subscription.lower()}/%"),
-        ).fetchall()
-        for r in rows:
-            if r["key"] == exclude:
-                continue
-            body = json.loads(r["body"])
-            if str(body.get("location", "")).lower() != region:
+        for _, body in self._computes(conn, subscription, region):
+            if _ == exclude:
                 continue
             demand = self._compute_demand(body)
             if demand:
@@ -763,22 +762,94 @@ class EmulatorState:
                 used[pool] = used.get(pool, 0) + vcpus
         return used
 
+    def _computes(self, conn: Any, subscription: str, region: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = conn.execute(
+            "SELECT key, body FROM resources WHERE lower(type) = ? AND key LIKE ? ORDER BY key",
+            ("microsoft.machinelearningservices/workspaces/computes", f"/subscriptions/{subscription.lower()}/%"),
+        ).fetchall()
+        out = []
+        for r in rows:
+            body = json.loads(r["body"])
+            if str(body.get("location", "")).lower() == region:
+                out.append((r["key"], body))
+        return out
+
     def usages(self, subscription: str, region: str) -> list[dict[str, Any]]:
-        """Return Azure ML's vCPU usages and limits for a region (the `usages` API)."""
-        used = self._usage(self.db.conn(), subscription, region.lower())
-        pools = sorted({*FAMILY_NAMES, *self.config.quota.get(region.lower(), {}), "lowPriority"})
-        return [
-            {
-                "id": f"/subscriptions/{subscription}/providers/Microsoft.MachineLearningServices/locations/{region}"
-                f"/usages/{pool}",
-                "type": "Microsoft.MachineLearningServices/vmFamily/usages",
+        """Return Azure ML's usages for a region, shaped as Usages_List answers them.
+
+        As in specification/machinelearningservices/resource-manager/Microsoft.MachineLearningServices/
+        stable/2024-04-01/examples/Usage/list.json: the cluster count, the regional dedicated and low-priority
+        totals, then per VM family its dedicated and low-priority entries (low priority: limit -1, only the
+        regional total limits it), each repeated per workspace and per compute that uses it. Limits come from
+        `Config.quota` (family, "lowPriority", and "dedicated" for the regional dedicated total).
+        """
+        region = region.lower()
+        conn = self.db.conn()
+        sub_usages = f"/subscriptions/{subscription}/usages"
+        quota = self.config.quota.get(region, {})
+        # per (family, tier): subscription total, per workspace id, per compute id
+        per: dict[tuple[str, str], dict[str, int]] = {}
+        clusters = 0
+        for key, body in self._computes(conn, subscription, region):
+            demand = self._compute_demand(body)
+            if str((body.get("properties") or {}).get("computeType", "")).lower() == "amlcompute":
+                clusters += 1
+            if demand is None:
+                continue
+            family, vcpus, tier = demand
+            counts = per.setdefault((family, tier), {})
+            rid = str(body.get("id") or key)
+            workspace = rid.rsplit("/computes/", 1)[0]
+            for scope in ("", workspace, rid):
+                counts[scope] = counts.get(scope, 0) + vcpus
+
+        def entry(rid: str, rtype: str, name: str, used: int, limit: int) -> dict[str, Any]:
+            return {
+                "id": rid,
+                "type": f"Microsoft.MachineLearningServices/{rtype}/usages",
+                "currentValue": used,
+                "limit": limit,
+                "name": {"value": name, "localizedValue": name},
                 "unit": "Count",
-                "currentValue": used.get(pool, 0),
-                "limit": self.config.quota_limit(region, pool),
-                "name": {"value": pool, "localizedValue": FAMILY_NAMES.get(pool, "Total Cluster LowPriority vCPUs")},
             }
-            for pool in pools
+
+        def total(tier: str) -> int:
+            return sum(c.get("", 0) for (_, t), c in per.items() if t == tier)
+
+        out = [
+            entry(sub_usages, "totalCores", "Clusters", clusters, quota.get("clusters", DEFAULT_FAMILY_LIMIT)),
+            entry(
+                sub_usages,
+                "dedicatedCores",
+                "Total Cluster Dedicated Regional vCPUs",
+                total("dedicated"),
+                quota.get("dedicated", DEFAULT_FAMILY_LIMIT),
+            ),
         ]
+        families = sorted({*FAMILY_NAMES, *(k for k in quota if k not in ("lowPriority", "dedicated", "clusters"))})
+        for tier in ("dedicated", "lowPriority"):
+            if tier == "lowPriority":
+                out.append(
+                    entry(
+                        sub_usages,
+                        "lowPriorityCores",
+                        "Total Cluster LowPriority Regional vCPUs",
+                        total("lowPriority"),
+                        self.config.quota_limit(region, "lowPriority"),
+                    )
+                )
+            for family in families:
+                name = FAMILY_NAMES.get(family, f"{family} Cluster Dedicated vCPUs")
+                if tier == "lowPriority":
+                    name = name.replace(" Dedicated vCPUs", " LowPriority vCPUs")
+                limit = self.config.quota_limit(region, family) if tier == "dedicated" else -1
+                counts = per.get((family, tier), {})
+                suffix = "/usages/" + name.replace(" ", "_")
+                out.append(entry(sub_usages + "/" + name.replace(" ", "_"), "vmFamily", name, counts.get("", 0), limit))
+                for scope in sorted(k for k in counts if k):
+                    rtype = "workspaces/computes" if "/computes/" in scope else "workspaces"
+                    out.append(entry(scope + suffix, rtype, name, counts[scope], limit))
+        return out
 
     def operation(self, op_id: str) -> dict[str, Any]:
         """Return an async operation's status document."""

@@ -8,6 +8,9 @@ from typing import Any
 
 from emulator.arm_errors import ArmError
 
+# The same rules as models/azure_names.py, written out again on purpose: intake and the emulated cloud
+# must agree because both follow Azure, not because one imports the other (a regression in one is then
+# caught by the other). Sources are cited beside each rule there; in short:
 NAME_RULES: dict[str, tuple[str, str, str]] = {
     # type: (pattern, error code, rule in Azure's words)
     "microsoft.storage/storageaccounts": (
@@ -28,11 +31,15 @@ NAME_RULES: dict[str, tuple[str, str, str]] = {
         "is not valid. Workspace names must be 3-33 characters, start with a letter or digit, and contain only "
         "letters, digits, hyphens and underscores.",
     ),
+    # Azure ML compute names: the Azure ML TypeSpec's computeName NamePattern, and Azure ML's own message when
+    # it refuses one (https://github.com/microsoftdocs/pipelines-azureml/issues/19). AmlCompute clusters have
+    # the stricter rule in CLUSTER_NAME_RULE below.
     "microsoft.machinelearningservices/workspaces/computes": (
-        r"^[a-zA-Z][a-zA-Z0-9-]{1,22}$",
+        r"^[a-zA-Z](?![a-zA-Z0-9-]*-\d+$)[a-zA-Z0-9\-]{2,23}$",
         "InvalidResourceName",
-        "is not valid. Compute names must be 2-24 characters, start with a letter, and contain only letters, "
-        "digits and hyphens.",
+        "is not valid. A name for an Azure ML Compute Instance must be between 3 and 24 characters in length and "
+        "must use only numbers, letters and minus symbol (-), must start with letters. Numbers cannot be the "
+        "ending of the name if the previous character is a minus symbol (-).",
     ),
     "microsoft.containerregistry/registries": (
         r"^[a-zA-Z0-9]{5,50}$",
@@ -50,6 +57,15 @@ NAME_RULES: dict[str, tuple[str, str, str]] = {
         "is not a valid share name.",
     ),
 }
+
+# "If - character is used, then it needs to be followed by at least one letter later in the name"
+# (https://learn.microsoft.com/azure/machine-learning/how-to-create-attach-compute-cluster, Compute name).
+CLUSTER_NAME_RULE = (
+    r"^(?!.*-[0-9]*$)[a-zA-Z](?![a-zA-Z0-9-]*-\d+$)[a-zA-Z0-9\-]{2,23}$",
+    "InvalidResourceName",
+    "is not valid. A compute cluster name must be between 3 and 24 characters, use only letters, digits and "
+    "the - character, start with a letter, and a - must be followed by at least one letter later in the name.",
+)
 
 STORAGE_SKUS = {
     "standard_lrs",
@@ -162,8 +178,15 @@ def validate(rtype: str, name: str, body: dict[str, Any]) -> None:
     """Raise the ArmError Azure would answer for a bad name or body; return when both are fine."""
     t = rtype.lower()
     rule = NAME_RULES.get(t)
+    if t == "microsoft.machinelearningservices/workspaces/computes" and _is_cluster(body):
+        rule = CLUSTER_NAME_RULE
     if rule and not re.match(rule[0], name):
         raise ArmError(400, rule[1], f"'{name}' {rule[2]}")
     check = BODY_RULES.get(t)
     if check:
         check(body)
+
+
+def _is_cluster(body: dict[str, Any]) -> bool:
+    props = body.get("properties") if isinstance(body, dict) else None
+    return isinstance(props, dict) and str(props.get("computeType", "")).lower() == "amlcompute"

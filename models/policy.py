@@ -176,7 +176,15 @@ class Policy(PolicyModel):
         description="identity: datastores use the caller's identity and storage shared keys stay off; "
         "account_key: blob and file datastores store the account key in the workspace (ADLS Gen2 stays identity).",
     )
-    tenant_id: UUID = Field(UUID("00000000-0000-0000-0000-000000000000"))
+    # The Entra tenant written into every key vault (tenantId) and compute instance (user_tenant_id): the
+    # service's own tenant. No default: composition.py takes it from the policy or the service's identity
+    # (VENDING_TENANT_ID / AZURE_TENANT_ID), and in cloud=azure refuses to start without one.
+    configured_tenant: UUID | None = Field(
+        None,
+        alias="tenant_id",
+        description="The Entra tenant (directory) id of the service and the teams; unset: the service's own "
+        "(VENDING_TENANT_ID or AZURE_TENANT_ID).",
+    )
     allowed_callback_hosts: list[str] = Field(
         default_factory=list,
         description="Host patterns (fnmatch) that callback_url may point at; empty: callbacks are refused.",
@@ -215,6 +223,17 @@ class Policy(PolicyModel):
         default_factory=list,
         description="Chat users allowed to use the Slack and Teams commands: the Entra principal and app roles each acts with.",
     )
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def tenant_id(self) -> UUID:
+        """The tenant resources are created for; refused when neither the policy nor the service names one."""
+        if self.configured_tenant is None:
+            raise ValueError(
+                "no Entra tenant: set tenant_id in the policy, or VENDING_TENANT_ID (or AZURE_TENANT_ID) for the service"
+            )
+        return self.configured_tenant
 
     def chat_user(self, *, slack: str | None = None, teams: str | None = None) -> ChatUser | None:
         """Find the chat user with this Slack user id or Teams (Entra) object id."""

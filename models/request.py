@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.azure_names import name_problem, tag_problem
 from models.errors import InvalidInputError, Problem
@@ -67,6 +67,17 @@ class ComputeSpec(Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name("compute", v)
+
+    @model_validator(mode="after")
+    def _cluster_name(self) -> ComputeSpec:
+        # Clusters have a stricter name rule than instances (models/azure_names.py COMPUTE_CLUSTER); the
+        # kind is known only here, and the problem is still reported at `name`.
+        if self.kind == "cluster" and (problem := name_problem("compute_cluster", self.name)):
+            raise ValidationError.from_exception_data(
+                "ComputeSpec",
+                [InitErrorDetails(type=PydanticCustomError("name", problem), loc=("name",), input=self.name)],
+            )
+        return self
 
     @field_validator("assigned_user")
     @classmethod

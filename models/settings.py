@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from uuid import UUID
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,12 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("ServiceBusConnection", "VENDING_SERVICEBUS_CONNECTION_STRING")
     )
     cloud: Literal["emulator", "azure"] = Field("emulator", description="emulator: the local ARM emulator.")
+    tenant_id: UUID | None = Field(
+        None,
+        validation_alias=AliasChoices("VENDING_TENANT_ID", "AZURE_TENANT_ID"),
+        description="The Entra tenant of the service's own identity, written into key vaults and compute "
+        "instances unless the policy names one; required when cloud is azure.",
+    )
     arm_endpoint: str = Field("https://management.azure.com/", description="Used when cloud is azure.")
     azure_client_id: str | None = Field(None, validation_alias=AliasChoices("AZURE_CLIENT_ID"))
 

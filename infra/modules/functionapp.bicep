@@ -69,6 +69,9 @@ var settings = {
   VENDING_CLOUD: 'azure'
   VENDING_SERVICE_SUBSCRIPTION_ID: serviceSubscriptionId
   AZURE_CLIENT_ID: identityClientId
+  // The tenant written into key vaults and compute instances: the identity's own (the service refuses to start
+  // with VENDING_CLOUD=azure and no tenant).
+  VENDING_TENANT_ID: tenant().tenantId
   VENDING_DATA_DIR: '/tmp/vending'
   // Telemetry, authenticated with the identity (local auth is off on Application Insights).
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString

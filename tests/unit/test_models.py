@@ -22,7 +22,7 @@ def _problems(body: dict) -> dict[str, str]:
         ("storage_account", ["abc", "st" + "a" * 22, "a1b2c3"], ["ab", "a" * 25, "Abc", "ab-c", "ab_c"]),
         ("key_vault", ["kv-a", "a" * 24, "kv-team-dev-1a2b"], ["kv", "1kv", "kv-", "kv--a", "a" * 25, "kv_a"]),
         ("workspace", ["abc", "a" * 33, "mlw_team-dev", "1ab"], ["ab", "a" * 34, "-ab", "ab.c", "_ab"]),
-        ("compute", ["cpu", "gpu-cluster-0001", "c12"], ["c1", "a" * 17, "1cpu", "cpu_1", "cpu.x"]),
+        ("compute", ["cpu", "gpu-cluster-a1", "c12", "a" * 24], ["c1", "a" * 25, "1cpu", "cpu_1", "cpu.x", "cpu-1"]),
         ("container", ["abc", "raw-data", "a" * 63], ["ab", "Abc", "a--b", "-ab", "ab-", "a" * 64]),
     ],
 )

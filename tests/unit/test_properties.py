@@ -26,7 +26,7 @@ PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[He
 # Each strategy draws only names that models/azure_names.py accepts, so every generated request is
 # one the properties claim is valid.
 teams = st.from_regex(r"[a-z][a-z0-9-]{0,18}[a-z0-9]", fullmatch=True)  # TEAM
-compute_names = st.from_regex(r"[a-z][a-z0-9-]{2,12}", fullmatch=True)  # COMPUTE
+compute_names = st.from_regex(r"[a-z][a-z0-9-]{1,10}[a-z]", fullmatch=True)  # COMPUTE_CLUSTER (and COMPUTE)
 datastore_names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)  # DATASTORE
 # CONTAINER: 3 to 63 lowercase letters and digits in groups joined by single hyphens (11 + 4 * 13 = 63).
 container_names = st.builds(
