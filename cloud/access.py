@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from functools import partial
+from typing import Any
 
 from cloud.clients import Clients
 from cloud.common import Timing, call, get_or_none
@@ -30,6 +31,18 @@ def _identity_of(step: Step, ctx: StepContext) -> str:
     return str(principal)
 
 
+def _existing(ops: Any, scope: str, role_definition: str, principal: str, what: str) -> Any:
+    """Find the assignment of this role to this principal at exactly this scope (None if it cannot be seen)."""
+    found = call(f"listing {what}", lambda: list(ops.list_for_scope(scope, filter=f"principalId eq '{principal}'")))
+    for item in found:
+        role = str(item.role_definition_id or "").lower().rstrip("/").rsplit("/", 1)[-1]
+        at = str(getattr(item, "scope", "") or "").lower().rstrip("/")
+        same_principal = str(item.principal_id or "").lower() == principal.lower()
+        if role == role_definition.lower() and same_principal and at == scope.lower().rstrip("/"):
+            return item
+    return None
+
+
 def reconcile_access(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
     """Ensure each role assignment of the step exists."""
     from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
@@ -54,8 +67,10 @@ def reconcile_access(step: Step, ctx: StepContext, clients: Clients, timing: Tim
             except VendingError as exc:
                 if getattr(exc, "code", "") != "RoleAssignmentExists":
                     raise
-                # The same assignment exists under another name (made by hand): that is what we want.
-                made.append({"role": a["role"], "scope": scope, "id": None})
-                continue
-        made.append({"role": a["role"], "scope": scope, "id": current.id})
+                # ARM refuses a second assignment of one role to one principal at one scope with 409
+                # RoleAssignmentExists (RoleAssignments_Create, Microsoft.Authorization spec, api-version
+                # 2022-04-01; Microsoft Learn, "Troubleshoot Azure RBAC"): made by hand under another name,
+                # it is what we want. Report the one that exists.
+                current = _existing(ops, scope, a["role_definition"], principal, what)
+        made.append({"role": a["role"], "scope": scope, "id": getattr(current, "id", None)})
     return Done({"id": made[0]["id"] if made else None, "principal_id": principal, "assignments": made})

@@ -12,11 +12,23 @@ from functools import partial
 from typing import Any
 
 from cloud.clients import Clients
-from cloud.common import Timing, call, get_or_none, progress, tags_differ
+from cloud.common import Timing, call, get_or_none, progress, state_of, tags_differ
 from engine.ports import StepContext
-from models.outcomes import Done, Fail, Outcome, Wait
+from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.plan import Step
 from models.request import ARM_ID
+
+FAILED = {"failed", "canceled"}
+
+
+def _failed(resource: Any) -> bool:
+    """Tell whether a resource ended Failed (or Canceled): it stays so until it is applied again."""
+    return resource is not None and state_of(resource).lower() in FAILED
+
+
+def _applied_again(what: str, resource: Any, timing: Timing) -> Retry:
+    # Each re-apply of a Failed resource is a retry: the engine's retry budget bounds how often it happens.
+    return Retry(timing.poll_s, f"{what} was in state {state_of(resource)}; applied it again", "ResourceFailed")
 
 
 def _ensure_child(what: str, get: Callable[[], Any], create: Callable[[], Any]) -> None:
@@ -150,7 +162,7 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
     A soft-deleted vault holding the name is recovered, purged, side-stepped with a fresh name
     suffix, or reported, as policy says; the step's outputs and status say which.
     """
-    from azure.mgmt.keyvault.models import Sku, VaultCreateOrUpdateParameters, VaultProperties
+    from azure.mgmt.keyvault.models import Sku, VaultCreateOrUpdateParameters, VaultPatchParameters, VaultProperties
 
     spec = step.spec
     sub, rg, name = _parse_existing(step)
@@ -175,7 +187,14 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
             name, action = handled, spec["on_soft_deleted"]
             what = f"key vault '{name}'"
             vault = get_or_none(f"reading {what}", lambda: ops.get(rg, name))
-    if vault is None or tags_differ(vault.tags, spec["tags"]):
+    if vault is not None and tags_differ(vault.tags, spec["tags"]):
+        # Tags alone go in a Vaults_Update PATCH (VaultPatchParameters: tags, properties optional), synchronous
+        # (specification/keyvault/resource-manager/Microsoft.KeyVault/KeyVault/Vault.tsp, api-version 2026-05-15
+        # as azure-mgmt-keyvault 14.1 sends). A full PUT would resend properties, among them the soft-delete
+        # retention, which cannot change once the vault exists.
+        merged = {**(vault.tags or {}), **spec["tags"]}
+        vault = call(f"tagging {what}", lambda: ops.update(rg, name, VaultPatchParameters(tags=merged)))
+    if vault is None:
         recovering = action == "recover"
         props = VaultProperties(
             tenant_id=spec["tenant_id"],
@@ -187,16 +206,13 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
             access_policies=[],
             create_mode="recover" if recovering else None,
         )
-        tags = {**((vault.tags or {}) if vault else {}), **spec["tags"]}
-        params = VaultCreateOrUpdateParameters(location=spec["location"], tags=tags, properties=props)
+        params = VaultCreateOrUpdateParameters(location=spec["location"], tags=spec["tags"], properties=props)
         call(
             f"{'recovering' if recovering else 'creating'} {what}",
             lambda: ops.begin_create_or_update(rg, name, params, polling=False),
         )
-        if vault is None:
-            verb = "recovered from soft-delete" if recovering else "created"
-            return Wait(timing.poll_s, f"{what} is being {verb}")
-        vault = call(f"reading {what}", lambda: ops.get(rg, name))
+        verb = "recovered from soft-delete" if recovering else "created"
+        return Wait(timing.poll_s, f"{what} is being {verb}")
     if waiting := progress(vault, what, timing):
         return waiting
     outputs = {"id": vault.id, "name": vault.name, "vault_uri": vault.properties.vault_uri}
@@ -283,13 +299,15 @@ def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: T
     la_what = f"Log Analytics workspace '{la_name}'"
     la_ops = clients.log_analytics(sub).workspaces
     la = get_or_none(f"reading {la_what}", lambda: la_ops.get(rg, la_name))
-    if la is None:
+    if la is None or _failed(la):
         params = Workspace(
             location=spec["location"],
             tags=spec["tags"],
             properties=WorkspaceProperties(sku=WorkspaceSku(name="PerGB2018"), retention_in_days=30),
         )
         call(f"creating {la_what}", lambda: la_ops.begin_create_or_update(rg, la_name, params, polling=False))
+        if la is not None:
+            return _applied_again(la_what, la, timing)
         return Wait(timing.poll_s, f"{la_what} is being created")
     if waiting := progress(la, la_what, timing):
         return waiting
@@ -327,7 +345,7 @@ def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: T
                 "Check container_registry_id.",
                 "LinkedResourceNotFound",
             )
-    elif registry is None:
+    elif registry is None or _failed(registry):
         params = Registry(
             location=spec["location"],
             tags=spec["tags"],
@@ -335,6 +353,8 @@ def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: T
             properties=RegistryProperties(admin_user_enabled=False),
         )
         call(f"creating {what}", lambda: ops.begin_create(rg, name, params, polling=False))
+        if registry is not None:
+            return _applied_again(what, registry, timing)
         return Wait(timing.poll_s, f"{what} is being created")
     if waiting := progress(registry, what, timing):
         return waiting

@@ -36,6 +36,11 @@ RULES: dict[str, Rule] = {
         True, "the principal is not visible to Azure RBAC yet (new principals take minutes to propagate); retrying."
     ),
     "resourcenotfound": Rule(True, "a resource this one needs is not visible yet; retrying."),
+    # A create ARM accepted that ended in provisioning state Failed and said no more (Microsoft Learn,
+    # "Troubleshoot common Azure deployment errors": ResourceDeploymentFailure).
+    "resourcedeploymentfailure": Rule(
+        True, "the resource ended in provisioning state Failed without saying why; applying it again."
+    ),
     "parentresourcenotfound": Rule(True, "the parent resource is not visible yet; retrying."),
     # Permanent: a person must act.
     "quotaexceeded": Rule(
@@ -44,9 +49,21 @@ RULES: dict[str, Rule] = {
     "operationnotallowedquota": Rule(
         False, "Ask the platform team to raise the vCPU quota for this VM family in this region."
     ),
+    # The three storage name conflicts, as Microsoft Learn "Resolve errors for storage account names" tells them apart.
     "storageaccountalreadytaken": Rule(
         False,
-        "Storage account names are global; set another team name or environment, or bring your own storage account.",
+        "Storage account names are global and another subscription or Azure customer holds this one; set another "
+        "team name or environment, or bring your own storage account.",
+    ),
+    "storageaccountinanotherresourcegroup": Rule(
+        False,
+        "A storage account with this name already exists in another resource group of this subscription; bring it "
+        "as your own storage account (its id), delete it, or set another team name or environment.",
+    ),
+    "invalidresourcelocation": Rule(
+        False,
+        "A resource with this name already exists in this resource group in another region, and a resource cannot "
+        "move region; request the region it is in, delete it first, or set another team name or environment.",
     ),
     "storageaccountalreadyexists": Rule(
         False,
@@ -61,6 +78,9 @@ RULES: dict[str, Rule] = {
         "A soft-deleted Azure ML workspace holds this name; purge it (az ml workspace delete --permanently-delete) or ask the platform team to set workspace.on_soft_deleted to purge, then submit again.",
     ),
     "conflicterror": Rule(False, "A soft-deleted resource holds this name; recover or purge it, then submit again."),
+    "roleassignmentexists": Rule(
+        False, "The principal already holds this role at this scope under another assignment; nothing is missing."
+    ),
     "alreadyinuse": Rule(False, "The name is taken globally; bring your own resource or change the team name."),
     "authorizationfailed": Rule(
         False, "The service's identity lacks permission on this scope; the platform team must grant it."
@@ -114,6 +134,71 @@ RULES: dict[str, Rule] = {
 }
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+# Codes that only wrap the errors in their `details` (Microsoft Learn, "Troubleshoot common Azure deployment errors").
+WRAPPERS = {"deploymentfailed", "invalidtemplatedeployment", "resourcedeploymentfailure"}
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    """One ARM error: its code, its message and the errors it wraps.
+
+    ARM wraps what a resource provider said: a deployment's `error` (ErrorResponse, Microsoft.Resources
+    deployments spec, api-version 2020-06-01 as azure-ai-ml sends) is DeploymentFailed, whose `details`
+    carry the RP's HTTP status name (Conflict, BadRequest, NotFound) with the RP's own JSON body as the
+    message, or, for a create that ended Failed, ResourceDeploymentFailure with its own nested `details`.
+    """
+
+    code: str
+    message: str
+    details: tuple[ErrorDetail, ...] = ()
+
+    @classmethod
+    def of(cls, error: object) -> ErrorDetail:
+        """Read an SDK error model (anything with code, message and details)."""
+        nested = tuple(cls.of(d) for d in (getattr(error, "details", None) or []))
+        code, message = getattr(error, "code", None), getattr(error, "message", None)
+        return cls(str(code or ""), str(message or ""), nested)
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorDetail | None:
+        """Read an error from JSON text: `{"error": {...}}`, an operation's `{"status", "error"}`, or the error."""
+        if not text.lstrip().startswith("{"):
+            return None
+        try:
+            return cls.from_json(json.loads(text))
+        except ValueError:
+            return None
+
+    @classmethod
+    def from_json(cls, value: object) -> ErrorDetail | None:
+        """Read an error from parsed JSON (None when it holds no error code)."""
+        if not isinstance(value, dict):
+            return None
+        inner = value["error"] if isinstance(value.get("error"), dict) else value
+        code = inner.get("code")
+        if not isinstance(code, str) or not code:
+            return None
+        nested = tuple(d for d in (cls.from_json(x) for x in inner.get("details") or []) if d is not None)
+        return cls(code, str(inner.get("message") or ""), nested)
+
+    def innermost(self) -> list[ErrorDetail]:
+        """Return the errors at the bottom: JSON inside a message is opened, wrappers' details followed."""
+        inside = self.parse(self.message)
+        if inside is not None:
+            return inside.innermost()
+        if self.details and (self.code.lower() in WRAPPERS or not self.message):
+            return [leaf for d in self.details for leaf in d.innermost()]
+        return [self]
+
+
+def classify_wrapped(error: ErrorDetail | None, *, what: str, status: int | None = None) -> VendingError:
+    """Classify the innermost errors of a wrapped ARM error: permanent if any of them is, else the first."""
+    leaves = error.innermost() if error is not None else []
+    if not leaves:
+        return classify("DeploymentFailed", "the deployment failed without details", what=what, status=status)
+    found = [classify(leaf.code, leaf.message, what=what, status=status) for leaf in leaves]
+    return next((e for e in found if isinstance(e, PermanentError)), found[0])
 
 
 def _code_and_message(exc: Any) -> tuple[str, str]:
@@ -190,6 +275,9 @@ def translate(exc: Exception, *, what: str) -> VendingError:
         )
     if isinstance(exc, HttpResponseError):
         code, message = _code_and_message(exc)
+        error = getattr(exc, "error", None)
+        if code.lower() in WRAPPERS and getattr(error, "details", None):
+            return classify_wrapped(ErrorDetail.of(error), what=what, status=exc.status_code)
         return classify(code, message, what=what, status=exc.status_code, retry_after=_retry_after(exc))
     name = type(exc).__name__
     if name in ("ValidationException", "UserErrorException"):

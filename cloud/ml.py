@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud.clients import Clients
-from cloud.common import Timing, call, get_or_none, progress, state_of
-from cloud.errors import classify
+from cloud.common import TRANSITIONAL, Timing, call, get_or_none, progress, state_of
+from cloud.errors import ErrorDetail, classify_wrapped
 from engine.ports import StepContext
-from models.errors import PermanentError
+from models.errors import PermanentError, VendingError
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.plan import Step
 
+FAILED = {"failed", "canceled"}
 RUNNING_DEPLOYMENT = {"accepted", "running", "created", "creating", "updating", "waiting", "validating", "deploying"}
 
 
@@ -50,13 +51,10 @@ def _recent_deployments(step: Step, ctx: StepContext, clients: Clients) -> list[
     return found
 
 
-def _deployment_error(deployment: Any, what: str) -> Exception:
+def deployment_error(deployment: Any, what: str) -> VendingError:
+    """Classify a failed deployment by the innermost error ARM wrapped (DeploymentFailed > Conflict > RP JSON)."""
     error = getattr(deployment.properties, "error", None)
-    details = list(getattr(error, "details", None) or [])
-    root = details[0] if details else error
-    code = getattr(root, "code", None) or "DeploymentFailed"
-    message = getattr(root, "message", None) or "the deployment failed without details"
-    return classify(code, message, what=what)
+    return classify_wrapped(ErrorDetail.of(error) if error is not None else None, what=what)
 
 
 def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
@@ -80,7 +78,14 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
     if latest_state in RUNNING_DEPLOYMENT:
         return Wait(timing.poll_s, f"{what} is being deployed ({latest.name})")  # type: ignore[union-attr]
     workspace = get_or_none(f"reading {what}", lambda: ml.workspaces.get(step.resource_name))
-    if workspace is not None and latest_state != "failed":
+    # After a failed deployment an existing workspace's own state decides (azure-ai-ml updates an existing
+    # workspace in place, without a new deployment): healthy is done, Failed is applied again.
+    arm_state = (
+        _provisioning_state(step, ctx, clients, what) if workspace is not None and latest_state == "failed" else ""
+    )
+    if arm_state.lower() in TRANSITIONAL:
+        return Wait(timing.poll_s, f"{what} is {arm_state}")
+    if workspace is not None and arm_state.lower() not in FAILED:
         if not _same_id(workspace.storage_account, linked["storage"]):
             return Fail(
                 f"{what} already exists and is linked to storage account {workspace.storage_account}, not "
@@ -103,14 +108,22 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
             }
         )
     tags = dict(spec["tags"])
+    again: Retry | None = None
     if latest_state == "failed":
-        error = _deployment_error(latest, f"deploying {what}")
+        error = deployment_error(latest, f"deploying {what}")
         soft_deleted = "soft-deleted workspace" in str(error).lower()
         if soft_deleted and spec.get("on_soft_deleted") == "purge":
-            _purge_workspace(step, ctx, clients)
+            purging = _purge_workspace(step, ctx, clients, timing)
+            if purging is not None:
+                return purging
             tags["vending-soft-delete"] = "purged"
         elif isinstance(error, PermanentError):
             return Fail(str(error), "WorkspaceSoftDeleted" if soft_deleted else error.code)
+        else:
+            # Deploying again is a retry: the engine counts it against the step's retry budget, so a failure
+            # that keeps coming back fails the step after that many deployments, not after hours of them.
+            after = getattr(error, "retry_after_s", None) or timing.poll_s
+            again = Retry(after, f"{error} (deployed again)", getattr(error, "code", "Transient"))
         # Transient, or purged: deploy again below.
     desired = Workspace(
         name=step.resource_name,
@@ -128,25 +141,69 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         system_datastores_auth_mode=spec.get("system_datastores_auth_mode"),
     )
     call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
-    return Wait(timing.poll_s, f"{what} deployment started")
+    return again or Wait(timing.poll_s, f"{what} deployment started")
 
 
-def _purge_workspace(step: Step, ctx: StepContext, clients: Clients) -> None:
-    """Delete a soft-deleted workspace for good (forceToPurge), so that its name can be used again."""
+def _provisioning_state(step: Step, ctx: StepContext, clients: Clients, what: str) -> str:
+    """Read the workspace's provisioningState as ARM reports it (azure-ai-ml's Workspace does not carry it).
+
+    Workspaces_Get, specification/machinelearningservices/resource-manager/Microsoft.MachineLearningServices/
+    stable/2024-04-01/workspaceRP.json.
+    """
+    ops = clients.resources(ctx.names.subscription_id).resources
+    found = get_or_none(f"reading {what}", lambda: ops.get_by_id(step.resource_id, api_version="2024-04-01"))
+    return state_of(found) if found is not None else ""
+
+
+def _purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Wait | None:
+    """Delete a soft-deleted workspace for good (forceToPurge); Wait while the purge runs, None once it is done.
+
+    Workspaces_Delete is a long-running operation answering 200, 202 or 204, with no
+    x-ms-long-running-operation-options, so a 202 is followed through its Azure-AsyncOperation (else its
+    Location), as ARM's default for DELETE says (specification/machinelearningservices/resource-manager/
+    Microsoft.MachineLearningServices/stable/2024-04-01/workspaceRP.json). Nothing is kept between attempts:
+    the next attempt sends the DELETE again, which answers 202 while the purge runs and 204 once it is gone.
+    """
     from azure.core.rest import HttpRequest
 
+    what = f"purging the soft-deleted workspace '{step.resource_name}'"
     arm = clients.resources(ctx.names.subscription_id)
     url = f"{clients.endpoint.arm_url.rstrip('/')}{step.resource_id}?api-version=2024-04-01&forceToPurge=true"
-    response = call(
-        f"purging the soft-deleted workspace '{step.resource_name}'",
-        lambda: arm.send_request(HttpRequest("DELETE", url)),
-    )
+    response = call(what, lambda: arm.send_request(HttpRequest("DELETE", url)))
     if response.status_code >= 400:
         raise PermanentError(
-            f"purging the soft-deleted workspace '{step.resource_name}' failed with HTTP {response.status_code}; "
+            f"{what} failed with HTTP {response.status_code}; "
             "purge it in the portal (Azure Machine Learning, recently deleted), then submit again.",
             code="WorkspacePurgeFailed",
         )
+    if response.status_code != 202:
+        return None
+    monitor = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
+    retry_after = _seconds(response.headers.get("Retry-After"), timing.poll_s)
+    if not monitor:
+        return Wait(retry_after, f"{what}: Azure accepted it")
+    status = call(what, lambda: arm.send_request(HttpRequest("GET", monitor)))
+    if status.status_code == 202:
+        return Wait(_seconds(status.headers.get("Retry-After"), retry_after), f"{what}: still running")
+    doc = status.json() if status.content else {}
+    state = str(doc.get("status", "Succeeded")) if isinstance(doc, dict) else "Succeeded"
+    if state.lower() in ("failed", "canceled"):
+        detail = ErrorDetail.from_json(doc) or ErrorDetail("PurgeFailed", "no error was given")
+        raise PermanentError(
+            f"{what} ended {state}: {detail.code}: {detail.message}. "
+            "Purge it in the portal (Azure Machine Learning, recently deleted), then submit again.",
+            code="WorkspacePurgeFailed",
+        )
+    if state.lower() != "succeeded":
+        return Wait(_seconds(status.headers.get("Retry-After"), retry_after), f"{what}: {state}")
+    return None
+
+
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        return float(value) if value else default
+    except ValueError:
+        return default
 
 
 def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
@@ -200,6 +257,11 @@ def _existing_compute(ml: Any, step: Step, what: str, timing: Timing, desired: C
     if current is None:
         call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired()))
         return Wait(timing.poll_s, f"{what} is being created")
+    state = state_of({"provisioningState": current.provisioning_state})
+    if state.lower() in FAILED:
+        # A Failed compute stays Failed until it is applied again; each time costs one retry of the step.
+        call(f"applying {what} again", lambda: ml.compute.begin_create_or_update(desired()))
+        return Retry(timing.poll_s, f"{what} was in state {state}; applied it again", "ResourceFailed")
     if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
         return waiting
     return _size_changed(current, step.spec, what) or current

@@ -23,6 +23,10 @@ from emulator.state import Config, EmulatorState, parse_path
 log = logging.getLogger(__name__)
 
 OPERATIONS = "/providers/Microsoft.Emulator/operations/"
+PURGE_VAULT = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.keyvault/locations/[^/]+/deletedvaults/(?P<name>[^/]+)/purge$",
+    re.IGNORECASE,
+)
 
 
 def cloud_metadata(base_url: str) -> dict[str, Any]:
@@ -115,6 +119,11 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                     await asyncio.sleep(fault.delay_s)
                 retry = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s is not None else {}
                 raise ArmError(fault.status, fault.code, fault.message, retry)
+            if method == "POST" and (purge := PURGE_VAULT.match(path.rstrip("/"))):
+                # DeletedVaults_PurgeDeleted: a long-running POST, 202 with Location and Retry-After (see state.py).
+                lro = op_headers(purge["sub"], state.purge_vault(purge["sub"], purge["name"]))
+                lro.pop("Azure-AsyncOperation")
+                return Response(status_code=202, headers={**headers, **lro})
             special = _special(path, method, raw, request)
             if special is not None:
                 return JSONResponse(special[1], status_code=special[0], headers=headers)
@@ -144,14 +153,7 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                     payload = json.loads(raw or b"{}")
                 except json.JSONDecodeError as exc:
                     raise ArmError(400, "InvalidRequestContent", f"The request content was invalid: {exc}") from exc
-                if method == "PATCH":
-                    current = state.get(p)
-                    payload = {
-                        **current,
-                        **payload,
-                        "properties": {**current.get("properties", {}), **payload.get("properties", {})},
-                    }
-                status, body, op = state.put(p, payload)
+                status, body, op = state.patch(p, payload) if method == "PATCH" else state.put(p, payload)
                 rtype = TYPES.get(p.type.lower())
                 if op and rtype is not None and rtype.location_lro and status == 201:
                     return Response(status_code=202, headers={**headers, **op_headers(p.subscription, op)})
@@ -160,8 +162,12 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                     headers.pop("Location", None)
                 return JSONResponse(body, status_code=status, headers=headers)
             if method == "DELETE":
-                purge = request.query_params.get("forceToPurge", "").lower() == "true"
-                return Response(status_code=state.delete(p, purge=purge), headers=headers)
+                if request.query_params.get("forceToPurge", "").lower() == "true":
+                    status, op = state.purge_workspace(p)
+                    return Response(
+                        status_code=status, headers={**headers, **(op_headers(p.subscription, op) if op else {})}
+                    )
+                return Response(status_code=state.delete(p), headers=headers)
             if method == "POST":
                 raise ArmError(
                     400, "UnsupportedAction", f"The emulator does not serve the action '{path.rsplit('/', 1)[-1]}'."
@@ -201,9 +207,6 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
             r"^/subscriptions/[^/]+/providers/microsoft\.keyvault/locations/[^/]+/deletedvaults/([^/]+)(/purge)?$", low
         ):
             name = path.rstrip("/").split("/")[-2 if m.group(2) else -1]
-            if m.group(2) and method == "POST":
-                state.purge_vault(sub_id, name)
-                return 200, {}
             found = state.deleted_vaults(sub_id, name)
             if not found:
                 raise ArmError(404, "ResourceNotFound", f"The deleted vault '{name}' was not found.")

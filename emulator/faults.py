@@ -2,7 +2,9 @@
 
 A rule matches calls by resource type, method and name, and fires on a schedule (skip the first
 N matches, then every Nth, at most `times` times). It answers with an ARM error (status, code,
-message, Retry-After), or, with `latency_s`, makes a matching create slow instead of failing it.
+message, Retry-After); with `latency_s` it makes a matching create slow instead, and with
+`provisioning_state: Failed` it accepts a matching create and lets it end Failed (an asynchronous
+failure: the PUT succeeds, the operation and the resource's provisioningState end Failed).
 Rules come from a JSON or YAML file (`VENDING_EMULATOR_FAULTS`) or from `PUT /_emulator/faults`.
 """
 
@@ -12,7 +14,7 @@ import fnmatch
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,10 +35,24 @@ class Fault(BaseModel):
     message: str = "The server encountered an internal error. Please retry the request."
     retry_after_s: int | None = Field(None, ge=0)
     latency_s: float | None = Field(None, ge=0, description="Instead of an error: make a matching create this slow.")
+    provisioning_state: Literal["Failed"] | None = Field(
+        None,
+        description="Instead of an error: accept a matching create, then let it end in this provisioning state "
+        "(code and message become the operation's error).",
+    )
     delay_s: float = Field(0.0, ge=0, le=120, description="Wait this long before answering (timeouts).")
     skip: int = Field(0, ge=0, description="Let this many matching calls through first.")
     every: int = Field(1, ge=1, description="Then fire on every Nth matching call.")
     times: int | None = Field(1, ge=1, description="Fire at most this many times (null: no limit).")
+
+    @property
+    def kind(self) -> Literal["error", "slow", "failed"]:
+        """Say what the rule does: answer with an error, slow a create down, or let a create end Failed."""
+        if self.latency_s is not None:
+            return "slow"
+        if self.provisioning_state is not None:
+            return "failed"
+        return "error"
 
 
 class FaultPlan:
@@ -56,11 +72,20 @@ class FaultPlan:
             self.matched = [0] * len(faults)
             self.fired = [0] * len(faults)
 
-    def check(self, *, rtype: str, method: str, name: str | None, slow_only: bool = False) -> Fault | None:
-        """Return the first rule that fires for this call (and count it), or None."""
+    def check(
+        self,
+        *,
+        rtype: str,
+        method: str,
+        name: str | None,
+        slow_only: bool = False,
+        kind: Literal["error", "slow", "failed"] | None = None,
+    ) -> Fault | None:
+        """Return the first rule of this kind (an error by default) that fires for this call (and count it), or None."""
+        wanted = kind or ("slow" if slow_only else "error")
         with self._lock:
             for i, f in enumerate(self.faults):
-                if (f.latency_s is not None) != slow_only:
+                if f.kind != wanted:
                     continue
                 if f.method not in ("*", method.upper()):
                     continue

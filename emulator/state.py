@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http
 import json
 import re
 import secrets
@@ -60,7 +61,44 @@ CREATE TABLE IF NOT EXISTS operations (
     ready REAL NOT NULL,
     error TEXT
 );
+CREATE TABLE IF NOT EXISTS purges (
+    key TEXT PRIMARY KEY,
+    op TEXT NOT NULL,
+    ready REAL NOT NULL
+);
 """
+
+# ARM's words for a resource that failed after its PUT was accepted, and for a failed deployment.
+# Source: Microsoft Learn, "Troubleshoot common Azure deployment errors" (DeploymentFailed,
+# ResourceDeploymentFailure) and the Microsoft.Resources deployments spec, api-version 2020-06-01 (what
+# azure-ai-ml sends): DeploymentPropertiesExtended.error is an ErrorResponse with nested `details`.
+DEPLOYMENT_FAILED = (
+    "At least one resource deployment operation failed. Please list deployment operations for details. "
+    "Please see https://aka.ms/arm-deployment-operations for usage details."
+)
+TERMINAL_FAILED = "The resource operation completed with terminal provisioning state 'Failed'."
+
+
+def _status_name(status: int) -> str:
+    """Return the HTTP status as ARM names it in a deployment's error details ('Conflict', 'BadRequest')."""
+    try:
+        return http.HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
+    except ValueError:
+        return str(status)
+
+
+def _wrapped_sync_error(exc: ArmError) -> dict[str, Any]:
+    """Wrap a resource provider's refusal the way ARM puts it in a deployment: status name, RP body as text."""
+    return {"code": _status_name(exc.status), "message": json.dumps(exc.body(), indent=2)}
+
+
+def _wrapped_async_error(rp_error: dict[str, Any]) -> dict[str, Any]:
+    """Wrap a create that ended Failed: ResourceDeploymentFailure, the operation's status document as text."""
+    status = {
+        "status": "Failed",
+        "error": {"code": "ResourceDeploymentFailure", "message": TERMINAL_FAILED, "details": [rp_error]},
+    }
+    return {"code": "Conflict", "message": json.dumps(status, indent=2)}
 
 
 # Azure AI Administrator, the role Azure gives a new workspace's identity on its resource group:
@@ -147,6 +185,27 @@ def parse_path(path: str) -> ArmPath:
     return ArmPath(sub, rg, rtype, name, parent, rid)
 
 
+def _vault_immutables(old: dict[str, Any], new: dict[str, Any], name: str | None) -> None:
+    """Refuse a PUT or PATCH that changes what a key vault keeps for good once created.
+
+    "Once set, the retention policy interval cannot be changed", and purge protection cannot be turned
+    off once on (Microsoft Learn, "Azure Key Vault soft-delete overview"); softDeleteRetentionInDays
+    defaults to 90 (VaultProperties, specification/keyvault/resource-manager/Microsoft.KeyVault/KeyVault/
+    models.tsp, api-version 2026-05-15 as azure-mgmt-keyvault 14.1 sends). The wording is the emulator's.
+    """
+    before, after = old.get("properties") or {}, new.get("properties") or {}
+    retention = before.get("softDeleteRetentionInDays", 90)
+    if "softDeleteRetentionInDays" in after and after["softDeleteRetentionInDays"] != retention:
+        raise ArmError(
+            400,
+            "BadRequest",
+            f"The property 'softDeleteRetentionInDays' of vault '{name}' is {retention} and cannot be changed "
+            "once the vault exists.",
+        )
+    if before.get("enablePurgeProtection") and after.get("enablePurgeProtection") is False:
+        raise ArmError(400, "BadRequest", f"Purge protection is enabled on vault '{name}' and cannot be turned off.")
+
+
 @dataclass
 class Config:
     """How the emulated cloud behaves; tests and the devhost change it at run time."""
@@ -196,10 +255,9 @@ class EmulatorState:
         return self.db.conn().execute("SELECT * FROM resources WHERE key = ?", (key.lower(),)).fetchone()
 
     def _state(self, row: Any, now: float) -> str:
-        if row["error"]:
-            return "Failed"
+        # A create that is to fail (fault rule `provisioning_state: Failed`) runs like any other, then ends Failed.
         if now >= row["ready"]:
-            return "Succeeded"
+            return "Failed" if row["error"] else "Succeeded"
         return str(row["state"])
 
     def _view(self, row: Any, now: float) -> dict[str, Any]:
@@ -343,7 +401,24 @@ class EmulatorState:
 
     # ----- writes ---------------------------------------------------------------------------
 
-    def put(self, p: ArmPath, body: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
+    def patch(self, p: ArmPath, body: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
+        """Update a resource in place: given top-level fields replace, `properties` merge (one level)."""
+        self.get(p)  # 404 when there is no such resource
+        row = self._row(p.key)
+        stored = json.loads(row["body"])
+        merged = {
+            **stored,
+            **{k: v for k, v in body.items() if k != "properties"},
+            "properties": {**(stored.get("properties") or {}), **(body.get("properties") or {})},
+        }
+        # Vaults_Update is synchronous (ArmCustomPatchSync: 200 or 201), specification/keyvault/resource-manager/
+        # Microsoft.KeyVault/KeyVault/Vault.tsp, api-version 2026-05-15: the vault is updated when it answers.
+        sync = p.type.lower() == "microsoft.keyvault/vaults"
+        return self.put(p, merged, synchronous=sync)
+
+    def put(
+        self, p: ArmPath, body: dict[str, Any], *, synchronous: bool = False
+    ) -> tuple[int, dict[str, Any], str | None]:
         """Create or update a resource; return (status, resource view, async operation id or None)."""
         rtype = TYPES.get(p.type.lower())
         if rtype is None or p.name is None:
@@ -356,8 +431,11 @@ class EmulatorState:
             raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
         validate(rtype.name, p.name, body)
         now = time.time()
-        slow = self.faults.check(rtype=rtype.name, method="PUT", name=p.name, slow_only=True)
+        slow = self.faults.check(rtype=rtype.name, method="PUT", name=p.name, kind="slow")
+        failing = self.faults.check(rtype=rtype.name, method="PUT", name=p.name, kind="failed") if rtype.lro else None
+        error = json.dumps({"code": failing.code, "message": failing.message}) if failing else None
         with self._lock, self.db.transaction() as conn:
+            self._settle_purges(conn, now)
             if rtype.name == "Microsoft.KeyVault/vaults":
                 recovered = self._vault_soft_delete(conn, p, body)
                 if recovered is not None:
@@ -391,7 +469,11 @@ class EmulatorState:
                         "names of this type are unique across Azure.",
                     )
             row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
-            latency = self.config.latency(rtype.name) if rtype.lro else 0.0
+            if rtype.name == "Microsoft.KeyVault/vaults" and row is not None:
+                _vault_immutables(json.loads(row["body"]), body, p.name)
+            if rtype.name == "Microsoft.Authorization/roleAssignments" and row is None:
+                self._role_assignment_exists(conn, p, body)
+            latency = self.config.latency(rtype.name) if rtype.lro and not synchronous else 0.0
             if slow is not None and rtype.lro:
                 latency = slow.latency_s or latency
             stored = {
@@ -401,9 +483,20 @@ class EmulatorState:
                 stored = _keep_default_flag(stored, row)
             if row is None:
                 conn.execute(
-                    "INSERT INTO resources (key, id, type, name, parent, body, created, ready, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (p.key, p.id, rtype.name, p.name, parent, json.dumps(stored), now, now + latency, "Creating"),
+                    "INSERT INTO resources (key, id, type, name, parent, body, created, ready, state, error)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        p.key,
+                        p.id,
+                        rtype.name,
+                        p.name,
+                        parent,
+                        json.dumps(stored),
+                        now,
+                        now + latency,
+                        "Creating",
+                        error,
+                    ),
                 )
                 self.creates[p.key] += 1
                 status = rtype.create_status
@@ -411,18 +504,21 @@ class EmulatorState:
                     self._workspace_made(conn, p, stored, now)
             else:
                 old = json.loads(row["body"])
-                if old == stored and not row["error"]:
+                # Sending a Failed resource again applies it again; an unchanged healthy one is left alone.
+                if old == stored and (not row["error"] or now < row["ready"]):
                     return 200, self._view(row, now), None
-                if rtype.lro and now < row["ready"] and not row["error"]:
+                if row["error"] and now >= row["ready"]:
+                    self._freeze_deployments(conn, row, now)
+                if rtype.lro and now < row["ready"]:
                     raise ArmError(
                         409,
                         "AnotherOperationInProgress",
                         f"Another operation on '{p.name}' is in progress; retry when it has finished.",
                     )
-                ready = max(row["ready"], now + latency) if rtype.lro else now
+                ready = max(row["ready"], now + latency) if rtype.lro and not synchronous else now
                 conn.execute(
-                    "UPDATE resources SET body = ?, ready = ?, state = ?, error = NULL WHERE key = ?",
-                    (json.dumps(stored), ready, "Updating", p.key),
+                    "UPDATE resources SET body = ?, ready = ?, state = ?, error = ? WHERE key = ?",
+                    (json.dumps(stored), ready, "Updating", error, p.key),
                 )
                 status = 200
             op = None
@@ -476,6 +572,73 @@ class EmulatorState:
                 conn.execute("DELETE FROM resources WHERE key = ?", (row["key"],))
         return 200 if doomed or purged else 204
 
+    def purge_workspace(self, p: ArmPath) -> tuple[int, str | None]:
+        """Answer `DELETE ...workspaces/{name}?forceToPurge=true`: (status, async operation id or None).
+
+        Workspaces_Delete is a long-running operation answering 200, 202 or 204 (204: "the machine learning
+        workspace does not exist"), specification/machinelearningservices/.../stable/2024-04-01/workspaceRP.json.
+        Purging a soft-deleted workspace answers 202 with an operation; the name stays held until it ends.
+        """
+        if p.type.lower() != "microsoft.machinelearningservices/workspaces":
+            return self.delete(p, purge=True), None
+        now = time.time()
+        with self._lock, self.db.transaction() as conn:
+            self._settle_purges(conn, now)
+            live = conn.execute("SELECT key FROM resources WHERE key = ?", (p.key,)).fetchone()
+            pending = conn.execute("SELECT op FROM purges WHERE key = ?", (p.key,)).fetchone()
+            held = conn.execute("SELECT key FROM deleted_workspaces WHERE key = ?", (p.key,)).fetchone()
+            if live is None and pending is not None:
+                return 202, str(pending["op"])  # asked again while it runs: the same operation
+            if live is None and held is None:
+                return 204, None
+            if live is None:
+                return 202, self._start_purge(conn, p.key, p.key, self.config.latency(p.type), now)
+        return self.delete(p, purge=True), None  # a live workspace is deleted for good at once
+
+    def _start_purge(self, conn: Any, key: str, resource_key: str, latency: float, now: float) -> str:
+        op = str(uuid.uuid4())
+        conn.execute("INSERT INTO purges (key, op, ready) VALUES (?, ?, ?)", (key, op, now + latency))
+        conn.execute(
+            "INSERT INTO operations (id, resource_key, ready) VALUES (?, ?, ?)", (op, resource_key, now + latency)
+        )
+        return op
+
+    def _settle_purges(self, conn: Any, now: float) -> None:
+        """Finish the purges whose time has come: the soft-deleted workspace or vault is gone, its name free."""
+        for r in conn.execute("SELECT key FROM purges WHERE ready <= ?", (now,)).fetchall():
+            if r["key"].startswith("vault:"):
+                conn.execute("DELETE FROM deleted_vaults WHERE name = ?", (r["key"][len("vault:") :],))
+            else:
+                conn.execute("DELETE FROM deleted_workspaces WHERE key = ?", (r["key"],))
+        conn.execute("DELETE FROM purges WHERE ready <= ?", (now,))
+
+    def _settle(self) -> None:
+        with self._lock, self.db.transaction() as conn:
+            self._settle_purges(conn, time.time())
+
+    # ----- role assignments -----------------------------------------------------------------
+
+    def _role_assignment_exists(self, conn: Any, p: ArmPath, body: dict[str, Any]) -> None:
+        """Refuse a second assignment of one role to one principal at one scope under another name.
+
+        ARM answers 409 RoleAssignmentExists, "The role assignment already exists." (Microsoft Learn,
+        "Troubleshoot Azure RBAC"; RoleAssignments_Create, specification/authorization/resource-manager/
+        Microsoft.Authorization/stable/2022-04-01/authorization-RoleAssignmentsCalls.json, what
+        azure-mgmt-authorization sends).
+        """
+        props = body.get("properties") or {}
+        role = str(props.get("roleDefinitionId", "")).lower().rstrip("/").rsplit("/", 1)[-1]
+        principal = str(props.get("principalId", "")).lower()
+        rows = conn.execute(
+            "SELECT body FROM resources WHERE parent = ? AND lower(type) = ?",
+            (p.parent_id.lower(), "microsoft.authorization/roleassignments"),
+        ).fetchall()
+        for r in rows:
+            other = json.loads(r["body"]).get("properties") or {}
+            other_role = str(other.get("roleDefinitionId", "")).lower().rstrip("/").rsplit("/", 1)[-1]
+            if other_role == role and str(other.get("principalId", "")).lower() == principal:
+                raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.")
+
     # ----- soft-delete ----------------------------------------------------------------------
 
     def _workspace_soft_delete(self, conn: Any, p: ArmPath, body: dict[str, Any]) -> None:
@@ -494,6 +657,7 @@ class EmulatorState:
 
     def soft_deleted_workspaces(self) -> list[str]:
         """Return the ids of soft-deleted workspaces."""
+        self._settle()
         return [
             r["id"] for r in self.db.conn().execute("SELECT id FROM deleted_workspaces ORDER BY deleted").fetchall()
         ]
@@ -526,6 +690,7 @@ class EmulatorState:
 
     def deleted_vaults(self, subscription: str, name: str | None = None) -> list[dict[str, Any]]:
         """Return soft-deleted vaults (all, or the one with this name), as ARM shows them."""
+        self._settle()
         rows = self.db.conn().execute("SELECT * FROM deleted_vaults ORDER BY deleted").fetchall()
         out = []
         for r in rows:
@@ -555,8 +720,13 @@ class EmulatorState:
             )
         return out
 
-    def purge_vault(self, subscription: str, name: str) -> None:
-        """Purge a soft-deleted vault (refused while purge protection holds it)."""
+    def purge_vault(self, subscription: str, name: str) -> str:
+        """Start purging a soft-deleted vault (refused while purge protection holds it); return the operation id.
+
+        DeletedVaults_PurgeDeleted is a long-running POST answering 200, or 202 with Location and Retry-After
+        (specification/keyvault/resource-manager/Microsoft.KeyVault/KeyVault/DeletedVault.tsp, api-version
+        2026-05-15 as azure-mgmt-keyvault 14.1 sends): the vault stays listed as deleted until the purge ends.
+        """
         found = self.deleted_vaults(subscription, name)
         if not found:
             raise ArmError(404, "ResourceNotFound", f"The deleted vault '{name}' was not found.")
@@ -567,11 +737,17 @@ class EmulatorState:
                 f"Operation 'DeletedVaultPurge' is not allowed for '{name}': purge protection is enabled; the name is "
                 "held until the scheduled purge date.",
             )
+        now = time.time()
         with self._lock, self.db.transaction() as conn:
-            conn.execute("DELETE FROM deleted_vaults WHERE name = ?", (name.lower(),))
+            pending = conn.execute("SELECT op FROM purges WHERE key = ?", (f"vault:{name.lower()}",)).fetchone()
+            if pending is not None:
+                return str(pending["op"])  # asked again while it runs: the same operation
+            latency = self.config.latency("Microsoft.KeyVault/vaults")
+            return self._start_purge(conn, f"vault:{name.lower()}", f"purge:vault:{name.lower()}", latency, now)
 
     def name_available(self, rtype: str, name: str) -> dict[str, Any]:
         """Answer checkNameAvailability for storage accounts and key vaults."""
+        self._settle()
         t = TYPES[rtype.lower()]
         rule = NAME_RULES.get(t.name.lower())
         if rule and not re.match(rule[0], name):
@@ -865,10 +1041,13 @@ class EmulatorState:
             if state == "Failed":
                 doc["error"] = view["properties"].get("error")
             return doc
+        self._settle()
+        if now < row["ready"]:
+            return {"id": op_id, "name": op_id, "status": "InProgress"}
         if row["error"] or (res is not None and res["error"]):
             err = json.loads(row["error"] or res["error"])
             return {"id": op_id, "name": op_id, "status": "Failed", "error": err}
-        return {"id": op_id, "name": op_id, "status": "Succeeded" if now >= row["ready"] else "InProgress"}
+        return {"id": op_id, "name": op_id, "status": "Succeeded"}
 
     # ----- deployments ----------------------------------------------------------------------
 
@@ -898,18 +1077,25 @@ class EmulatorState:
         except templates.TemplateError as exc:
             raise ArmError(400, "InvalidTemplate", f"Deployment template validation failed: {exc}") from exc
         now = time.time()
-        results = []
+        results: list[dict[str, Any]] = []
         for res in planned:
+            target = parse_path(res.id)
             try:
-                status, _, _ = self.put(parse_path(res.id), res.body)
+                # The resource provider answers the deployment as it would a direct PUT, fault rules included.
+                fault = self.faults.check(rtype=res.type, method="PUT", name=target.name)
+                if fault is not None:
+                    raise ArmError(fault.status, fault.code, fault.message)
+                status, _, _ = self.put(target, res.body)
                 results.append({"id": res.id, "type": res.type, "statusCode": "Created" if status == 201 else "OK"})
             except ArmError as exc:
+                # ARM keeps the RP's status name as the code and the RP's response body, as text, as the message.
                 results.append(
                     {
                         "id": res.id,
                         "type": res.type,
-                        "statusCode": "Conflict" if exc.status == 409 else "BadRequest",
-                        "error": exc.body()["error"],
+                        "statusCode": _status_name(exc.status),
+                        "error": _wrapped_sync_error(exc),
+                        "statusMessage": exc.body(),
                     }
                 )
         ready = now
@@ -920,11 +1106,7 @@ class EmulatorState:
         failed = [r for r in results if "error" in r]
         error = None
         if failed:
-            error = {
-                "code": "DeploymentFailed",
-                "message": "At least one resource deployment operation failed. Please list deployment operations for details.",
-                "details": [r["error"] for r in failed],
-            }
+            error = {"code": "DeploymentFailed", "message": DEPLOYMENT_FAILED, "details": [r["error"] for r in failed]}
         stored = {
             "properties": {
                 "mode": props.get("mode", "Incremental"),
@@ -958,9 +1140,54 @@ class EmulatorState:
             row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
         return (200 if existed else 201), self._view(row, now), op
 
+    def _freeze_deployments(self, conn: Any, failed: Any, now: float) -> None:
+        """Keep the failure in the deployments that created a Failed resource, before it is applied again."""
+        group = failed["key"].split("/providers/", 1)[0]
+        rows = conn.execute(
+            "SELECT * FROM resources WHERE parent = ? AND lower(type) = ? AND error IS NULL",
+            (group, "microsoft.resources/deployments"),
+        ).fetchall()
+        for d in rows:
+            operations = json.loads(d["body"])["properties"]["operations"]
+            if now < d["ready"] or not any(str(o["id"]).lower() == failed["key"] for o in operations):
+                continue
+            rp_error = json.loads(failed["error"])
+            for o in operations:
+                if str(o["id"]).lower() == failed["key"]:
+                    o.update({"statusCode": "Conflict", "asyncError": rp_error})
+            body = json.loads(d["body"])
+            body["properties"]["operations"] = operations
+            error = {
+                "code": "DeploymentFailed",
+                "message": DEPLOYMENT_FAILED,
+                "details": [_wrapped_async_error(rp_error)],
+            }
+            conn.execute(
+                "UPDATE resources SET body = ?, error = ? WHERE key = ?",
+                (json.dumps(body), json.dumps(error), d["key"]),
+            )
+
+    def _async_failures(self, operations: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Return, per resource whose create was accepted but ended Failed, its RP error (code and message)."""
+        out = []
+        for r in operations:
+            if "asyncError" in r:  # kept when the resource was applied again
+                out.append({"id": r["id"], "error": r["asyncError"]})
+                continue
+            res = self._row(r["id"]) if "error" not in r else None
+            if res is not None and res["error"] and self._state(res, now) == "Failed":
+                out.append({"id": r["id"], "error": json.loads(res["error"])})
+        return out
+
     def _deployment_view(self, row: Any, body: dict[str, Any], now: float) -> dict[str, Any]:
         props = body["properties"]
-        if row["error"]:
+        error = json.loads(row["error"]) if row["error"] else None
+        if error is None and now >= row["ready"]:
+            late = self._async_failures(props["operations"], now)
+            if late:
+                details = [_wrapped_async_error(f["error"]) for f in late]
+                error = {"code": "DeploymentFailed", "message": DEPLOYMENT_FAILED, "details": details}
+        if error is not None:
             state = "Failed"
         elif now >= row["ready"]:
             state = "Succeeded"
@@ -981,8 +1208,8 @@ class EmulatorState:
                 "outputResources": [{"id": r["id"]} for r in props["operations"] if "error" not in r],
             },
         }
-        if row["error"]:
-            view["properties"]["error"] = json.loads(row["error"])
+        if error is not None:
+            view["properties"]["error"] = error
         return view
 
     def deployment_operations(self, p: ArmPath) -> list[dict[str, Any]]:
@@ -992,9 +1219,15 @@ class EmulatorState:
             raise ArmError(404, "DeploymentNotFound", f"Deployment '{p.name}' could not be found.")
         now = time.time()
         out = []
-        for r in json.loads(row["body"])["properties"]["operations"]:
+        operations = json.loads(row["body"])["properties"]["operations"]
+        late = {f["id"]: f["error"] for f in self._async_failures(operations, now)}
+        for r in operations:
             res = self._row(r["id"])
-            state = "Failed" if "error" in r else (self._state(res, now) if res is not None else "Failed")
+            state = (
+                "Failed"
+                if "error" in r or r["id"] in late
+                else (self._state(res, now) if res is not None else "Failed")
+            )
             op_id = stable_uuid("op", p.id, r["id"])[:16].upper()
             entry: dict[str, Any] = {
                 "id": f"{p.id}/operations/{op_id}",
@@ -1014,7 +1247,17 @@ class EmulatorState:
                 },
             }
             if "error" in r:
-                entry["properties"]["statusMessage"] = {"error": r["error"]}
+                entry["properties"]["statusMessage"] = r.get("statusMessage") or {"error": r["error"]}
+            elif r["id"] in late:
+                entry["properties"]["statusCode"] = "Conflict"
+                entry["properties"]["statusMessage"] = {
+                    "status": "Failed",
+                    "error": {
+                        "code": "ResourceDeploymentFailure",
+                        "message": TERMINAL_FAILED,
+                        "details": [late[r["id"]]],
+                    },
+                }
             out.append(entry)
         return out
 

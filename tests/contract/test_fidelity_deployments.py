@@ -1,0 +1,183 @@
+"""Failed workspace deployments read as ARM reports them, re-deployed only within the retry budget, and purges awaited.
+
+ARM wraps a resource provider's error: DeploymentFailed, then the RP's HTTP status name (Conflict,
+BadRequest) with the RP's JSON body as the message, or ResourceDeploymentFailure for a create that
+ended Failed (Microsoft Learn, "Troubleshoot common Azure deployment errors"; Microsoft.Resources
+deployments spec, api-version 2020-06-01 as azure-ai-ml sends).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from cloud.ml import deployment_error
+from cloud.provider import AzureProvider
+from emulator.faults import Fault
+from emulator.server import EmulatorServer
+from emulator.state import parse_path
+from engine.ports import StepContext
+from models.errors import PermanentError, TransientError
+from models.outcomes import Done, Fail, Retry, Wait
+from tests.conftest import ROOT, example
+from tests.contract.conftest import _plan, drive
+
+FIXTURES = ROOT / "tests" / "events" / "arm"
+WORKSPACES = "Microsoft.MachineLearningServices/workspaces"
+
+
+def _deployment(name: str) -> Any:
+    from azure.mgmt.resource.deployments.models import DeploymentExtended
+
+    return DeploymentExtended(json.loads((FIXTURES / name).read_text()))
+
+
+def _up_to(provider: AzureProvider, p: Any, last: str) -> dict[str, dict[str, Any]]:
+    outputs: dict[str, dict[str, Any]] = {}
+    for s in p.steps:
+        if s.id == last:
+            break
+        assert isinstance(drive(provider, p, s.id, outputs), Done), s.id
+    return outputs
+
+
+def _deployment_puts(emulator: EmulatorServer) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in emulator.state.requests
+        if r["method"] == "PUT" and "/microsoft.resources/deployments/" in r["path"].lower()
+    ]
+
+
+def _latest_deployment(emulator: EmulatorServer, p: Any) -> dict[str, Any]:
+    group = f"/subscriptions/{p.names.subscription_id}/resourceGroups/{p.names.resource_group}"
+    found = emulator.state.list_children(parse_path(f"{group}/providers/Microsoft.Resources/deployments"))
+    return found[-1]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "code"),
+    [
+        ("deployment-failed-conflict.json", "MissingSubscriptionRegistration"),  # a 409 the RP gave at once
+        ("deployment-failed-resource.json", "RequestDisallowedByPolicy"),  # a create that ended Failed
+    ],
+)
+def test_a_failed_deployment_is_read_to_its_innermost_error(fixture: str, code: str) -> None:
+    error = deployment_error(_deployment(fixture), "deploying workspace 'mlw-fixtures-test'")
+    assert isinstance(error, PermanentError), error  # 'Conflict' alone would read as transient
+    assert error.code == code and code in str(error)
+
+
+def test_a_permanent_refusal_inside_the_deployment_fails_at_once(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    p = _plan(example("cpu-small.json") | {"team": "dep-perm"})
+    outputs = _up_to(provider, p, "workspace")
+    emulator.state.requests.clear()
+    emulator.state.config.unregistered = ["microsoft.machinelearningservices"]
+    outcome = drive(provider, p, "workspace", outputs)
+    assert isinstance(outcome, Fail) and outcome.code == "MissingSubscriptionRegistration", outcome
+    assert len(_deployment_puts(emulator)) == 1  # never deployed again
+    error = _latest_deployment(emulator, p)["properties"]["error"]
+    assert error["code"] == "DeploymentFailed"
+    detail = error["details"][0]
+    assert detail["code"] == "Conflict"  # the RP's status, its body as text
+    assert json.loads(detail["message"])["error"]["code"] == "MissingSubscriptionRegistration"
+
+
+def test_a_transient_failure_is_deployed_again_as_a_counted_retry(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    p = _plan(example("cpu-small.json") | {"team": "dep-retry"})
+    outputs = _up_to(provider, p, "workspace")
+    emulator.state.requests.clear()
+    emulator.state.faults.replace(
+        [Fault(type=WORKSPACES, method="PUT", status=500, code="InternalServerError", message="RP hiccup.", times=1)]
+    )
+    outcome = drive(provider, p, "workspace", outputs, retry=False)
+    # A Retry, not a Wait: the engine counts it against step_max_retries, so re-deploys are bounded.
+    assert isinstance(outcome, Retry) and outcome.code == "InternalServerError", outcome
+    assert "RP hiccup" in outcome.error
+    assert len(_deployment_puts(emulator)) == 2  # the first one, and one more for this retry
+    assert isinstance(drive(provider, p, "workspace", outputs), Done)
+
+
+def test_a_create_that_ends_failed_is_a_resource_deployment_failure(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    p = _plan(example("cpu-small.json") | {"team": "dep-async"})
+    outputs = _up_to(provider, p, "workspace")
+    emulator.state.faults.replace(
+        [
+            Fault(
+                type=WORKSPACES,
+                method="PUT",
+                provisioning_state="Failed",
+                code="InternalServerError",
+                message="The workspace could not be provisioned.",
+                times=1,
+            )
+        ]
+    )
+    outcome = drive(provider, p, "workspace", outputs, retry=False)
+    assert isinstance(outcome, Retry) and "could not be provisioned" in outcome.error, outcome
+    deployments = [d for d in _all_deployments(emulator, p) if d["properties"]["provisioningState"] == "Failed"]
+    detail = deployments[0]["properties"]["error"]["details"][0]
+    status = json.loads(detail["message"])
+    assert detail["code"] == "Conflict" and status["status"] == "Failed"
+    assert status["error"]["code"] == "ResourceDeploymentFailure"
+    assert status["error"]["details"][0]["code"] == "InternalServerError"
+    assert isinstance(drive(provider, p, "workspace", outputs), Done)
+
+
+def _all_deployments(emulator: EmulatorServer, p: Any) -> list[dict[str, Any]]:
+    group = f"/subscriptions/{p.names.subscription_id}/resourceGroups/{p.names.resource_group}"
+    return emulator.state.list_children(parse_path(f"{group}/providers/Microsoft.Resources/deployments"))
+
+
+def test_a_purge_is_waited_for_before_deploying_again(provider: AzureProvider, emulator: EmulatorServer) -> None:
+    from models.policy import WorkspacePolicy
+
+    p = _plan(example("cpu-small.json") | {"team": "dep-purge"}, workspace=WorkspacePolicy(on_soft_deleted="purge"))
+    outputs = _up_to(provider, p, "workspace")
+    assert isinstance(drive(provider, p, "workspace", outputs), Done)
+    ws_id = p.step("workspace").resource_id
+    emulator.state.delete(parse_path(ws_id))  # soft-deleted: the name is held
+    ctx = StepContext(request_id="r", names=p.names, attempt=1, dependency_outputs=outputs)
+    step = p.step("workspace")
+    emulator.state.config.latency_by_type = {WORKSPACES.lower(): 2.0}  # a purge that takes its time
+    try:
+        assert isinstance(provider.reconcile(step, ctx), Wait)  # the deployment fails on the soft-deleted name
+        emulator.state.requests.clear()
+        outcome = provider.reconcile(step, ctx)
+        assert isinstance(outcome, Wait) and "purg" in outcome.reason, outcome
+        assert not _deployment_puts(emulator)  # nothing deployed while the purge runs
+        assert ws_id in emulator.state.soft_deleted_workspaces()
+    finally:
+        emulator.state.config.latency_by_type = {}
+    done = drive(provider, p, "workspace", outputs)
+    assert isinstance(done, Done) and done.outputs["soft_delete_action"] == "purged"
+    assert ws_id not in emulator.state.soft_deleted_workspaces()
+
+
+def test_the_emulator_answers_a_purge_with_an_operation(emulator: EmulatorServer) -> None:
+    group = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-purge-op"
+    ws = parse_path(f"{group}/providers/{WORKSPACES}/mlw-purge-op")
+    emulator.state.put(parse_path(group), {"location": "westeurope"})
+    emulator.state.put(ws, {"location": "westeurope", "identity": {"type": "SystemAssigned"}, "properties": {}})
+    emulator.state.delete(ws)  # soft-deleted
+    status, op = emulator.state.purge_workspace(ws)
+    assert status == 202 and op is not None  # Workspaces_Delete: 200, 202 or 204
+    assert emulator.state.purge_workspace(ws) == (202, op)  # asked again while it runs: the same operation
+    assert emulator.state.operation(op)["status"] in ("InProgress", "Succeeded")
+
+
+def test_unwrapping_keeps_a_plain_conflict_transient() -> None:
+    from cloud.errors import ErrorDetail, classify_wrapped
+
+    busy = ErrorDetail(
+        "DeploymentFailed", "At least one resource deployment operation failed.", (ErrorDetail("Conflict", "busy"),)
+    )
+    assert isinstance(classify_wrapped(busy, what="deploying"), TransientError)
