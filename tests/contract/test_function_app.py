@@ -123,7 +123,7 @@ def test_http_through_the_asgi_function(function_app: ModuleType) -> None:
     accepted = json.loads(resp.get_body())
     assert resp.headers["location"].endswith(f"/api/workspaces/{accepted['id']}")
     view = json.loads(_http(function_app, "GET", f"/api/workspaces/{accepted['id']}").get_body())
-    assert view["status"] == "accepted" and len(view["steps"]) == 8
+    assert view["status"] == "accepted" and len(view["steps"]) == 10
     bad = _http(function_app, "POST", "/api/workspaces", example("bad-request.json"))
     assert bad.status_code == 422
     assert bad.headers["content-type"] == "application/problem+json"

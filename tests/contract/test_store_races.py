@@ -68,7 +68,7 @@ def test_many_requests_in_parallel_each_step_once_each_dependent_dispatched_once
             assert bus.sent[f"{rid}/{step.step_id}/1"] == 1, step.step_id  # the fan-in claim, sent once
     assert cloud.overlaps == []
     planned = sum(len(store.get_steps(rid)) for rid in ids)
-    assert planned == 12 * 14
+    assert planned == 12 * 17
     assert len(cloud.creates) == planned and set(cloud.creates.values()) == {1}
 
 

@@ -37,7 +37,7 @@ def test_a_request_reaches_succeeded_with_outputs_and_a_timeline(devhost: Devhos
     view = _wait(devhost, rid)
     assert view["status"] == "succeeded", view
     assert {s["status"] for s in view["steps"]} == {"succeeded"}
-    assert len(view["steps"]) == 14
+    assert len(view["steps"]) == 17
     ws_id = view["outputs"]["workspace_id"]
     assert ws_id.endswith("/providers/Microsoft.MachineLearningServices/workspaces/mlw-vision-test")
     assert view["outputs"]["config_json"] == {
@@ -55,7 +55,7 @@ def test_a_request_reaches_succeeded_with_outputs_and_a_timeline(devhost: Devhos
     names = [e["name"] for e in events]
     assert names[0] == "WorkspaceRequestAccepted"
     assert_closes_the_timeline(names, "WorkspaceProvisioned")
-    assert Counter(names)["WorkspaceStepSucceeded"] == 14
+    assert Counter(names)["WorkspaceStepSucceeded"] == 17
     # The same request again is refused: its workspace name is held by a live request.
     again = devhost.http.post("/api/workspaces", json=example("gpu-research.json"))
     assert again.status_code == 409 and again.json()["existing_id"] == rid

@@ -34,7 +34,7 @@ def test_a_request_is_provisioned_with_its_state_in_tables(tables_devhost: Devho
     rid = resp.json()["id"]
     view = _wait(tables_devhost, rid)
     assert view["status"] == "succeeded", view
-    assert len(view["steps"]) == 14 and {s["status"] for s in view["steps"]} == {"succeeded"}
+    assert len(view["steps"]) == 17 and {s["status"] for s in view["steps"]} == {"succeeded"}
     again = tables_devhost.http.post(
         "/api/workspaces", json=example("gpu-research.json"), headers={"Idempotency-Key": "tables-e2e-1"}
     )
@@ -49,7 +49,7 @@ def test_a_request_is_provisioned_with_its_state_in_tables(tables_devhost: Devho
     try:
         record = store.get_request(rid)
         assert record is not None and record.status.value == "succeeded"
-        assert len(store.get_steps(rid)) == 14 and len(store.list_events(rid)) == len(events)
+        assert len(store.get_steps(rid)) == 17 and len(store.list_events(rid)) == len(events)
     finally:
         store.close()
 
