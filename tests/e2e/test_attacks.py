@@ -258,7 +258,12 @@ def test_a_workspace_no_request_of_the_team_made_is_not_adopted(
         json={
             "location": "westeurope",
             "identity": {"type": "SystemAssigned"},
-            "properties": {"storageAccount": storage, "keyVault": vault, "applicationInsights": insights},
+            "properties": {
+                "storageAccount": storage,
+                "keyVault": vault,
+                "applicationInsights": insights,
+                "systemDatastoresAuthMode": "identity",  # the storage account allows no shared keys
+            },
         },
         headers={"Authorization": "Bearer someone-else"},
     )
