@@ -390,6 +390,23 @@ class Container:
         return self._get("submissions", build)  # type: ignore[no-any-return]
 
     @property
+    def plans(self) -> SubmissionLimit:
+        """Each principal's allowance of plans (each reads ARM for confinement), kept in the store like submissions."""
+
+        def build() -> SubmissionLimit:
+            from engine.chat import store_submission_limit
+
+            s = self.settings
+            return store_submission_limit(
+                self.store,
+                limit=s.plans_per_window,
+                window_s=s.submission_window_s,
+                bucket=lambda caller: f"plan:{caller.oid}",
+            )
+
+        return self._get("plans", build)  # type: ignore[no-any-return]
+
+    @property
     def audit(self) -> Audit:
         """Records every decision and operator action as a status event (engine/audit.py)."""
         return self._get("audit", lambda: Audit(self.events, clock=self.clock))  # type: ignore[no-any-return]

@@ -237,12 +237,13 @@ def store_submission_limit(
     limit: int = CHAT_SUBMISSIONS,
     window_s: float = CHAT_SUBMISSION_WINDOW_S,
     clock: Callable[[], float] = time.time,
+    bucket: Callable[[Caller], str] = submission_bucket,
 ) -> SubmissionLimit:
-    """Return a submission limit kept in the store, shared by every instance."""
+    """Return a submission limit kept in the store, shared by every instance; `bucket` names a caller's."""
 
     def take(caller: Caller) -> float | None:
         now = datetime.fromtimestamp(clock(), UTC)
-        return store.take(submission_bucket(caller), now=now, limit=limit, window_s=window_s)
+        return store.take(bucket(caller), now=now, limit=limit, window_s=window_s)
 
     return take
 

@@ -371,11 +371,20 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
             warnings=result.record.warnings,
         )
 
-    def too_many(c: Container, caller: Caller, team: str, wait: float, path: str) -> JSONResponse:
+    def too_many(
+        c: Container,
+        caller: Caller,
+        team: str,
+        wait: float,
+        path: str,
+        *,
+        what: str = "submissions",
+        allowed: int | None = None,
+    ) -> JSONResponse:
         s = c.settings
         reason = (
-            f"you have made {s.submissions_per_window} submissions in {s.submission_window_s:g} s, the most allowed; "
-            f"send this one again in {wait:.0f} s."
+            f"you have made {allowed or s.submissions_per_window} {what} in {s.submission_window_s:g} s, the most "
+            f"allowed; send this one again in {wait:.0f} s."
         )
         c.audit.decided(
             caller=caller,
@@ -384,7 +393,7 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
             team=team,
             door="rest",
         )
-        response = problem(429, "Too many submissions", detail=reason, instance=path, rule="SubmissionRateLimit")
+        response = problem(429, f"Too many {what}", detail=reason, instance=path, rule="SubmissionRateLimit")
         response.headers["Retry-After"] = _retry_after(wait)
         return response
 
@@ -500,9 +509,16 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         return OperatorResult(action="sweep", outcome=outcome, count=count)
 
     @api.post("/api/plan", response_model=PlanView, responses=PROBLEM_RESPONSES)
-    def plan_workspace(body: WorkspaceRequest, caller: CurrentCaller) -> PlanView:
+    def plan_workspace(body: WorkspaceRequest, request: Request, caller: CurrentCaller) -> PlanView | JSONResponse:
         """Show what a request for one of your teams would create (steps, dependencies, names); nothing is created."""
-        plan = container().intake.plan(request=body, caller=caller, source="rest")
+        c = container()
+        # A plan reads ARM (confinement): each principal has an allowance, as for submissions.
+        wait = c.plans(caller)
+        if wait is not None:
+            return too_many(
+                c, caller, body.team, wait, request.url.path, what="plans", allowed=c.settings.plans_per_window
+            )
+        plan = c.intake.plan(request=body, caller=caller, source="rest")
         return PlanView(
             names=plan.names,
             steps=[

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     submissions_per_window: int = Field(
         10, ge=1, le=1000, description="Submissions one principal may make per window, at every door together."
     )
+    plans_per_window: int = Field(
+        60,
+        ge=1,
+        le=1000,
+        description="Plans (POST /api/plan) one principal may ask for per submission window; each reads ARM.",
+    )
     submission_window_s: float = Field(600.0, gt=0, le=86400, description="The window of submissions_per_window.")
     dead_letter_replay_max_age_s: float = Field(
         7 * 86400.0,

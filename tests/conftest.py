@@ -138,7 +138,12 @@ def new_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Calla
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path, retry_base_s=0.0, retry_cap_s=0.0, sweep_grace_s=0.0, submissions_per_window=1000
+        data_dir=tmp_path,
+        retry_base_s=0.0,
+        retry_cap_s=0.0,
+        sweep_grace_s=0.0,
+        submissions_per_window=1000,
+        plans_per_window=1000,
     )
 
 

@@ -98,6 +98,28 @@ def test_a_body_over_the_limit_is_413_and_submissions_over_the_rate_are_429(
     assert second.json()["rule"] == "SubmissionRateLimit"
 
 
+def test_plans_read_arm_and_are_limited_per_principal_apart_from_submissions(
+    api: tuple[Container, httpx.Client],
+) -> None:
+    c, http = api
+    c.settings = c.settings.model_copy(update={"plans_per_window": 2})
+    c.swap(policy=c.policy)  # rebuild parts: the allowance reads the setting when it is built
+    alice, bob = bearer(c, "alice"), bearer(c, "bob")
+    body = example("cpu-small.json")
+    assert [http.post("/api/plan", json=body, headers=alice).status_code for _ in range(2)] == [200, 200]
+    third = http.post("/api/plan", json=body, headers=alice)
+    assert third.status_code == 429 and third.json()["title"] == "Too many plans", third.text
+    assert int(third.headers["retry-after"]) >= 1
+    # Another principal has an allowance of its own, and submitting is not planning.
+    churn = example("onboarding.json") | {"environment": "dev"}
+    churn.pop("environments", None)
+    churn.pop("kind", None)
+    churn.pop("cost_center", None)
+    churn["tags"] = {"cost-center": "CC-3310"}
+    assert http.post("/api/plan", json=churn, headers=bob).status_code == 200
+    assert http.post("/api/workspaces", json=body, headers=alice).status_code == 202
+
+
 class GraphWithoutPermissions:
     """Membership as Microsoft Graph answers an identity that was never granted its permissions."""
 

@@ -92,7 +92,8 @@ def started_devhost(data: Path, *, user: str | None = "admin", **extra_env: str)
         "VENDING_DATA_DIR": str(data),
         "VENDING_EMULATOR_LATENCY_S": "0.2",
         "VENDING_WORKERS": "8",
-        "VENDING_SUBMISSIONS_PER_WINDOW": "1000",  # the rate limit has tests of its own
+        "VENDING_SUBMISSIONS_PER_WINDOW": "1000",  # the rate limits have tests of their own
+        "VENDING_PLANS_PER_WINDOW": "1000",
         "PYTHONUNBUFFERED": "1",
         **extra_env,
     }
