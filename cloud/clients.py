@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import HTTPPolicy
+
+from cloud.throttle import CURRENT, Operation
 
 T = TypeVar("T")
 
@@ -50,6 +56,41 @@ def emulator_endpoint(url: str, ca_bundle: str) -> CloudEndpoint:
     return CloudEndpoint(url, ca_bundle, f"{EMULATOR_CLOUD}{port}")
 
 
+def operation_of(method: str) -> Operation:
+    """Say which of ARM's buckets an HTTP method draws from (GET/HEAD read, DELETE deletes, the rest write)."""
+    method = method.upper()
+    if method in ("GET", "HEAD"):
+        return "reads"
+    if method == "DELETE":
+        return "deletes"
+    return "writes"
+
+
+class RemainingBudgetPolicy(HTTPPolicy):  # type: ignore[type-arg]
+    """Pace calls by ARM's `x-ms-ratelimit-remaining-subscription-*` headers, before ARM throttles them.
+
+    Each response's remaining budget is recorded on the reconcile's `SubscriptionThrottle`; a call whose
+    budget is nearly spent waits (at most `max_pace_s`) for tokens to come back. A 429 that still
+    happens goes to `cloud.common.call`, which sets the subscription's cool-down from Retry-After.
+    Header names: Microsoft Learn, "Understand how Azure Resource Manager throttles requests".
+    """
+
+    def send(self, request: PipelineRequest) -> PipelineResponse:  # type: ignore[type-arg]
+        """Wait when the budget is low, send, and record what the response says is left."""
+        scope = CURRENT.get()
+        operation = operation_of(request.http_request.method)
+        if scope is not None:
+            wait = scope.throttle.pace_s(scope.subscription, operation)
+            if wait > 0:
+                time.sleep(wait)
+        response = self.next.send(request)
+        if scope is not None:
+            value = response.http_response.headers.get(f"x-ms-ratelimit-remaining-subscription-{operation}")
+            if value is not None and value.strip().lstrip("-").isdigit():
+                scope.throttle.observe(scope.subscription, operation, int(value))
+        return response
+
+
 class Clients:
     """Caches one client per (kind, subscription[, group, workspace])."""
 
@@ -87,6 +128,7 @@ class Clients:
             "base_url": self.endpoint.arm_url,
             "credential_scopes": [self.endpoint.scope],
             "retry_total": 0,
+            "per_call_policies": [RemainingBudgetPolicy()],
         }
         if self.endpoint.ca_bundle:
             kw["connection_verify"] = self.endpoint.ca_bundle
@@ -169,6 +211,7 @@ class Clients:
                 "enable_telemetry": False,
                 "show_progress": False,
                 "retry_total": 0,
+                "per_call_policies": [RemainingBudgetPolicy()],
                 **self.endpoint.ml_cloud_kwargs(),
             }
             if self.endpoint.ca_bundle:

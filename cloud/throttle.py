@@ -4,6 +4,12 @@ ARM's limits are per subscription (and per principal), so one step's 429 means e
 subscription should back off. A reconcile runs inside `subscription_scope`; every SDK call made
 through `cloud.common.call` takes a slot, and a 429 anywhere sets a cool-down that makes the next
 calls in that subscription answer Retry at once (with the time left) instead of calling ARM.
+
+Before it is throttled, a client paces itself by ARM's remaining-budget headers
+(`x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}`): `observe` records what a response
+said, and `pace_s` says how long to wait before the next call of that kind so that the budget does
+not run dry. Tokens come back at the rates Microsoft publishes ("Understand how Azure Resource
+Manager throttles requests": subscription reads refill 25 per second, writes and deletes 10).
 """
 
 from __future__ import annotations
@@ -14,19 +20,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Literal
 
 from models.errors import BackPressure
+
+Operation = Literal["reads", "writes", "deletes"]
+# Refill per second of ARM's subscription buckets (Microsoft Learn, "Understand how Azure Resource
+# Manager throttles requests", regional throttling and token bucket algorithm).
+ARM_REFILL_PER_S: dict[str, float] = {"reads": 25.0, "writes": 10.0, "deletes": 10.0}
 
 
 class SubscriptionThrottle:
     """Per-subscription concurrency caps and cool-downs, shared by every worker thread."""
 
-    def __init__(self, *, max_concurrent: int, default_cooldown_s: float = 5.0, wait_for_slot_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        default_cooldown_s: float = 5.0,
+        wait_for_slot_s: float = 30.0,
+        reserve: int = 5,
+        max_pace_s: float = 2.0,
+        refill_per_s: dict[str, float] | None = None,
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.default_cooldown_s = default_cooldown_s
         self.wait_for_slot_s = wait_for_slot_s
+        self.reserve = reserve  # tokens to keep in hand: calls slow down before the bucket is empty
+        self.max_pace_s = max_pace_s
+        self.refill_per_s = refill_per_s or ARM_REFILL_PER_S
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._cool_until: dict[str, float] = {}
+        self._budget: dict[tuple[str, str], tuple[int, float]] = {}  # (subscription, op) -> (remaining, seen at)
         self._lock = threading.Lock()
 
     def cooldown_left(self, subscription: str) -> float:
@@ -56,6 +81,30 @@ class SubscriptionThrottle:
             yield
         finally:
             sem.release()
+
+    def observe(self, subscription: str, operation: Operation, remaining: int) -> None:
+        """Record the remaining budget ARM reported for one kind of call in a subscription."""
+        with self._lock:
+            self._budget[(subscription.lower(), operation)] = (remaining, time.monotonic())
+
+    def pace_s(self, subscription: str, operation: Operation) -> float:
+        """Return how long to wait before the next call of this kind, so that `reserve` tokens stay in the bucket."""
+        with self._lock:
+            seen = self._budget.get((subscription.lower(), operation))
+            if seen is None:
+                return 0.0
+            remaining, at = seen
+            refill = self.refill_per_s.get(operation, 0.0)
+            expected = remaining + (time.monotonic() - at) * refill
+            if expected >= self.reserve:
+                return 0.0
+            if refill <= 0:
+                return self.max_pace_s
+            # Spend the reserve slowly: one token's worth of refill per call below it, until it is back.
+            wait = (self.reserve - expected) / refill
+            # Count the call about to be made, so concurrent callers do not all wait the same short time.
+            self._budget[(subscription.lower(), operation)] = (remaining - 1, at)
+            return min(wait, self.max_pace_s)
 
     def throttled(self, subscription: str, retry_after_s: float | None) -> None:
         """Note a 429: every call in the subscription waits for Retry-After (or the default)."""

@@ -66,6 +66,12 @@ def main() -> int:
         else f"Microsoft Entra ID ({auth.mode}, tenant {auth.tenant_id})"
     )
     faults = f"; faults from {s.emulator_faults}" if s.emulator_faults else ""
+    # What a data scientist's MLClient or az needs (docs/emulator.md, "Hand-off"): the URL and the CA.
+    trust = (
+        f"\n  emulator CA    {runtime.emulator.ca_file}   (bundle with public roots: {runtime.emulator.ca_bundle})"
+        if runtime.emulator is not None
+        else ""
+    )
     folder = s.data_dir.resolve()
     telemetry = (
         "Azure Monitor (APPLICATIONINSIGHTS_CONNECTION_STRING); also events.jsonl and the events API"
@@ -81,7 +87,7 @@ def main() -> int:
         f"""
 Workspace Vending devhost
   API            {base}/api   (docs: {base}/api/docs)
-  ARM emulator   {s.emulator_url or s.arm_endpoint}   (resources take {s.emulator_latency_s:g} s{faults})
+  ARM emulator   {s.emulator_url or s.arm_endpoint}   (resources take {s.emulator_latency_s:g} s{faults}){trust}
   state          {state}
   policy         {s.policy_file}
   workers        {s.workers} step workers, 2 onboarding workers, 2 notification workers

@@ -15,10 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from emulator.api_versions import ApiVersionGate
 from emulator.arm_errors import ArmError
 from emulator.faults import Fault
 from emulator.resources import TYPES
 from emulator.state import Config, EmulatorState, parse_path
+from emulator.throttling import RequestThrottle, Scope, ThrottlingConfig, operation_of, principal_of, throttled_error
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,19 @@ def _error(exc: ArmError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def build_app(state: EmulatorState, base_url: str) -> Starlette:
-    """Build the ASGI app serving `state` at `base_url`."""
+_SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
+
+
+def build_app(
+    state: EmulatorState,
+    base_url: str,
+    *,
+    throttle: RequestThrottle | None = None,
+    api_versions: ApiVersionGate | None = None,
+) -> Starlette:
+    """Build the ASGI app serving `state` at `base_url`, throttled as ARM throttles and refusing unpublished api-versions."""
+    throttle = throttle or RequestThrottle()
+    api_versions = api_versions or ApiVersionGate()
 
     def op_headers(sub: str, op: str) -> dict[str, str]:
         return {
@@ -71,11 +84,37 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
     async def config(request: Request) -> Response:
         if request.method == "PUT":
             data = await request.json()
+            if "throttling" in data:
+                try:
+                    # Merged into the current limits, so a test can change one bucket.
+                    merged = {**throttle.config.model_dump(), **data.pop("throttling")}
+                    throttle.configure(ThrottlingConfig.model_validate(merged))
+                except (ValueError, ValidationError, TypeError) as exc:
+                    return JSONResponse({"error": f"invalid throttling: {exc}"}, status_code=400)
             for key, value in data.items():
                 if not hasattr(state.config, key):
                     return JSONResponse({"error": f"unknown setting {key}"}, status_code=400)
                 setattr(state.config, key, value)
-        return JSONResponse(vars(state.config))
+        return JSONResponse({**vars(state.config), "throttling": throttle.config.model_dump()})
+
+    async def api_versions_seen(request: Request) -> Response:
+        return JSONResponse(api_versions.report())
+
+    def admit(path: str, method: str, authorization: str) -> tuple[dict[str, str], ArmError | None]:
+        """Take a token from the caller's bucket: the remaining-budget header, and the 429 when it is empty."""
+        m = _SUBSCRIPTION.match(path)
+        scope: Scope = "subscription" if m else "tenant"
+        scope_id = m.group(1) if m else state.config.tenant_id
+        principal = principal_of(authorization)
+        operation = operation_of(method)
+        admission = throttle.admit(scope=scope, scope_id=scope_id, principal=principal, operation=operation)
+        if admission is None:
+            return {}, None
+        if admission.retry_after_s is not None:
+            return {}, throttled_error(
+                admission, scope=scope, scope_id=scope_id, principal=principal, operation=operation
+            )
+        return {admission.header: str(admission.remaining)}, None
 
     async def faults(request: Request) -> Response:
         if request.method == "PUT":
@@ -97,6 +136,15 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
         method = request.method
         state.calls[method] += 1
         headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
+        authorization = request.headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            # ARM throttles before the request reaches the resource provider: a throttled call is not logged.
+            budget, refused = admit(path, method, authorization)
+            if refused is not None:
+                resp = _error(refused)
+                resp.headers.update(headers)
+                return resp
+            headers.update(budget)
         raw = await request.body() if method in ("PUT", "PATCH", "POST") else b""
         if method not in {"GET", "HEAD"} and OPERATIONS.lower() not in path.lower():
             try:
@@ -113,6 +161,7 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
                 raise ArmError(
                     400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required."
                 )
+            api_versions.check(path, request.query_params["api-version"], _location_of(raw))
             fault = _fault_for(path, method)
             if fault is not None:
                 if fault.delay_s:
@@ -240,9 +289,20 @@ def build_app(state: EmulatorState, base_url: str) -> Starlette:
             Route("/_emulator/config", config, methods=["GET", "PUT"]),
             Route("/_emulator/faults", faults, methods=["GET", "PUT"]),
             Route("/_emulator/requests", requests_log, methods=["GET", "DELETE"]),
+            Route("/_emulator/api-versions", api_versions_seen),
             Route("/{path:path}", arm, methods=["GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"]),
         ]
     )
+
+
+def _location_of(raw: bytes) -> str | None:
+    """Return the `location` of a request body, if it has one (for ARM's error messages)."""
+    try:
+        body = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return None
+    location = body.get("location") if isinstance(body, dict) else None
+    return location if isinstance(location, str) else None
 
 
 __all__ = ["Config", "EmulatorState", "build_app", "cloud_metadata"]

@@ -1,0 +1,166 @@
+"""ARM's request throttling in the emulator, and the provider pacing itself by the remaining-budget headers.
+
+Source of the rules: Microsoft Learn, "Understand how Azure Resource Manager throttles requests"
+(token bucket per subscription or tenant, per principal, per operation type; 250/25 reads, 200/10
+writes and deletes; `x-ms-ratelimit-remaining-*` headers; 429 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloud.clients import Clients, emulator_endpoint
+from cloud.common import Timing
+from cloud.credentials import EmulatorCredential
+from cloud.provider import AzureProvider
+from cloud.throttle import SubscriptionThrottle
+from emulator.server import EmulatorServer
+from emulator.state import Config
+from emulator.throttling import RequestThrottle, ThrottlingConfig
+from models.outcomes import Done, Retry, Wait
+from tests.conftest import example
+from tests.contract.conftest import SUB, _plan, drive
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_sessions_cloud_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `Clients` points process-wide variables (REQUESTS_CA_BUNDLE, azure-ai-ml's cloud) at the emulator
+    # it is given; this module's own emulators must not leave them pointing away from the session's.
+    for name in ("REQUESTS_CA_BUNDLE", "ARM_CLOUD_METADATA_URL", "AZUREML_CURRENT_CLOUD"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+
+
+RG = f"/subscriptions/{SUB}/resourcegroups/rg-throttle"
+
+
+@pytest.fixture
+def arm(tmp_path: Path) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(data_dir=tmp_path, config=Config(latency_s=0.05)).start()
+    yield server
+    server.stop()
+
+
+def _http(emulator: EmulatorServer, token: str = "alice") -> httpx.Client:
+    return httpx.Client(
+        base_url=emulator.url.rstrip("/"),
+        verify=ssl.create_default_context(cafile=str(emulator.ca_file)),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def _configure(emulator: EmulatorServer, **buckets: dict[str, float]) -> None:
+    with _http(emulator) as http:
+        resp = http.put("/_emulator/config", json={"throttling": buckets})
+        assert resp.status_code == 200, resp.text
+
+
+def _provider(emulator: EmulatorServer, **throttle: Any) -> AzureProvider:
+    clients = Clients(emulator_endpoint(emulator.url, str(emulator.ca_bundle)), EmulatorCredential())
+    return AzureProvider(clients, Timing(poll_s=0.05), SubscriptionThrottle(max_concurrent=8, **throttle))
+
+
+def test_every_response_says_what_is_left_per_principal_and_kind_of_operation(arm: EmulatorServer) -> None:
+    with _http(arm, "alice") as alice, _http(arm, "bob") as bob:
+        first = alice.get(f"/subscriptions/{SUB}/resourcegroups?api-version=2025-04-01")
+        second = alice.get(f"/subscriptions/{SUB}/resourcegroups?api-version=2025-04-01")
+        other = bob.get(f"/subscriptions/{SUB}/resourcegroups?api-version=2025-04-01")
+        write = alice.put(f"{RG}?api-version=2025-04-01", json={"location": "westeurope"})
+        delete = alice.delete(f"{RG}?api-version=2025-04-01")
+        tenant = alice.get("/providers/Microsoft.Resources/operations?api-version=2025-04-01")
+        config = alice.get("/_emulator/config").json()["throttling"]
+    # Azure's published bucket sizes, one token per request.
+    assert first.headers["x-ms-ratelimit-remaining-subscription-reads"] == "249"
+    assert second.headers["x-ms-ratelimit-remaining-subscription-reads"] == "248"
+    assert other.headers["x-ms-ratelimit-remaining-subscription-reads"] == "249"  # bob has his own bucket
+    assert write.headers["x-ms-ratelimit-remaining-subscription-writes"] == "199"
+    assert delete.headers["x-ms-ratelimit-remaining-subscription-deletes"] == "199"
+    assert tenant.headers["x-ms-ratelimit-remaining-tenant-reads"] == "249"
+    assert config["subscription_reads"] == {"size": 250, "refill_per_s": 25.0}
+    assert config["subscription_writes"] == {"size": 200, "refill_per_s": 10.0}
+
+
+def test_an_empty_bucket_answers_429_with_retry_after_before_the_resource_provider(
+    arm: EmulatorServer,
+) -> None:
+    _configure(arm, subscription_writes={"size": 2, "refill_per_s": 0.5})
+    with _http(arm) as http:
+        http.delete("/_emulator/requests")
+        codes = [
+            http.put(f"{RG}-{i}?api-version=2025-04-01", json={"location": "westeurope"}).status_code for i in range(2)
+        ]
+        refused = http.put(f"{RG}-2?api-version=2025-04-01", json={"location": "westeurope"})
+        logged = http.get("/_emulator/requests").json()["requests"]
+        reads = http.get(f"/subscriptions/{SUB}/resourcegroups?api-version=2025-04-01")
+        as_bob = _http(arm, "bob").put(f"{RG}-3?api-version=2025-04-01", json={"location": "westeurope"})
+    assert codes == [201, 201]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "SubscriptionRequestsThrottled"
+    assert refused.headers["Retry-After"] == "2"  # one token at 0.5 per second
+    assert refused.headers["x-ms-ratelimit-remaining-subscription-writes"] == "0"
+    assert [r["path"] for r in logged] == [f"{RG}-0", f"{RG}-1"]  # the throttled call never reached the RP
+    assert reads.status_code == 200  # reads have their own bucket
+    assert as_bob.status_code == 201  # and so has every principal
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_size() -> None:
+    now = [0.0]
+    throttle = RequestThrottle(
+        ThrottlingConfig(subscription_writes={"size": 2, "refill_per_s": 10}),  # type: ignore[arg-type]
+        clock=lambda: now[0],
+    )
+
+    def take() -> int | None:
+        a = throttle.admit(scope="subscription", scope_id=SUB, principal="p", operation="writes")
+        assert a is not None
+        return a.retry_after_s
+
+    assert [take(), take()] == [None, None]
+    assert take() == 1
+    now[0] += 0.1  # one token back
+    assert take() is None
+    assert take() == 1
+    now[0] += 60  # never more than the bucket holds
+    assert [take(), take(), take()] == [None, None, 1]
+    throttle.configure(ThrottlingConfig(enabled=False))
+    assert throttle.admit(scope="subscription", scope_id=SUB, principal="p", operation="writes") is None
+
+
+def test_the_provider_paces_itself_by_the_remaining_budget_and_is_not_throttled(arm: EmulatorServer) -> None:
+    # Small buckets that refill slowly, and a provider that knows the rates (as it knows Azure's):
+    # a plan sent at full speed empties them.
+    _configure(
+        arm,
+        subscription_reads={"size": 5, "refill_per_s": 10},
+        subscription_writes={"size": 3, "refill_per_s": 4},
+    )
+    provider = _provider(arm, refill_per_s={"reads": 10, "writes": 4, "deletes": 4})
+    p = _plan(example("cpu-small.json") | {"team": "paced"})
+    outputs: dict[str, dict[str, object]] = {}
+    results = {s.id: drive(provider, p, s.id, outputs) for s in p.steps}
+    assert all(isinstance(o, Done) for o in results.values()), results
+    assert arm.throttle.throttled == 0
+
+
+def test_a_429_that_reaches_the_provider_is_retried_after_its_retry_after(arm: EmulatorServer) -> None:
+    # A bucket that refills more slowly than the provider expects of Azure: its pacing is not enough.
+    _configure(arm, subscription_writes={"size": 1, "refill_per_s": 0.5})
+    provider = _provider(arm)
+    p = _plan(example("cpu-small.json") | {"team": "throttled429"})
+    outputs: dict[str, dict[str, object]] = {}
+    assert isinstance(drive(provider, p, "resource-group", outputs), Done)
+    outcome = drive(provider, p, "storage", outputs, retry=False)
+    assert isinstance(outcome, Retry | Wait), outcome
+    assert outcome.after_s == pytest.approx(2, abs=0.01)  # Retry-After, not a guess
+    assert arm.throttle.throttled >= 1
+    assert provider.throttle.cooldown_left(p.names.subscription_id) > 0  # the whole subscription waits
+    assert isinstance(drive(provider, p, "storage", outputs), Done)
