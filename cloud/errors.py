@@ -135,6 +135,18 @@ RULES: dict[str, Rule] = {
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
+# A wrapped error's code is often the HTTP status name the resource provider answered with
+# (System.Net.HttpStatusCode names, as ARM writes them in a deployment's details).
+STATUS_NAMES = {
+    "requesttimeout": 408,
+    "toomanyrequests": 429,
+    "internalservererror": 500,
+    "badgateway": 502,
+    "serviceunavailable": 503,
+    "gatewaytimeout": 504,
+}
+MAX_ERROR_DEPTH = 8
+
 # Codes that only wrap the errors in their `details` (Microsoft Learn, "Troubleshoot common Azure deployment errors").
 WRAPPERS = {"deploymentfailed", "invalidtemplatedeployment", "resourcedeploymentfailure"}
 
@@ -167,7 +179,7 @@ class ErrorDetail:
             return None
         try:
             return cls.from_json(json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     @classmethod
@@ -175,20 +187,31 @@ class ErrorDetail:
         """Read an error from parsed JSON (None when it holds no error code)."""
         if not isinstance(value, dict):
             return None
+        # Resource providers spell the keys as they like inside a message (Code, Message, Details).
+        value = {str(k).lower(): v for k, v in value.items()}
         inner = value["error"] if isinstance(value.get("error"), dict) else value
+        inner = {str(k).lower(): v for k, v in inner.items()}
         code = inner.get("code")
         if not isinstance(code, str) or not code:
             return None
-        nested = tuple(d for d in (cls.from_json(x) for x in inner.get("details") or []) if d is not None)
+        details = inner.get("details")
+        nested = tuple(
+            d for d in (cls.from_json(x) for x in (details if isinstance(details, list) else [])) if d is not None
+        )
         return cls(code, str(inner.get("message") or ""), nested)
 
-    def innermost(self) -> list[ErrorDetail]:
-        """Return the errors at the bottom: JSON inside a message is opened, wrappers' details followed."""
+    def innermost(self, depth: int = 0) -> list[ErrorDetail]:
+        """Return the errors at the bottom: JSON inside a message is opened, wrappers' details followed.
+
+        At most `MAX_ERROR_DEPTH` levels: past that the error is taken as it stands.
+        """
+        if depth >= MAX_ERROR_DEPTH:
+            return [self]
         inside = self.parse(self.message)
         if inside is not None:
-            return inside.innermost()
+            return inside.innermost(depth + 1)
         if self.details and (self.code.lower() in WRAPPERS or not self.message):
-            return [leaf for d in self.details for leaf in d.innermost()]
+            return [leaf for d in self.details for leaf in d.innermost(depth + 1)]
         return [self]
 
 
@@ -237,6 +260,11 @@ def classify(
 ) -> VendingError:
     """Translate an Azure error code (and HTTP status) into our transient or permanent error."""
     rule = RULES.get(code.lower())
+    if rule is None and status is None:
+        status = STATUS_NAMES.get(code.lower())
+    if rule is None and (code.lower().startswith("retryable") or code.lower() == "canceled"):
+        # RetryableError; Canceled: a deployment ARM cancelled (e.g. for a newer one). Again, within the budget.
+        rule = Rule(True)
     if code.lower() in ("badrequest", "") and "soft-deleted workspace" in message.lower():
         rule = RULES["softdeletedworkspace"]
     elif code.lower() in ("operationnotallowed", "badrequest", "") and "quota" in message.lower():

@@ -13,7 +13,7 @@ from typing import Any
 
 from cloud.clients import Clients
 from cloud.common import TRANSITIONAL, Timing, call, get_or_none, progress, state_of
-from cloud.errors import ErrorDetail, classify_wrapped
+from cloud.errors import ErrorDetail, classify, classify_wrapped
 from engine.ports import StepContext
 from models.errors import PermanentError, VendingError
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
@@ -117,6 +117,9 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
             if purging is not None:
                 return purging
             tags["vending-soft-delete"] = "purged"
+            # Deploying after a purge is a retry too: a name that keeps coming back soft-deleted fails the
+            # step after the retry budget, not purge after purge for ever.
+            again = Retry(timing.poll_s, f"{error} (purged, deployed again)", "WorkspaceSoftDeleted")
         elif isinstance(error, PermanentError):
             return Fail(str(error), "WorkspaceSoftDeleted" if soft_deleted else error.code)
         else:
@@ -155,6 +158,17 @@ def _provisioning_state(step: Step, ctx: StepContext, clients: Clients, what: st
     return state_of(found) if found is not None else ""
 
 
+def _answer_error(response: Any, what: str) -> VendingError:
+    """Classify an error answer of a raw ARM call (send_request does not raise): transient or permanent."""
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = None
+    detail = ErrorDetail.from_json(body) or ErrorDetail("", f"HTTP {response.status_code}")
+    retry = _seconds(response.headers.get("Retry-After"), 0.0) or None
+    return classify(detail.code, detail.message, what=what, status=response.status_code, retry_after=retry)
+
+
 def _purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Wait | None:
     """Delete a soft-deleted workspace for good (forceToPurge); Wait while the purge runs, None once it is done.
 
@@ -171,11 +185,14 @@ def _purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Tim
     url = f"{clients.endpoint.arm_url.rstrip('/')}{step.resource_id}?api-version=2024-04-01&forceToPurge=true"
     response = call(what, lambda: arm.send_request(HttpRequest("DELETE", url)))
     if response.status_code >= 400:
-        raise PermanentError(
-            f"{what} failed with HTTP {response.status_code}; "
-            "purge it in the portal (Azure Machine Learning, recently deleted), then submit again.",
-            code="WorkspacePurgeFailed",
-        )
+        # send_request does not raise: read ARM's error, so a 429 or 5xx is retried (after Retry-After).
+        failed = _answer_error(response, what)
+        if isinstance(failed, PermanentError):
+            raise PermanentError(
+                f"{failed} Purge it in the portal (Azure Machine Learning, recently deleted), then submit again.",
+                code="WorkspacePurgeFailed",
+            )
+        raise failed
     if response.status_code != 202:
         return None
     monitor = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
@@ -183,10 +200,16 @@ def _purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Tim
     if not monitor:
         return Wait(retry_after, f"{what}: Azure accepted it")
     status = call(what, lambda: arm.send_request(HttpRequest("GET", monitor)))
+    if status.status_code >= 400:
+        raise _answer_error(status, f"{what} (reading its operation)")
     if status.status_code == 202:
         return Wait(_seconds(status.headers.get("Retry-After"), retry_after), f"{what}: still running")
-    doc = status.json() if status.content else {}
-    state = str(doc.get("status", "Succeeded")) if isinstance(doc, dict) else "Succeeded"
+    try:
+        doc = status.json() if status.content else {}
+    except ValueError:
+        doc = {}
+    # Over only when the operation says so: an answer without a status is not a success.
+    state = str(doc.get("status") or "InProgress") if isinstance(doc, dict) else "InProgress"
     if state.lower() in ("failed", "canceled"):
         detail = ErrorDetail.from_json(doc) or ErrorDetail("PurgeFailed", "no error was given")
         raise PermanentError(

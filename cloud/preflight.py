@@ -306,8 +306,8 @@ class ArmPreflight:
                     Problem(
                         "subscription_id",
                         f"subscription {sub} is still registering {ns} (this usually takes minutes); the request "
-                        "goes ahead, and a step that starts before registration ends fails with "
-                        "MissingSubscriptionRegistration and can be retried.",
+                        "goes ahead; a step that starts before registration ends fails with "
+                        "MissingSubscriptionRegistration, and the request is then submitted again once it has ended.",
                         "SubscriptionRegistering",
                     )
                 )

@@ -100,7 +100,11 @@ class EmulatorServer:
         cert = ca.issue_cert("127.0.0.1", "localhost")
         self.ca_file = tls / "ca.pem"
         self.cert_file = tls / "server.pem"
-        cert.private_key_and_cert_chain_pem.write_to_path(str(self.cert_file))
+        # The server's private key: readable by this user only, from creation (as the CA's key).
+        self.cert_file.unlink(missing_ok=True)
+        fd = os.open(self.cert_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(cert.private_key_and_cert_chain_pem.bytes())
         # Public roots plus the local CA: clients that also talk to real endpoints keep working.
         self.ca_bundle = tls / "ca-bundle.pem"
         self.ca_bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca.cert_pem.bytes())

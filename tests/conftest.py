@@ -16,16 +16,24 @@ from hypothesis import settings as hypothesis_settings
 
 from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
-from composition import Container
+from composition import Container, policy_with_tenant
 from devhost.workers import QueueWorkers
+from engine.policy import load_policy
 from engine.ports import Store
 from handlers.queues import handle_notification, handle_step
-from models.settings import Settings
+from models.policy import Policy
+from models.settings import DEFAULT_POLICY, Settings
 from tests.azurite import Azurite
 from tests.callers import PermitAll, Unconfined
 from tests.fakes import FakeCloud
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_policy() -> Policy:
+    """The shipped policy as the devhost runs it: its tenant is the local directory's (composition.policy_with_tenant)."""
+    return policy_with_tenant(load_policy(DEFAULT_POLICY), Settings(cloud="emulator"))
+
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE. `ci` (set by .ci/run) is the same run every time:
 # a fixed seed, no example database carried between runs, the reproduction blob printed on failure,

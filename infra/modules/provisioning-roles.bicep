@@ -2,9 +2,12 @@
 // and the workspace's resources (Contributor), and assign only the roles the access steps give
 // (engine/planner.py, docs/access.md). Role Based Access Control Administrator carries a condition
 // that limits both writing and deleting role assignments to those roles for principals of type
-// User or Group, and to the data role of managed identities (the workspace's and the clusters',
-// type ServicePrincipal) for service principals other than the service itself, so the service can
-// never make anyone Owner, not even itself, nor give its own identity any role.
+// User or Group, and to the data role the managed identities need (the workspace's and the clusters',
+// type ServicePrincipal). A condition cannot tell a managed identity from any other service principal
+// (PrincipalType is User, Group or ServicePrincipal), so that one data role may go to any service
+// principal but the service's own; which ones get it is decided by the planner (only identities ARM
+// reports for the workspace and clusters it made). The service can never make anyone Owner, not even
+// itself, nor give its own identity any role.
 // Role GUIDs: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/ai-machine-learning
 // and https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage. The principal id
 // attribute and GuidNotEquals: https://learn.microsoft.com/azure/role-based-access-control/conditions-authorization-actions-attributes#principal-id

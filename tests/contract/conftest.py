@@ -16,21 +16,44 @@ from cloud.provider import AzureProvider
 from cloud.throttle import SubscriptionThrottle
 from emulator.server import EmulatorServer
 from emulator.state import Config, parse_path
+from emulator.throttling import BucketLimit, ThrottlingConfig
 from engine.planner import plan
-from engine.policy import admit, load_policy
+from engine.policy import admit
 from engine.ports import StepContext
 from models.errors import BackPressure, PermanentError, TransientError
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.plan import Plan
 from models.request import parse_request
-from tests.conftest import ROOT
+from tests.conftest import shipped_policy
 
-POLICY = load_policy(ROOT / "policy" / "default.yaml")
+POLICY = shipped_policy()
+
+
+def session_throttling(scale: int = 100) -> ThrottlingConfig:
+    """ARM's buckets, `scale` times Azure's published sizes and refill rates.
+
+    One emulator serves every contract test of the session, hundreds of provisioning runs a minute
+    from one principal, many of them tests' own SDK reads that do not pace themselves: far more
+    than one deployment of the service asks of ARM. The buckets stay on (every answer carries its
+    remaining-budget headers); throttling at Azure's own figures has its tests
+    (tests/contract/test_fidelity_throttling.py), each with an emulator of its own.
+    """
+    azure = ThrottlingConfig()
+    scaled = {
+        name: BucketLimit(size=limit.size * scale, refill_per_s=limit.refill_per_s * scale)
+        for name, limit in azure
+        if isinstance(limit, BucketLimit)
+    }
+    return ThrottlingConfig.model_validate(scaled)
 
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    server = EmulatorServer(data_dir=Path(tmp_path_factory.mktemp("emulator")), config=Config(latency_s=0.05)).start()
+    server = EmulatorServer(
+        data_dir=Path(tmp_path_factory.mktemp("emulator")),
+        config=Config(latency_s=0.05),
+        throttling=session_throttling(),
+    ).start()
     yield server
     server.stop()
 

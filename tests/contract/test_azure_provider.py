@@ -8,13 +8,12 @@ from typing import Any
 from cloud.provider import AzureProvider
 from emulator.server import EmulatorServer
 from emulator.state import parse_path
-from engine.policy import load_policy
 from engine.ports import StepContext
 from models.outcomes import Done, Fail, Wait
-from tests.conftest import ROOT, example
+from tests.conftest import example, shipped_policy
 from tests.contract.conftest import STORAGE_BODY, _plan, drive, held_elsewhere, run_plan
 
-POLICY = load_policy(ROOT / "policy" / "default.yaml")
+POLICY = shipped_policy()
 
 
 def test_every_step_kind_provisions_and_a_second_run_creates_nothing(

@@ -18,13 +18,12 @@ import pytest
 import trustme
 
 from adapters.webhook import HttpNotifier
-from engine.policy import load_policy
 from models.errors import PermanentError, TransientError
-from models.settings import DEFAULT_POLICY
 from tests.capture import capture_server
+from tests.conftest import shipped_policy
 from tests.loopback import loopback_callbacks
 
-POLICY = loopback_callbacks(load_policy(DEFAULT_POLICY))
+POLICY = loopback_callbacks(shipped_policy())
 NAME = "hooks.callbacks.test"  # .test never resolves (RFC 6761): only the notifier's resolver knows it
 
 

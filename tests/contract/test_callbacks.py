@@ -13,18 +13,16 @@ import pytest
 from adapters.webhook import HttpNotifier, signature
 from composition import Container
 from devhost.workers import QueueWorkers
-from engine.policy import load_policy
 from models.errors import InvalidInputError, PermanentError, TransientError
 from models.outcomes import Fail
 from models.request import parse_request
-from models.settings import DEFAULT_POLICY
 from tests.callers import PLATFORM
 from tests.capture import capture_server
-from tests.conftest import example, poll
+from tests.conftest import example, poll, shipped_policy
 from tests.fakes import FakeCloud, receiver
 from tests.loopback import loopback_callbacks, loopback_callbacks_for
 
-LOOPBACK_POLICY = loopback_callbacks(load_policy(DEFAULT_POLICY))
+LOOPBACK_POLICY = loopback_callbacks(shipped_policy())
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ def test_a_restart_on_the_same_data_directory_keeps_the_url_and_the_ca(tmp_path:
     finally:
         second.stop()
     assert (tmp_path / "emulator-tls" / "ca-key.pem").stat().st_mode & 0o077 == 0  # the CA key is private
+    assert (tmp_path / "emulator-tls" / "server.pem").stat().st_mode & 0o077 == 0  # so is the server's
 
 
 def _doc_snippet() -> str:

@@ -19,7 +19,7 @@ from emulator.faults import Fault
 from emulator.server import EmulatorServer
 from emulator.state import parse_path
 from engine.ports import StepContext
-from models.errors import PermanentError, TransientError
+from models.errors import PermanentError, TransientError, VendingError
 from models.outcomes import Done, Fail, Retry, Wait
 from tests.conftest import ROOT, example
 from tests.contract.conftest import _plan, drive
@@ -181,3 +181,54 @@ def test_unwrapping_keeps_a_plain_conflict_transient() -> None:
         "DeploymentFailed", "At least one resource deployment operation failed.", (ErrorDetail("Conflict", "busy"),)
     )
     assert isinstance(classify_wrapped(busy, what="deploying"), TransientError)
+
+
+def test_inner_codes_that_name_an_http_status_or_a_retry_are_transient_and_keys_ignore_case() -> None:
+    import json
+
+    from cloud.errors import ErrorDetail, classify_wrapped
+
+    for code in ("RetryableError", "TooManyRequests", "InternalServerError", "BadGateway", "ServiceUnavailable"):
+        wrapped = ErrorDetail(
+            "DeploymentFailed", "At least one resource deployment operation failed.", (ErrorDetail(code, "m"),)
+        )
+        assert isinstance(classify_wrapped(wrapped, what="deploying"), TransientError), code
+    # A resource provider's JSON in a message, with its keys in another case, is still opened.
+    rp = json.dumps({"Code": "StorageAccountAlreadyTaken", "Message": "The storage account named x is already taken."})
+    taken = ErrorDetail("DeploymentFailed", "failed", (ErrorDetail("Conflict", rp),))
+    found = classify_wrapped(taken, what="deploying")
+    assert isinstance(found, PermanentError) and found.code == "StorageAccountAlreadyTaken"
+    # Nesting past a bound is read as it stands, never followed without end.
+    deep = json.dumps({"error": {"code": "BadRequest", "message": "bottom"}})
+    for _ in range(12):
+        deep = json.dumps({"error": {"code": "Conflict", "message": deep}})
+    assert isinstance(
+        classify_wrapped(ErrorDetail("DeploymentFailed", "", (ErrorDetail("Conflict", deep),)), what="d"), VendingError
+    )
+
+
+class _Answer:
+    """A raw ARM answer, as azure-core's send_request returns it (it does not raise on errors)."""
+
+    def __init__(self, status: int, body: dict[str, object] | None, headers: dict[str, str] | None = None) -> None:
+        import json
+
+        self.status_code = status
+        self.content = json.dumps(body).encode() if body is not None else b""
+        self._body = body
+        self.headers = headers or {}
+
+    def json(self) -> object:
+        return self._body
+
+
+def test_a_throttled_or_failing_purge_answer_is_transient_and_a_bad_request_is_permanent() -> None:
+    from cloud.ml import _answer_error
+
+    throttled = _answer_error(
+        _Answer(429, {"error": {"code": "TooManyRequests", "message": "slow down"}}, {"Retry-After": "7"}), "purging"
+    )
+    assert isinstance(throttled, TransientError) and throttled.retry_after_s == 7
+    assert isinstance(_answer_error(_Answer(503, None), "purging"), TransientError)
+    refused = _answer_error(_Answer(400, {"error": {"code": "BadRequest", "message": "no"}}), "purging")
+    assert isinstance(refused, PermanentError)

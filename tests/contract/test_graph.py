@@ -21,11 +21,11 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from adapters.graph import GRAPH_SCOPE, GraphMembership
 from engine.confinement import Rule, refusals
-from engine.policy import load_policy, resolve
+from engine.policy import resolve
 from models.errors import PermanentError, TransientError
 from models.request import parse_request
 from tests.capture import serving
-from tests.conftest import ROOT
+from tests.conftest import shipped_policy
 
 USER = "4562bcc8-c436-4f95-b7c0-4f8ce89dca5e"
 FRAUD = "3a8e5c1f-2d47-4b96-8e0a-6f1c2d3b4a51"
@@ -170,7 +170,7 @@ def test_confinement_asks_graph_about_role_targets(graph: tuple[FakeGraph, str])
     fake.members[USER] = {FRAUD}
     stranger = "5b7e9a1c-3f6b-4cad-8e5a-7c9e1b3d5f05"
     fake.members[stranger] = set()
-    policy = load_policy(ROOT / "policy" / "default.yaml")
+    policy = shipped_policy()
     body = {
         "team": "fraud-detection",
         "environment": "dev",

@@ -197,7 +197,7 @@ def test_another_teams_resources_cannot_be_linked_nor_granted_to_strangers(
     # Nothing of the victim's changed: its resource group still says it is the team's.
     rg = host.emulator().get(
         f"/subscriptions/{DEV_SUB}/resourceGroups/{SHARED_RG}",
-        params={"api-version": "2024-03-01"},
+        params={"api-version": "2021-04-01"},
         headers={"Authorization": "Bearer test"},
     )
     assert rg.status_code == 200 and rg.json()["tags"]["team"] == "fraud-detection", rg.text
@@ -254,7 +254,7 @@ def test_a_workspace_no_request_of_the_team_made_is_not_adopted(
     insights = next(r for r in held if "/components/" in r and SHARED_RG in r)
     made = host.emulator().put(
         ws,
-        params={"api-version": "2024-10-01"},
+        params={"api-version": "2024-04-01"},
         json={
             "location": "westeurope",
             "identity": {"type": "SystemAssigned"},

@@ -8,11 +8,10 @@ from uuid import UUID
 import pytest
 
 from engine.authz import Act, Authorizer
-from engine.policy import load_policy
 from models.errors import ForbiddenError, NotFoundError
 from models.identity import AppRole, Caller
 from models.policy import TeamAccess
-from models.settings import DEFAULT_POLICY
+from tests.conftest import shipped_policy
 
 TENANT = "5f1d3c2a-7b64-4e19-a8d0-3c2b1a0f9e87"
 FRAUD = "3a8e5c1f-2d47-4b96-8e0a-6f1c2d3b4a51"
@@ -57,7 +56,7 @@ def directory() -> FakeDirectory:
 
 @pytest.fixture
 def authz(directory: FakeDirectory) -> Authorizer:
-    policy = load_policy(DEFAULT_POLICY).model_copy(
+    policy = shipped_policy().model_copy(
         update={
             "teams": {
                 "fraud-detection": TeamAccess(groups=[UUID(FRAUD), UUID(NESTED)]),
@@ -133,7 +132,7 @@ def test_the_local_directory_answers_for_its_overage_user() -> None:
     from models.identity import DEFAULT_DIRECTORY
 
     directory = load_directory(DEFAULT_DIRECTORY)
-    policy = load_policy(DEFAULT_POLICY)  # its teams are the local directory's groups
+    policy = shipped_policy()  # its teams are the local directory's groups
     authz = Authorizer(policy=policy, membership=LocalMembership(directory))
     carol = directory.users["carol"]
     assert carol.groups_overage
@@ -164,7 +163,7 @@ def test_a_group_several_teams_list_makes_its_members_act_for_each() -> None:
     from devhost.identity import LocalMembership, load_directory
     from models.identity import DEFAULT_DIRECTORY
 
-    base = load_policy(DEFAULT_POLICY)
+    base = shipped_policy()
     shared = base.teams["fraud-detection"]
     policy = base.model_copy(update={"teams": {**base.teams, "fraud-ops": shared, "fraud-lab": shared}})
     directory = load_directory(DEFAULT_DIRECTORY)

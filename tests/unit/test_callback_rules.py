@@ -8,15 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.callback_guard import CallbackGuard
-from engine.policy import check, load_policy, resolve
+from engine.policy import check, resolve
 from models.callbacks import CallbackPolicy, literal_address
 from models.errors import PermanentError, TransientError
 from models.policy import Policy
 from models.request import parse_request
-from models.settings import DEFAULT_POLICY
-from tests.conftest import example
+from tests.conftest import example, shipped_policy
 
-POLICY = load_policy(DEFAULT_POLICY)
+POLICY = shipped_policy()
 OPEN_HOSTS = POLICY.model_copy(update={"allowed_callback_hosts": ["*"]})
 
 

@@ -23,12 +23,12 @@ from engine.confinement import (
     workspace_key,
 )
 from engine.planner import derive_names, plan
-from engine.policy import load_policy, resolve
+from engine.policy import resolve
 from models.errors import ForbiddenError, TransientError
 from models.identity import DEFAULT_DIRECTORY
 from models.policy import Policy, TeamAccess, TeamTarget
 from models.request import WorkspaceRequest, parse_request
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped_policy
 
 FRAUD = "3a8e5c1f-2d47-4b96-8e0a-6f1c2d3b4a51"  # fraud-detection's group (policy/default.yaml)
 CHURN = "7c2b9e4d-5a13-4f68-9d2e-1b0a3c4d5e62"  # churn's group
@@ -40,7 +40,7 @@ DEV = "11111111-1111-1111-1111-111111111111"
 PROD = "22222222-2222-2222-2222-222222222222"
 TEAM_SUB = "44444444-4444-4444-4444-444444444444"
 
-BASE = load_policy(ROOT / "policy" / "default.yaml")
+BASE = shipped_policy()
 POLICY = BASE.model_copy(
     update={
         "teams": {

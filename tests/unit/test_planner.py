@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 
 from engine.planner import plan
-from engine.policy import admit, load_policy
+from engine.policy import admit
 from models.azure_names import name_problem
 from models.request import parse_request
-from tests.conftest import ROOT, example
+from tests.conftest import example, shipped_policy
 
-POLICY = load_policy(ROOT / "policy" / "default.yaml")
+POLICY = shipped_policy()
 
 
 def _plan(body: dict):  # type: ignore[no-untyped-def]

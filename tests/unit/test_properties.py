@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.planner import plan as make_plan
-from engine.policy import admit, load_policy
+from engine.policy import admit
 from models.azure_names import name_problem
 from models.errors import InvalidInputError
 from models.request import parse_request
-from models.settings import DEFAULT_POLICY
+from tests.conftest import shipped_policy
 
-POLICY = load_policy(DEFAULT_POLICY)
+POLICY = shipped_policy()
 SIZES = sorted(k for k, v in POLICY.vm_sizes.items() if v.vcpus <= 8)
 PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

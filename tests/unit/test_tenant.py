@@ -48,9 +48,21 @@ def test_azure_takes_the_services_own_tenant_into_every_key_vault(
     assert all(s.spec.get("tenant_id") in (None, OURS) for s in plan.steps)
 
 
-def test_a_policy_tenant_that_is_not_the_services_refuses_to_start(tmp_path: Path) -> None:
+def test_a_policy_tenant_that_is_not_the_services_refuses_to_start(tmp_path: Path, untenanted: Path) -> None:
+    other = tmp_path / "other-tenant.yaml"
+    other.write_text(untenanted.read_text() + f"\ntenant_id: {LOCAL_DIRECTORY}\n")
     with pytest.raises(ValueError, match="is not the service's tenant"):
-        Container(_settings(tmp_path, DEFAULT_POLICY, cloud="azure", tenant_id=OURS))
+        Container(_settings(tmp_path, other, cloud="azure", tenant_id=OURS))
+
+
+def test_the_shipped_policy_starts_in_azure_with_the_tenant_infra_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # infra/modules/functionapp.bicep sets VENDING_TENANT_ID to tenant().tenantId, whatever it is.
+    for name in ("VENDING_TENANT_ID", "AZURE_TENANT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    policy = Container(_settings(tmp_path, DEFAULT_POLICY, cloud="azure", tenant_id=OURS)).policy
+    assert str(policy.tenant_id) == OURS
 
 
 def test_the_emulator_uses_the_local_directorys_tenant(tmp_path: Path, untenanted: Path) -> None:
