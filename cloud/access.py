@@ -11,7 +11,7 @@ from cloud.common import Timing, call, get_or_none
 from engine.ports import StepContext
 from models.errors import PermanentError, VendingError
 from models.outcomes import Done, Outcome
-from models.plan import Step
+from models.plan import AccessSpec, Step
 
 
 def assignment_name(scope: str, role_definition: str, principal_id: str) -> str:
@@ -21,7 +21,8 @@ def assignment_name(scope: str, role_definition: str, principal_id: str) -> str:
 
 def _identity_of(step: Step, ctx: StepContext) -> str:
     """Return the principal id of the managed identity the step's `principal_from` step reported."""
-    source = step.spec["principal_from"]
+    # The planner sets principal_from on every step that has no principal_id.
+    source = step.spec_as(AccessSpec).principal_from or ""
     principal = ctx.dependency_outputs.get(source, {}).get("principal_id")
     if not principal:
         raise PermanentError(
@@ -49,18 +50,19 @@ def reconcile_access(step: Step, ctx: StepContext, clients: Clients, timing: Tim
 
     sub = ctx.names.subscription_id
     ops = clients.authorization(sub).role_assignments
-    principal = step.spec.get("principal_id") or _identity_of(step, ctx)
+    spec = step.spec_as(AccessSpec)
+    principal = spec.principal_id or _identity_of(step, ctx)
     made = []
-    for a in step.spec["assignments"]:
-        scope = a["scope"]
-        name = assignment_name(scope, a["role_definition"], principal)
-        what = f"role assignment '{a['role']}' for {principal}"
+    for a in spec.assignments:
+        scope = a.scope
+        name = assignment_name(scope, a.role_definition, principal)
+        what = f"role assignment '{a.role}' for {principal}"
         current = get_or_none(f"reading {what}", partial(ops.get, scope, name))
         if current is None:
             params = RoleAssignmentCreateParameters(
-                role_definition_id=f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{a['role_definition']}",
+                role_definition_id=f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{a.role_definition}",
                 principal_id=principal,
-                principal_type=step.spec["principal_type"],
+                principal_type=spec.principal_type,
             )
             try:
                 current = call(f"creating {what}", partial(ops.create, scope, name, params))
@@ -71,6 +73,6 @@ def reconcile_access(step: Step, ctx: StepContext, clients: Clients, timing: Tim
                 # RoleAssignmentExists (RoleAssignments_Create, Microsoft.Authorization spec, api-version
                 # 2022-04-01; Microsoft Learn, "Troubleshoot Azure RBAC"): made by hand under another name,
                 # it is what we want. Report the one that exists.
-                current = _existing(ops, scope, a["role_definition"], principal, what)
-        made.append({"role": a["role"], "scope": scope, "id": getattr(current, "id", None)})
+                current = _existing(ops, scope, a.role_definition, principal, what)
+        made.append({"role": a.role, "scope": scope, "id": getattr(current, "id", None)})
     return Done({"id": made[0]["id"] if made else None, "principal_id": principal, "assignments": made})

@@ -15,7 +15,7 @@ from cloud.clients import Clients
 from cloud.common import Timing, call, get_or_none, progress, state_of, tags_differ
 from engine.ports import StepContext
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
-from models.plan import Step
+from models.plan import InsightsSpec, KeyVaultSpec, RegistrySpec, ResourceGroupSpec, Step, StorageSpec
 from models.request import ARM_ID
 
 FAILED = {"failed", "canceled"}
@@ -47,12 +47,12 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
     """Ensure the resource group exists (or, when policy says so, only check that it does)."""
     from azure.mgmt.resource.resources.models import ResourceGroup
 
-    n = ctx.names
+    n, spec = ctx.names, step.spec_as(ResourceGroupSpec)
     ops = clients.resources(n.subscription_id).resource_groups
     what = f"resource group '{n.resource_group}'"
     group = get_or_none(f"reading {what}", lambda: ops.get(n.resource_group))
     if group is None:
-        if not step.spec.get("create", True):
+        if not spec.create:
             return Fail(
                 f"{what} does not exist in subscription {n.subscription_id}, and policy does not let the service "
                 "create resource groups. Ask the platform team to create it, then submit again.",
@@ -60,12 +60,10 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
             )
         group = call(
             f"creating {what}",
-            lambda: ops.create_or_update(
-                n.resource_group, ResourceGroup(location=step.spec["location"], tags=step.spec["tags"])
-            ),
+            lambda: ops.create_or_update(n.resource_group, ResourceGroup(location=spec.location, tags=spec.tags)),
         )
-    elif step.spec.get("create", True) and tags_differ(group.tags, step.spec["tags"]):
-        merged = {**(group.tags or {}), **step.spec["tags"]}
+    elif spec.create and tags_differ(group.tags, spec.tags):
+        merged = {**(group.tags or {}), **spec.tags}
         group = call(
             f"tagging {what}",
             lambda: ops.create_or_update(n.resource_group, ResourceGroup(location=group.location, tags=merged)),
@@ -87,12 +85,12 @@ def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Ti
         StorageAccountUpdateParameters,
     )
 
-    spec = step.spec
+    spec = step.spec_as(StorageSpec)
     sub, rg, name = _parse_existing(step)
     ops = clients.storage(sub)
     what = f"storage account '{name}'"
     account = get_or_none(f"reading {what}", lambda: ops.storage_accounts.get_properties(rg, name))
-    if spec.get("existing"):
+    if spec.existing:
         if account is None:
             return Fail(
                 f"the existing {what} ({step.resource_id}) does not exist or the service cannot see it. "
@@ -101,13 +99,13 @@ def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Ti
             )
     elif account is None:
         params = StorageAccountCreateParameters(
-            sku=Sku(name=spec["sku"]),
+            sku=Sku(name=spec.sku),
             kind="StorageV2",
-            location=spec["location"],
-            tags=spec["tags"],
+            location=spec.location,
+            tags=spec.tags,
             properties=StorageAccountPropertiesCreateParameters(
-                is_hns_enabled=spec["hierarchical_namespace"],
-                allow_shared_key_access=bool(spec.get("shared_key_access", False)),
+                is_hns_enabled=spec.hierarchical_namespace,
+                allow_shared_key_access=spec.shared_key_access,
                 allow_blob_public_access=False,
                 minimum_tls_version="TLS1_2",
                 enable_https_traffic_only=True,
@@ -115,28 +113,28 @@ def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Ti
         )
         call(f"creating {what}", lambda: ops.storage_accounts.begin_create(rg, name, params, polling=False))
         return Wait(timing.poll_s, f"{what} is being created")
-    elif tags_differ(account.tags, spec["tags"]):
-        merged = {**(account.tags or {}), **spec["tags"]}
+    elif tags_differ(account.tags, spec.tags):
+        merged = {**(account.tags or {}), **spec.tags}
         account = call(
             f"tagging {what}",
             lambda: ops.storage_accounts.update(rg, name, StorageAccountUpdateParameters(tags=merged)),
         )
     if waiting := progress(account, what, timing):
         return waiting
-    if spec["hierarchical_namespace"] and not account.is_hns_enabled:
+    if spec.hierarchical_namespace and not account.is_hns_enabled:
         return Fail(
             f"{what} has no hierarchical namespace, which ADLS Gen2 datastores need, and it cannot be turned on "
             "in place. Use blob datastores, or bring a storage account with hierarchical namespace enabled.",
             "HierarchicalNamespaceRequired",
         )
     private = BlobContainer(container_properties=ContainerProperties(public_access="None"))
-    for container in spec["containers"]:
+    for container in spec.containers:
         _ensure_child(
             f"container '{container}' in {what}",
             partial(ops.blob_containers.get, rg, name, container),
             partial(ops.blob_containers.create, rg, name, container, private),
         )
-    for share in spec["shares"]:
+    for share in spec.shares:
         _ensure_child(
             f"file share '{share}' in {what}",
             partial(ops.file_shares.get, rg, name, share),
@@ -150,8 +148,8 @@ def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Ti
             "blob_endpoint": getattr(endpoints, "blob", None),
             "dfs_endpoint": getattr(endpoints, "dfs", None),
             "hierarchical_namespace": bool(account.is_hns_enabled),
-            "containers": spec["containers"],
-            "shares": spec["shares"],
+            "containers": spec.containers,
+            "shares": spec.shares,
         }
     )
 
@@ -164,12 +162,12 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
     """
     from azure.mgmt.keyvault.models import Sku, VaultCreateOrUpdateParameters, VaultPatchParameters, VaultProperties
 
-    spec = step.spec
+    spec = step.spec_as(KeyVaultSpec)
     sub, rg, name = _parse_existing(step)
     ops = clients.key_vault(sub).vaults
     what = f"key vault '{name}'"
     vault = get_or_none(f"reading {what}", lambda: ops.get(rg, name))
-    if spec.get("existing"):
+    if spec.existing:
         if vault is None:
             return Fail(
                 f"the existing {what} ({step.resource_id}) does not exist or the service cannot see it. "
@@ -179,34 +177,34 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
         return Done({"id": vault.id, "name": vault.name, "vault_uri": vault.properties.vault_uri})
     action = None
     if vault is None:
-        deleted = get_or_none(f"reading deleted {what}", lambda: ops.get_deleted(name, spec["location"]))
+        deleted = get_or_none(f"reading deleted {what}", lambda: ops.get_deleted(name, spec.location))
         if deleted is not None:
             handled = _soft_deleted_vault(step, deleted, clients, timing)
-            if not isinstance(handled, str):
+            if not isinstance(handled, tuple):
                 return handled
-            name, action = handled, spec["on_soft_deleted"]
+            (name, spec), action = handled, spec.on_soft_deleted
             what = f"key vault '{name}'"
             vault = get_or_none(f"reading {what}", lambda: ops.get(rg, name))
-    if vault is not None and tags_differ(vault.tags, spec["tags"]):
+    if vault is not None and tags_differ(vault.tags, spec.tags):
         # Tags alone go in a Vaults_Update PATCH (VaultPatchParameters: tags, properties optional), synchronous
         # (specification/keyvault/resource-manager/Microsoft.KeyVault/KeyVault/Vault.tsp, api-version 2026-05-15
         # as azure-mgmt-keyvault 14.1 sends). A full PUT would resend properties, among them the soft-delete
         # retention, which cannot change once the vault exists.
-        merged = {**(vault.tags or {}), **spec["tags"]}
+        merged = {**(vault.tags or {}), **spec.tags}
         vault = call(f"tagging {what}", lambda: ops.update(rg, name, VaultPatchParameters(tags=merged)))
     if vault is None:
         recovering = action == "recover"
         props = VaultProperties(
-            tenant_id=spec["tenant_id"],
+            tenant_id=spec.tenant_id,
             sku=Sku(family="A", name="standard"),
             enable_rbac_authorization=True,
             enable_soft_delete=True,
-            soft_delete_retention_in_days=spec["soft_delete_retention_days"],
-            enable_purge_protection=True if spec["purge_protection"] else None,
+            soft_delete_retention_in_days=spec.soft_delete_retention_days,
+            enable_purge_protection=True if spec.purge_protection else None,
             access_policies=[],
             create_mode="recover" if recovering else None,
         )
-        params = VaultCreateOrUpdateParameters(location=spec["location"], tags=spec["tags"], properties=props)
+        params = VaultCreateOrUpdateParameters(location=spec.location, tags=spec.tags, properties=props)
         call(
             f"{'recovering' if recovering else 'creating'} {what}",
             lambda: ops.begin_create_or_update(rg, name, params, polling=False),
@@ -223,16 +221,21 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
     return Done(outputs)
 
 
-def _soft_deleted_vault(step: Step, deleted: Any, clients: Clients, timing: Timing) -> Outcome | str:
-    """Apply the policy for a soft-deleted vault holding the name: return an outcome, or the name to use."""
+def _soft_deleted_vault(
+    step: Step, deleted: Any, clients: Clients, timing: Timing
+) -> Outcome | tuple[str, KeyVaultSpec]:
+    """Apply the policy for a soft-deleted vault holding the name: return an outcome, or the name and spec to use.
+
+    The spec returned carries the tag that says what was done with the soft-deleted vault.
+    """
     from azure.mgmt.keyvault.models import VaultCheckNameAvailabilityParameters
 
-    spec = step.spec
+    spec = step.spec_as(KeyVaultSpec)
     sub, rg, name = _parse_existing(step)
     ops = clients.key_vault(sub).vaults
     props = deleted.properties
     owner = str(getattr(props, "vault_id", "") or "")
-    policy = spec["on_soft_deleted"]
+    policy = spec.on_soft_deleted
     holder = f"a soft-deleted key vault ({owner or 'unknown owner'}, purge date {getattr(props, 'scheduled_purge_date', '?')})"
     if policy == "fail":
         return Fail(
@@ -247,8 +250,7 @@ def _soft_deleted_vault(step: Step, deleted: Any, clients: Clients, timing: Timi
                 "here. Purge it, or ask the platform team to set key_vault.on_soft_deleted to rename.",
                 "VaultSoftDeleted",
             )
-        spec["tags"] = {**spec["tags"], "vending-soft-delete": "recovered"}
-        return name
+        return name, _tagged(spec, "recovered")
     if policy == "purge":
         if getattr(props, "purge_protection_enabled", False):
             return Fail(
@@ -258,23 +260,25 @@ def _soft_deleted_vault(step: Step, deleted: Any, clients: Clients, timing: Timi
             )
         call(
             f"purging soft-deleted key vault '{name}'",
-            lambda: ops.begin_purge_deleted(name, spec["location"], polling=False),
+            lambda: ops.begin_purge_deleted(name, spec.location, polling=False),
         )
         return Wait(timing.poll_s, f"purging the soft-deleted key vault '{name}' before creating it again")
     # rename: the first free '<name>-N', the same one on every attempt.
     for n in range(2, 10):
         candidate = f"{name[:21].rstrip('-')}-{n}"
         if get_or_none(f"reading key vault '{candidate}'", partial(ops.get, rg, candidate)) is not None:
-            spec["tags"] = {**spec["tags"], "vending-soft-delete": f"renamed from {name}"}
-            return candidate
+            return candidate, _tagged(spec, f"renamed from {name}")
         check = call(
             f"checking the name '{candidate}'",
             partial(ops.check_name_availability, VaultCheckNameAvailabilityParameters(name=candidate)),
         )
         if check.name_available:
-            spec["tags"] = {**spec["tags"], "vending-soft-delete": f"renamed from {name}"}
-            return candidate
+            return candidate, _tagged(spec, f"renamed from {name}")
     return Fail(f"{holder} holds the name '{name}' and no fresh suffix is free; purge old vaults.", "VaultSoftDeleted")
+
+
+def _tagged(spec: KeyVaultSpec, soft_delete_action: str) -> KeyVaultSpec:
+    return spec.model_copy(update={"tags": {**spec.tags, "vending-soft-delete": soft_delete_action}})
 
 
 def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
@@ -282,11 +286,11 @@ def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: T
     from azure.mgmt.applicationinsights.models import ApplicationInsightsComponent
     from azure.mgmt.loganalytics.models import Workspace, WorkspaceProperties, WorkspaceSku
 
-    spec = step.spec
+    spec = step.spec_as(InsightsSpec)
     sub, rg, name = _parse_existing(step)
     what = f"Application Insights '{name}'"
     components = clients.insights(sub).components
-    if spec.get("existing"):
+    if spec.existing:
         component = get_or_none(f"reading {what}", lambda: components.get(rg, name))
         if component is None:
             return Fail(
@@ -295,14 +299,14 @@ def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: T
                 "LinkedResourceNotFound",
             )
         return Done({"id": component.id, "name": component.name, "app_id": component.app_id})
-    la_name = spec["log_analytics"]
+    la_name = spec.log_analytics
     la_what = f"Log Analytics workspace '{la_name}'"
     la_ops = clients.log_analytics(sub).workspaces
     la = get_or_none(f"reading {la_what}", lambda: la_ops.get(rg, la_name))
     if la is None or _failed(la):
         params = Workspace(
-            location=spec["location"],
-            tags=spec["tags"],
+            location=spec.location,
+            tags=spec.tags,
             properties=WorkspaceProperties(sku=WorkspaceSku(name="PerGB2018"), retention_in_days=30),
         )
         call(f"creating {la_what}", lambda: la_ops.begin_create_or_update(rg, la_name, params, polling=False))
@@ -312,10 +316,10 @@ def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: T
     if waiting := progress(la, la_what, timing):
         return waiting
     component = get_or_none(f"reading {what}", lambda: components.get(rg, name))
-    if component is None or tags_differ(component.tags, spec["tags"]):
-        tags = {**((component.tags or {}) if component else {}), **spec["tags"]}
+    if component is None or tags_differ(component.tags, spec.tags):
+        tags = {**((component.tags or {}) if component else {}), **spec.tags}
         body = ApplicationInsightsComponent(
-            location=spec["location"],
+            location=spec.location,
             tags=tags,
             kind="web",
             application_type="web",
@@ -333,12 +337,12 @@ def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: T
     """Ensure the container registry (admin user off)."""
     from azure.mgmt.containerregistry.models import Registry, RegistryProperties, Sku
 
-    spec = step.spec
+    spec = step.spec_as(RegistrySpec)
     sub, rg, name = _parse_existing(step)
     ops = clients.registry(sub).registries
     what = f"container registry '{name}'"
     registry: Any = get_or_none(f"reading {what}", lambda: ops.get(rg, name))
-    if spec.get("existing"):
+    if spec.existing:
         if registry is None:
             return Fail(
                 f"the existing {what} ({step.resource_id}) does not exist or the service cannot see it. "
@@ -347,9 +351,9 @@ def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: T
             )
     elif registry is None or _failed(registry):
         params = Registry(
-            location=spec["location"],
-            tags=spec["tags"],
-            sku=Sku(name=spec["sku"]),
+            location=spec.location,
+            tags=spec.tags,
+            sku=Sku(name=spec.sku),
             properties=RegistryProperties(admin_user_enabled=False),
         )
         call(f"creating {what}", lambda: ops.begin_create(rg, name, params, polling=False))

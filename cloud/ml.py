@@ -17,7 +17,7 @@ from cloud.errors import ErrorDetail, classify, classify_wrapped
 from engine.ports import StepContext
 from models.errors import PermanentError, VendingError
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
-from models.plan import Step
+from models.plan import ComputeStepSpec, DatastoreStepSpec, Step, WorkspaceSpec
 
 FAILED = {"failed", "canceled"}
 RUNNING_DEPLOYMENT = {"accepted", "running", "created", "creating", "updating", "waiting", "validating", "deploying"}
@@ -61,15 +61,15 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
     """Ensure the workspace, linked to the storage, key vault, insights (and registry) of the plan."""
     from azure.ai.ml.entities import IdentityConfiguration, Workspace
 
-    n, spec = ctx.names, step.spec
+    n, spec = ctx.names, step.spec_as(WorkspaceSpec)
     what = f"workspace '{step.resource_name}'"
     ml = clients.ml(n.subscription_id, n.resource_group)
     # The ids the prerequisite steps report win over the planned ones (a key vault may have been renamed).
     planned = {
-        "storage": spec["storage_account_id"],
-        "key-vault": spec["key_vault_id"],
-        "insights": spec["application_insights_id"],
-        "registry": spec.get("container_registry_id"),
+        "storage": spec.storage_account_id,
+        "key-vault": spec.key_vault_id,
+        "insights": spec.application_insights_id,
+        "registry": spec.container_registry_id,
     }
     linked = {k: ctx.dependency_outputs.get(k, {}).get("id") or v for k, v in planned.items()}
     deployments = _recent_deployments(step, ctx, clients)
@@ -107,12 +107,12 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
                 "principal_id": getattr(ident, "principal_id", None) if ident else None,
             }
         )
-    tags = dict(spec["tags"])
+    tags = dict(spec.tags)
     again: Retry | None = None
     if latest_state == "failed":
         error = deployment_error(latest, f"deploying {what}")
         soft_deleted = "soft-deleted workspace" in str(error).lower()
-        if soft_deleted and spec.get("on_soft_deleted") == "purge":
+        if soft_deleted and spec.on_soft_deleted == "purge":
             purging = _purge_workspace(step, ctx, clients, timing)
             if purging is not None:
                 return purging
@@ -130,9 +130,9 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         # Transient, or purged: deploy again below.
     desired = Workspace(
         name=step.resource_name,
-        location=spec["location"],
-        display_name=spec["display_name"],
-        description=f"Provisioned by Workspace Vending for {spec['tags'].get('team', '')}",
+        location=spec.location,
+        display_name=spec.display_name,
+        description=f"Provisioned by Workspace Vending for {spec.tags.get('team', '')}",
         tags=tags,
         storage_account=linked["storage"],
         key_vault=linked["key-vault"],
@@ -141,7 +141,7 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         identity=IdentityConfiguration(type="system_assigned"),
         # "identity" when the storage account refuses shared keys (azure-ai-ml's Workspace, 1.17.0 and later):
         # https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage
-        system_datastores_auth_mode=spec.get("system_datastores_auth_mode"),
+        system_datastores_auth_mode=spec.system_datastores_auth_mode,
     )
     call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
     return again or Wait(timing.poll_s, f"{what} deployment started")
@@ -231,30 +231,30 @@ def _seconds(value: str | None, default: float) -> float:
 
 def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:
     """Ensure an AmlCompute cluster (size, tier, scale settings, identity) or a user's compute instance."""
-    n, spec = ctx.names, step.spec
-    ml = clients.ml(n.subscription_id, n.resource_group, spec["workspace"])
-    if spec.get("kind") == "instance":
+    n, spec = ctx.names, step.spec_as(ComputeStepSpec)
+    ml = clients.ml(n.subscription_id, n.resource_group, spec.workspace)
+    if spec.kind == "instance":
         return _reconcile_instance(step, ml, timing)
     from azure.ai.ml.entities import AmlCompute, IdentityConfiguration
 
     what = f"compute cluster '{step.resource_name}'"
     desired = AmlCompute(
         name=step.resource_name,
-        size=spec["vm_size"],
-        location=spec["location"],
-        min_instances=spec["min_nodes"],
-        max_instances=spec["max_nodes"],
-        idle_time_before_scale_down=spec["idle_seconds"],
-        tier=spec["tier"],
+        size=spec.vm_size,
+        location=spec.location,
+        min_instances=spec.min_nodes,
+        max_instances=spec.max_nodes,
+        idle_time_before_scale_down=spec.idle_seconds,
+        tier=spec.tier,
         identity=IdentityConfiguration(type="system_assigned"),
     )
     current = _existing_compute(ml, step, what, timing, lambda: desired)
     if isinstance(current, (Wait, Retry, Fail)):
         return current
     drift = (
-        current.min_instances != spec["min_nodes"]
-        or current.max_instances != spec["max_nodes"]
-        or (current.idle_time_before_scale_down or 0) != spec["idle_seconds"]
+        current.min_instances != spec.min_nodes
+        or current.max_instances != spec.max_nodes
+        or (current.idle_time_before_scale_down or 0) != spec.idle_seconds
     )
     if drift:
         call(f"updating {what}", lambda: ml.compute.begin_update(desired))
@@ -267,7 +267,7 @@ def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Ti
             "vm_size": current.size,
             "min_nodes": current.min_instances,
             "max_nodes": current.max_instances,
-            "tier": spec["tier"],
+            "tier": spec.tier,
             # The cluster's system-assigned identity: its access step grants it data roles.
             "principal_id": getattr(current.identity, "principal_id", None) if current.identity else None,
         }
@@ -287,14 +287,14 @@ def _existing_compute(ml: Any, step: Step, what: str, timing: Timing, desired: C
         return Retry(timing.poll_s, f"{what} was in state {state}; applied it again", "ResourceFailed")
     if waiting := progress({"provisioningState": current.provisioning_state}, what, timing):
         return waiting
-    return _size_changed(current, step.spec, what) or current
+    return _size_changed(current, step.spec_as(ComputeStepSpec), what) or current
 
 
-def _size_changed(current: Any, spec: dict[str, Any], what: str) -> Fail | None:
-    if (current.size or "").lower() == spec["vm_size"].lower():
+def _size_changed(current: Any, spec: ComputeStepSpec, what: str) -> Fail | None:
+    if (current.size or "").lower() == spec.vm_size.lower():
         return None
     return Fail(
-        f"{what} exists with VM size {current.size}, not {spec['vm_size']}; its size cannot change. "
+        f"{what} exists with VM size {current.size}, not {spec.vm_size}; its size cannot change. "
         "Give it another name, or delete the old one first.",
         "ComputeSizeImmutable",
     )
@@ -304,9 +304,9 @@ def _reconcile_instance(step: Step, ml: Any, timing: Timing) -> Outcome:
     """Ensure a compute instance created on behalf of its user, shutting down when idle."""
     from azure.ai.ml.entities import AssignedUserConfiguration, ComputeInstance
 
-    spec = step.spec
+    spec = step.spec_as(ComputeStepSpec)
     what = f"compute instance '{step.resource_name}'"
-    user = str(spec["assigned_user"])
+    user = str(spec.assigned_user)
     current = _existing_compute(
         ml,
         step,
@@ -314,9 +314,9 @@ def _reconcile_instance(step: Step, ml: Any, timing: Timing) -> Outcome:
         timing,
         lambda: ComputeInstance(
             name=step.resource_name,
-            size=spec["vm_size"],
-            create_on_behalf_of=AssignedUserConfiguration(user_tenant_id=spec["tenant_id"], user_object_id=user),
-            idle_time_before_shutdown_minutes=max(15, spec["idle_seconds"] // 60),
+            size=spec.vm_size,
+            create_on_behalf_of=AssignedUserConfiguration(user_tenant_id=spec.tenant_id, user_object_id=user),
+            idle_time_before_shutdown_minutes=max(15, spec.idle_seconds // 60),
         ),
     )
     if isinstance(current, (Wait, Retry, Fail)):
@@ -337,27 +337,25 @@ def reconcile_datastore(step: Step, ctx: StepContext, clients: Clients, timing: 
     """Ensure a blob, file or ADLS Gen2 datastore with identity-based access (no keys stored)."""
     from azure.ai.ml.entities import AzureBlobDatastore, AzureDataLakeGen2Datastore, AzureFileDatastore
 
-    n, spec = ctx.names, step.spec
+    n, spec = ctx.names, step.spec_as(DatastoreStepSpec)
     what = f"datastore '{step.resource_name}'"
-    ml = clients.ml(n.subscription_id, n.resource_group, spec["workspace"])
-    account = ctx.dependency_outputs.get("storage", {}).get("name") or spec["storage_account"]
-    kind = spec["kind"]
+    ml = clients.ml(n.subscription_id, n.resource_group, spec.workspace)
+    account = ctx.dependency_outputs.get("storage", {}).get("name") or spec.storage_account
+    kind = spec.kind.value
     credentials = None
-    if spec.get("credentials") == "account_key" and kind in ("blob", "file"):
+    if spec.credentials == "account_key" and kind in ("blob", "file"):
         credentials = _account_key(ctx, clients, account)
     desired: Any
     if kind == "blob":
         desired = AzureBlobDatastore(
-            name=step.resource_name, account_name=account, container_name=spec["container"], credentials=credentials
+            name=step.resource_name, account_name=account, container_name=spec.container, credentials=credentials
         )
     elif kind == "file":
         desired = AzureFileDatastore(
-            name=step.resource_name, account_name=account, file_share_name=spec["container"], credentials=credentials
+            name=step.resource_name, account_name=account, file_share_name=spec.container, credentials=credentials
         )
     else:
-        desired = AzureDataLakeGen2Datastore(
-            name=step.resource_name, account_name=account, filesystem=spec["container"]
-        )
+        desired = AzureDataLakeGen2Datastore(name=step.resource_name, account_name=account, filesystem=spec.container)
     current = get_or_none(f"reading {what}", lambda: ml.datastores.get(step.resource_name))
     target = getattr(current, "container_name", None) or getattr(current, "file_share_name", None)
     target = target or getattr(current, "filesystem", None)
@@ -365,7 +363,7 @@ def reconcile_datastore(step: Step, ctx: StepContext, clients: Clients, timing: 
     if (
         current is None
         or current.account_name != account
-        or target != spec["container"]
+        or target != spec.container
         or current.type != desired.type
         or _credential_mode(current) != mode
     ):
@@ -376,7 +374,7 @@ def reconcile_datastore(step: Step, ctx: StepContext, clients: Clients, timing: 
             "name": current.name,
             "kind": kind,
             "account": account,
-            "container": spec["container"],
+            "container": spec.container,
             "credentials": mode,
         }
     )

@@ -23,7 +23,7 @@ from cloud.clients import CloudEndpoint
 from engine.confinement import ArmResource
 from engine.ports import PreflightReport
 from models.errors import Problem, TransientError
-from models.plan import Plan
+from models.plan import KeyVaultSpec, Plan, StorageSpec
 from models.policy import Policy
 from models.request import ARM_ID, WorkspaceRequest
 
@@ -328,7 +328,7 @@ class ArmPreflight:
 
     def _storage_name(self, plan: Plan, timeout: float) -> tuple[list[Problem], list[Problem]]:
         step = plan.step("storage")
-        if step.spec.get("existing") or self._exists(step.resource_id, STORAGE_API, timeout):
+        if step.spec_as(StorageSpec).existing or self._exists(step.resource_id, STORAGE_API, timeout):
             return [], []
         sub = plan.names.subscription_id
         status, data = self._call(
@@ -351,7 +351,7 @@ class ArmPreflight:
 
     def _vault_name(self, plan: Plan, policy: Policy, timeout: float) -> tuple[list[Problem], list[Problem]]:
         step = plan.step("key-vault")
-        if step.spec.get("existing") or self._exists(step.resource_id, KEYVAULT_API, timeout):
+        if step.spec_as(KeyVaultSpec).existing or self._exists(step.resource_id, KEYVAULT_API, timeout):
             return [], []
         sub, name, loc = plan.names.subscription_id, step.resource_name, plan.names.location
         status, data = self._call(

@@ -5,7 +5,30 @@ from __future__ import annotations
 import hashlib
 import re
 
-from models.plan import Plan, ResourceNames, Step, StepKind
+from models.plan import (
+    AccessSpec,
+    AccessStep,
+    ComputeStep,
+    ComputeStepSpec,
+    DatastoreStep,
+    DatastoreStepSpec,
+    InsightsSpec,
+    InsightsStep,
+    KeyVaultSpec,
+    KeyVaultStep,
+    Plan,
+    RegistrySpec,
+    RegistryStep,
+    ResourceGroupSpec,
+    ResourceGroupStep,
+    ResourceNames,
+    RoleGrant,
+    Step,
+    StorageSpec,
+    StorageStep,
+    WorkspaceSpec,
+    WorkspaceStep,
+)
 from models.policy import Policy
 from models.request import ARM_ID, DatastoreKind, Principal, WorkspaceRequest
 
@@ -89,60 +112,59 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
     kv_id = request.existing.key_vault_id or _rid(n, "Microsoft.KeyVault/vaults", n.key_vault)
     ai_id = request.existing.application_insights_id or _rid(n, "Microsoft.Insights/components", n.application_insights)
     ws_id = _rid(n, "Microsoft.MachineLearningServices/workspaces", n.workspace)
-    common = {"location": n.location, "tags": tags}
+    location = n.location
     shared_key_access = policy.datastore_credentials == "account_key"
 
-    steps = [
-        Step(
+    steps: list[Step] = [
+        ResourceGroupStep(
             id="resource-group",
-            kind=StepKind.RESOURCE_GROUP,
             resource_name=n.resource_group,
             resource_id=rg_id,
-            spec={**common, "create": policy.create_resource_groups},
+            spec=ResourceGroupSpec(location=location, tags=tags, create=policy.create_resource_groups),
         ),
-        Step(
+        StorageStep(
             id="storage",
-            kind=StepKind.STORAGE,
             depends_on=["resource-group"],
             resource_name=n.storage_account,
             resource_id=storage_id,
-            spec={
-                **common,
-                "existing": request.existing.storage_account_id is not None,
-                "sku": "Standard_LRS",
-                "hierarchical_namespace": any(d.kind == DatastoreKind.ADLS_GEN2 for d in request.datastores),
-                "shared_key_access": shared_key_access,
-                "containers": sorted({d.container for d in request.datastores if d.kind != DatastoreKind.FILE}),
-                "shares": sorted({d.container for d in request.datastores if d.kind == DatastoreKind.FILE}),
-            },
+            spec=StorageSpec(
+                location=location,
+                tags=tags,
+                existing=request.existing.storage_account_id is not None,
+                sku="Standard_LRS",
+                hierarchical_namespace=any(d.kind == DatastoreKind.ADLS_GEN2 for d in request.datastores),
+                shared_key_access=shared_key_access,
+                containers=sorted({d.container for d in request.datastores if d.kind != DatastoreKind.FILE}),
+                shares=sorted({d.container for d in request.datastores if d.kind == DatastoreKind.FILE}),
+            ),
         ),
-        Step(
+        KeyVaultStep(
             id="key-vault",
-            kind=StepKind.KEY_VAULT,
             depends_on=["resource-group"],
             resource_name=n.key_vault,
             resource_id=kv_id,
-            spec={
-                **common,
-                "existing": request.existing.key_vault_id is not None,
-                "tenant_id": str(policy.tenant_id),
-                "soft_delete_retention_days": policy.key_vault.soft_delete_retention_days,
-                "purge_protection": policy.key_vault.purge_protection,
-                "on_soft_deleted": policy.key_vault.on_soft_deleted,
-            },
+            spec=KeyVaultSpec(
+                location=location,
+                tags=tags,
+                existing=request.existing.key_vault_id is not None,
+                tenant_id=str(policy.tenant_id),
+                soft_delete_retention_days=policy.key_vault.soft_delete_retention_days,
+                purge_protection=policy.key_vault.purge_protection,
+                on_soft_deleted=policy.key_vault.on_soft_deleted,
+            ),
         ),
-        Step(
+        InsightsStep(
             id="insights",
-            kind=StepKind.INSIGHTS,
             depends_on=["resource-group"],
             resource_name=n.application_insights,
             resource_id=ai_id,
-            spec={
-                **common,
-                "existing": request.existing.application_insights_id is not None,
-                "log_analytics": n.log_analytics,
-                "log_analytics_id": _rid(n, "Microsoft.OperationalInsights/workspaces", n.log_analytics),
-            },
+            spec=InsightsSpec(
+                location=location,
+                tags=tags,
+                existing=request.existing.application_insights_id is not None,
+                log_analytics=n.log_analytics,
+                log_analytics_id=_rid(n, "Microsoft.OperationalInsights/workspaces", n.log_analytics),
+            ),
         ),
     ]
     ws_deps = ["storage", "key-vault", "insights"]
@@ -152,68 +174,70 @@ def plan(request: WorkspaceRequest, policy: Policy) -> Plan:
             n, "Microsoft.ContainerRegistry/registries", n.container_registry
         )
         steps.append(
-            Step(
+            RegistryStep(
                 id="registry",
-                kind=StepKind.REGISTRY,
                 depends_on=["resource-group"],
                 resource_name=n.container_registry,
                 resource_id=registry_id,
-                spec={**common, "existing": request.existing.container_registry_id is not None, "sku": "Basic"},
+                spec=RegistrySpec(
+                    location=location,
+                    tags=tags,
+                    existing=request.existing.container_registry_id is not None,
+                    sku="Basic",
+                ),
             )
         )
         ws_deps.append("registry")
     steps.append(
-        Step(
+        WorkspaceStep(
             id="workspace",
-            kind=StepKind.WORKSPACE,
             depends_on=ws_deps,
             resource_name=n.workspace,
             resource_id=ws_id,
-            spec={
-                **common,
-                "display_name": f"{request.team} ({request.environment.value})",
-                "on_soft_deleted": policy.workspace.on_soft_deleted,
-                "storage_account_id": storage_id,
-                "key_vault_id": kv_id,
-                "application_insights_id": ai_id,
-                "container_registry_id": registry_id,
+            spec=WorkspaceSpec(
+                location=location,
+                tags=tags,
+                display_name=f"{request.team} ({request.environment.value})",
+                on_soft_deleted=policy.workspace.on_soft_deleted,
+                storage_account_id=storage_id,
+                key_vault_id=kv_id,
+                application_insights_id=ai_id,
+                container_registry_id=registry_id,
                 # A storage account without shared keys needs system datastores that use the workspace's
                 # identity: https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage
                 # (Microsoft.MachineLearningServices workspaces 2024-10-01-preview, systemDatastoresAuthMode).
-                "system_datastores_auth_mode": None if shared_key_access else "identity",
-            },
+                system_datastores_auth_mode=None if shared_key_access else "identity",
+            ),
         )
     )
     for c in request.compute:
         steps.append(
-            Step(
+            ComputeStep(
                 id=f"compute:{c.name}",
-                kind=StepKind.COMPUTE,
                 depends_on=["workspace"],
                 resource_name=c.name,
                 resource_id=f"{ws_id}/computes/{c.name}",
-                spec={
-                    "workspace": n.workspace,
-                    "location": n.location,
-                    "tenant_id": str(policy.tenant_id),
+                spec=ComputeStepSpec(
+                    workspace=n.workspace,
+                    location=n.location,
+                    tenant_id=str(policy.tenant_id),
                     **c.model_dump(mode="json"),
-                },
+                ),
             )
         )
     for d in request.datastores:
         steps.append(
-            Step(
+            DatastoreStep(
                 id=f"datastore:{d.name}",
-                kind=StepKind.DATASTORE,
                 depends_on=["workspace", "storage"],
                 resource_name=d.name,
                 resource_id=f"{ws_id}/datastores/{d.name}",
-                spec={
-                    "workspace": n.workspace,
-                    "storage_account": n.storage_account,
-                    "credentials": policy.datastore_credentials,
+                spec=DatastoreStepSpec(
+                    workspace=n.workspace,
+                    storage_account=n.storage_account,
+                    credentials=policy.datastore_credentials,
                     **d.model_dump(mode="json"),
-                },
+                ),
             )
         )
     owners = {str(p.object_id) for p in request.owners}
@@ -273,17 +297,16 @@ def _access_step(
     resource_id: str,
     principal: dict[str, str],
     grants: list[tuple[str, str]],
-) -> Step:
-    return Step(
+) -> AccessStep:
+    return AccessStep(
         id=step_id,
-        kind=StepKind.ACCESS,
         depends_on=depends_on,
         resource_name=resource_name,
         resource_id=resource_id,
-        spec={
+        spec=AccessSpec(
             **principal,
-            "assignments": [{"role_definition": r, "role": ROLE_NAMES[r], "scope": scope} for r, scope in grants],
-        },
+            assignments=[RoleGrant(role_definition=r, role=ROLE_NAMES[r], scope=scope) for r, scope in grants],
+        ),
     )
 
 

@@ -34,7 +34,7 @@ def test_every_step_kind_provisions_and_a_second_run_creates_nothing(
     # Datastores, containers, shares and role assignments exist too.
     assert any(r.endswith("/datastores/lake") for r in held)
     assert any(r.endswith("/fileServices/default/shares/shared") for r in held)
-    granted = sum(len(s.spec["assignments"]) for s in p.steps if s.kind == "access")
+    granted = sum(len(s.spec.assignments) for s in p.steps if s.kind == "access")
     # What the access steps grant, and the role Azure gives the workspace identity on the group.
     assert sum("/roleAssignments/" in r and "/rg-ml-contract-test/" in r for r in held) == granted + 1
     creates = dict(emulator.state.creates)

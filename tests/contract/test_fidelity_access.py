@@ -113,7 +113,7 @@ def test_lists_answer_what_exists(made: dict[str, Any], provider: AzureProvider)
     assert n.workspace in {w.name for w in ml.workspaces.list(scope="subscription")}
     auth = provider.clients.authorization(SUB).role_assignments
     in_group = list(auth.list_for_resource_group(n.resource_group))
-    assert len(in_group) == sum(len(s.spec["assignments"]) for s in made["plan"].steps if s.kind == "access") + 1
+    assert len(in_group) == sum(len(s.spec.assignments) for s in made["plan"].steps if s.kind == "access") + 1
     in_sub = {a.id for a in auth.list_for_subscription()}
     assert {a.id for a in in_group} <= in_sub
     at_group = list(auth.list_for_resource_group(n.resource_group, filter="atScope()"))

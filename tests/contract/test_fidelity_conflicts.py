@@ -100,13 +100,13 @@ def test_an_assignment_made_by_hand_counts_as_done(provider: AzureProvider, emul
         if s.id == access.id:
             break
         assert isinstance(drive(provider, p, s.id, outputs), Done), s.id
-    first = access.spec["assignments"][0]
-    by_hand = _assignment(first["scope"], "0badc0de-0000-4000-8000-000000000001")
+    first = access.spec.assignments[0]
+    by_hand = _assignment(first.scope, "0badc0de-0000-4000-8000-000000000001")
     body = _body()
     body["properties"]["roleDefinitionId"] = (
-        f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{first['role_definition']}"
+        f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{first.role_definition}"
     )
-    body["properties"]["principalId"] = access.spec["principal_id"]
+    body["properties"]["principalId"] = access.spec.principal_id
     emulator.state.put(by_hand, body)
     outcome = drive(provider, p, access.id, outputs)
     assert isinstance(outcome, Done), outcome

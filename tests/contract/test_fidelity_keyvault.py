@@ -44,7 +44,9 @@ def test_tag_drift_is_a_tags_only_patch(provider: AzureProvider, emulator: Emula
     outputs: dict[str, dict[str, Any]] = {}
     for step in ("resource-group", "key-vault"):
         assert isinstance(drive(provider, p, step, outputs), Done)
-    p.step("key-vault").spec["tags"]["cost-center"] = "CC-2001"
+    kv = p.step("key-vault")
+    drifted = kv.spec.model_copy(update={"tags": {**kv.spec.tags, "cost-center": "CC-2001"}})
+    p.steps[p.steps.index(kv)] = kv.model_copy(update={"spec": drifted})
     emulator.state.requests.clear()
     assert isinstance(drive(provider, p, "key-vault", outputs), Done)
     writes = [r for r in emulator.state.requests if "/microsoft.keyvault/vaults/" in r["path"].lower()]

@@ -28,9 +28,9 @@ def test_dag_matches_the_design() -> None:
     assert sorted(deps["datastore:lake"]) == ["storage", "workspace"]
     assert deps["access:0c9a3f5e-2b1d-4e6f-8a7b-9c0d1e2f3a4b"] == ["workspace"]
     storage = p.step("storage")
-    assert storage.spec["hierarchical_namespace"] is True
-    assert storage.spec["containers"] == ["lake", "raw-images"]
-    assert storage.spec["shares"] == ["shared"]
+    assert storage.spec.hierarchical_namespace is True
+    assert storage.spec.containers == ["lake", "raw-images"]
+    assert storage.spec.shares == ["shared"]
 
 
 def test_same_request_same_plan_and_names() -> None:
@@ -55,8 +55,8 @@ def test_no_registry_step_unless_asked_and_bring_your_own_ids_are_used() -> None
     kv = "/subscriptions/33333333-3333-3333-3333-333333333333/resourceGroups/shared/providers/Microsoft.KeyVault/vaults/kv-shared"
     p = _plan(example("cpu-small.json") | {"existing": {"key_vault_id": kv}})
     assert p.step("key-vault").resource_id == kv
-    assert p.step("key-vault").spec["existing"] is True
-    assert p.step("workspace").spec["key_vault_id"] == kv
+    assert p.step("key-vault").spec.existing is True
+    assert p.step("workspace").spec.key_vault_id == kv
     assert p.names.key_vault == "kv-shared"
 
 

@@ -44,8 +44,8 @@ def test_azure_takes_the_services_own_tenant_into_every_key_vault(
     monkeypatch.setenv("AZURE_TENANT_ID", OURS)
     policy = Container(_settings(tmp_path, untenanted, cloud="azure")).policy
     plan = make_plan(admit(parse_request(example("gpu-research.json")), policy), policy)
-    assert plan.step("key-vault").spec["tenant_id"] == OURS
-    assert all(s.spec.get("tenant_id") in (None, OURS) for s in plan.steps)
+    assert plan.step("key-vault").spec.tenant_id == OURS
+    assert all(getattr(s.spec, "tenant_id", None) in (None, OURS) for s in plan.steps)
 
 
 def test_a_policy_tenant_that_is_not_the_services_refuses_to_start(tmp_path: Path, untenanted: Path) -> None:
