@@ -5,7 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from models.request import DatastoreKind
 
@@ -174,7 +182,14 @@ class Step(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     resource_name: str
     resource_id: str = Field(description="The ARM id the step's resource has (or will have).")
-    spec: StepSpec = Field(description="Desired state, as the reconcile needs it.")
+    spec: SerializeAsAny[StepSpec] = Field(description="Desired state, as the reconcile needs it.")
+
+    @model_validator(mode="after")
+    def _spec_of_kind(self) -> Step:
+        # Steps are read through Plan (AnyStep picks the model by kind); this catches a spec of another kind.
+        if not isinstance(self.spec, SPEC_MODELS[self.kind]):
+            raise ValueError(f"a {self.kind} step needs a {SPEC_MODELS[self.kind].__name__} spec")
+        return self
 
     def spec_as(self, model: type[SpecT]) -> SpecT:
         """Return the spec as its kind's model (each reconcile reads its own kind's)."""
@@ -245,6 +260,21 @@ class AccessStep(Step):
     kind: Literal[StepKind.ACCESS] = StepKind.ACCESS
     spec: AccessSpec
 
+
+SPEC_MODELS: dict[StepKind, type[StepSpec]] = {
+    m.step_kind: m
+    for m in (
+        ResourceGroupSpec,
+        StorageSpec,
+        KeyVaultSpec,
+        InsightsSpec,
+        RegistrySpec,
+        WorkspaceSpec,
+        ComputeStepSpec,
+        DatastoreStepSpec,
+        AccessSpec,
+    )
+}
 
 # Keyed by the step's own `kind`, which the stored JSON already carries: a stored plan reads back with each
 # step's spec as its kind's model, and the JSON has the same shape it had when specs were dicts.
