@@ -29,32 +29,44 @@ class Finisher:
         """Mark a step failed (a conditional write), announce it, skip its dependents and finish the request."""
         step = self.writes.step(transitions.failed(step, error=error, now=self.host.clock(), **update))
         self.emit(record, EventName.STEP_FAILED, step, status="failed", error_code=error.code, message=error.message)
-        self.finish_if_done(record, self.skip_dependents(record, step))
+        self.finish_if_done(record, self.skip_dependents(record, step), reread=False)
         return True
 
     def skip_dependents(self, record: RequestRecord, failed: StepRecord) -> list[StepRecord]:
-        """Skip the pending steps the failed step blocks; return the request's steps as they now are."""
+        """Skip the pending steps the failed step blocks; return the request's steps as they now are.
+
+        The steps are read after the failure was written (so that of two steps finishing together
+        the later reader sees both); the skips are ours, so they are applied to that read, and only
+        a skip that lost a race makes the steps be read again.
+        """
         store = self.host.store
         steps = store.get_steps(record.id)
         blocked = graph.blocked_by(steps, failed.step_id)
         now = self.host.clock()
         reason = f"skipped because '{failed.step_id}' failed"
+        lost = False
         for s in steps:
             if s.step_id in blocked and s.status == StepStatus.PENDING:
                 try:
-                    self.writes.step(transitions.skipped(s, reason=reason, now=now))
+                    steps = graph.with_step(steps, self.writes.step(transitions.skipped(s, reason=reason, now=now)))
                 except StaleWriteError:
-                    continue
-        return store.get_steps(record.id)
+                    lost = True
+        return store.get_steps(record.id) if lost else steps
 
     # ----- finishing the request ------------------------------------------------------------
 
-    def finish_if_done(self, record: RequestRecord, steps: list[StepRecord] | None = None) -> bool:
-        """Move the request to succeeded or failed once every step is finished; exactly once."""
+    def finish_if_done(
+        self, record: RequestRecord, steps: list[StepRecord] | None = None, *, reread: bool = True
+    ) -> bool:
+        """Move the request to succeeded or failed once every step is finished; exactly once.
+
+        With `reread=False` the caller's record is written as it is: the write is conditional on its
+        version, and a stale one is read again and the write retried (`StepWrites.request`).
+        """
         steps = steps if steps is not None else self.host.store.get_steps(record.id)
         if not graph.all_finished(steps):
             return False
-        current = self.host.store.get_request(record.id)
+        current = self.host.store.get_request(record.id) if reread else record
         if current is None or current.status.terminal:
             return False
         failed = [s for s in steps if s.status == StepStatus.FAILED]

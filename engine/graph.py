@@ -48,3 +48,22 @@ def downstream(steps: list[StepRecord], step_id: str) -> set[str]:
                 found.add(s.step_id)
                 changed = True
     return found
+
+
+def with_step(steps: list[StepRecord], step: StepRecord) -> list[StepRecord]:
+    """Return the steps with `step` in place of its earlier record."""
+    return [step if s.step_id == step.step_id else s for s in steps]
+
+
+def dependents_decided(steps: list[StepRecord], succeeded: StepRecord) -> bool:
+    """Say whether steps read before `succeeded` succeeded still tell, for sure, what to dispatch next.
+
+    True only when the step has pending dependents and every prerequisite of each is succeeded in
+    `steps`: a success is never undone, so they are ready whatever happened since. Otherwise (a
+    fan-in waiting on a step that may have finished since, or no dependent left, so the request
+    may be finishing) the steps must be read again after the write, so that of two steps
+    finishing together the later reader sees both.
+    """
+    done = succeeded_ids(steps)
+    waiting = [s for s in steps if s.status == StepStatus.PENDING and succeeded.step_id in s.depends_on]
+    return bool(waiting) and all(all(d in done for d in s.depends_on) for s in waiting)

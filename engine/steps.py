@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from engine import transitions
+from engine import graph, transitions
 from engine.dispatch import Dispatcher, encode_step_message
 from engine.events import EventFanout
 from engine.finish import Finisher, step_ms
@@ -110,7 +110,9 @@ class StepEngine:
 
     def run_step(self, *, message: StepMessage) -> StepResult:
         """Work on one step message: claim, reconcile, record the outcome, fan in."""
-        step = self.store.get_step(message.request_id, message.step_id)
+        # The request's steps are read once here; later reads are only those a race needs (see `_apply`).
+        steps = self.store.get_steps(message.request_id)
+        step = next((s for s in steps if s.step_id == message.step_id), None)
         now = self.clock()
         refusal = transitions.claim_refusal(step, message, now=now)
         if refusal is not None or step is None:
@@ -125,14 +127,18 @@ class StepEngine:
         except StaleWriteError:
             return StepResult("dropped: another worker claimed the step")
         try:
-            return self._work(record, step, queued_ms)
+            return self._work(record, step, graph.with_step(steps, step), queued_ms)
         except Exception as exc:
             if self._recovery.handling_failed(record, step, exc):
                 return StepResult("failed: its handling kept failing")
             raise
 
-    def _work(self, record: RequestRecord, step: StepRecord, queued_ms: float) -> StepResult:
-        """Work on a claimed step: reconcile it and record the outcome."""
+    def _work(self, record: RequestRecord, step: StepRecord, steps: list[StepRecord], queued_ms: float) -> StepResult:
+        """Work on a claimed step: reconcile it and record the outcome.
+
+        `steps` are the request's steps as read before the claim: the prerequisites' outputs are
+        final (a success is never undone), and `_apply` reads again where a race needs it.
+        """
         assert record.plan is not None
         plan = record.plan
         self._finisher.emit(record, EventName.STEP_STARTED, step, status="running", duration_ms=queued_ms)
@@ -140,7 +146,7 @@ class StepEngine:
             record = self._writes.request(record, status=RequestStatus.PROVISIONING) or record
 
         plan_step = plan.step(step.step_id)
-        all_steps = {s.step_id: s for s in self.store.get_steps(record.id)}
+        all_steps = {s.step_id: s for s in steps}
         ctx = StepContext(
             request_id=record.id,
             names=plan.names,
@@ -152,7 +158,7 @@ class StepEngine:
         outcome = self._reconcile(plan_step, ctx)
         elapsed_ms = (time.perf_counter() - started) * 1000
         try:
-            self._apply(record, step, outcome, elapsed_ms)
+            self._apply(record, step, steps, outcome, elapsed_ms)
         except StaleWriteError:
             # Our lease ran out and another worker took the step; its result stands.
             return StepResult("dropped: lease lost before the outcome was written", outcome)
@@ -184,7 +190,16 @@ class StepEngine:
                 0.0, f"unexpected error in the provider: {type(exc).__name__}: {str(exc)[:300]}", "InternalError"
             )
 
-    def _apply(self, record: RequestRecord, step: StepRecord, outcome: Outcome, elapsed_ms: float) -> None:
+    def _apply(
+        self, record: RequestRecord, step: StepRecord, steps: list[StepRecord], outcome: Outcome, elapsed_ms: float
+    ) -> None:
+        """Write the outcome, then dispatch what it made ready and finish the request if it was the last.
+
+        After a success the steps read before the claim are enough when they show its dependents
+        ready for sure; otherwise they are read again after the write, which is what makes fan-in
+        and finishing safe when steps finish together (`graph.dependents_decided`). The request is
+        finished from the record in hand: that write is conditional on its version.
+        """
         s = self.settings
         emit = self._finisher.emit
         outcome = transitions.within_limits(outcome, step, s)
@@ -227,7 +242,9 @@ class StepEngine:
         if isinstance(outcome, Done):
             step = self._writes.step(transitions.succeeded(step, outputs=outcome.outputs, now=now))
             emit(record, EventName.STEP_SUCCEEDED, step, status="succeeded", duration_ms=step_ms(step))
-            steps = self.store.get_steps(record.id)
+            steps = graph.with_step(steps, step)
+            if not graph.dependents_decided(steps, step):
+                steps = self.store.get_steps(record.id)
             self._dispatcher.dispatch_ready(record, steps)
         else:
             step = self._writes.step(
@@ -235,4 +252,4 @@ class StepEngine:
             )
             emit(record, EventName.STEP_FAILED, step, status="failed", error_code=outcome.code, message=outcome.error)
             steps = self._finisher.skip_dependents(record, step)
-        self._finisher.finish_if_done(record, steps)
+        self._finisher.finish_if_done(record, steps, reread=False)
