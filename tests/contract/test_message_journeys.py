@@ -23,7 +23,7 @@ from adapters.sqlite_store import SqliteStore
 from engine.intake import queue_key
 from models.errors import TransientError
 from models.outcomes import Outcome
-from models.records import RequestStatus, StepStatus
+from models.records import RequestStatus, StepRecord, StepStatus
 from tests.callers import ADMIN_OID, PLATFORM, PermitAll, Unconfined, sender
 from tests.conftest import example, poll
 from tests.contract.test_function_app import _functions, _http
@@ -35,7 +35,11 @@ class WorkerCrash(BaseException):
 
 
 class FlakyStore(SqliteStore):
-    """A store whose reads fail, while `down` says so, for one step or for the onboarding checks."""
+    """A store that fails, while `down` says so, one step's reads and claims, or the onboarding checks.
+
+    A step run reads its request's steps in one call, so the store goes down for the step at its
+    claim (the write to running) and at any read of that step alone (the dead-letter recorder's).
+    """
 
     def __init__(self) -> None:
         super().__init__(":memory:")
@@ -46,6 +50,11 @@ class FlakyStore(SqliteStore):
         if step_id == self.down_for_step:
             raise TransientError("the state store did not answer", code="StoreUnavailable")
         return super().get_step(request_id, step_id)
+
+    def update_step(self, step: StepRecord) -> StepRecord:
+        if step.step_id == self.down_for_step and step.status == StepStatus.RUNNING:
+            raise TransientError("the state store did not answer", code="StoreUnavailable")
+        return super().update_step(step)
 
     def team_vcpus(self, team: str) -> int:
         if self.down_for_onboarding:

@@ -14,7 +14,7 @@ from adapters.sqlite_bus import SqliteBus
 from composition import Container
 from engine.ports import OutgoingMessage, StepContext, Store
 from models.messages import StepMessage
-from models.outcomes import Outcome
+from models.outcomes import Done, Outcome
 from models.plan import Step
 from models.records import RequestStatus, StepStatus
 from models.request import parse_request
@@ -170,3 +170,50 @@ def test_a_crash_between_create_and_status_write_is_recovered_by_the_next_reconc
     storage = store.get_step(rid, "storage")
     assert storage is not None and storage.status == StepStatus.SUCCEEDED and storage.attempt == 2
     assert set(cloud.creates.values()) == {1}  # the storage account was created once, found the second time
+
+
+class FanInCloud:
+    """Holds the workspace's prerequisites at a barrier, so each run read its steps before any of them succeeded."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.barrier = threading.Barrier(len(held), timeout=30)
+
+    def reconcile(self, step: Step, ctx: StepContext) -> Outcome:
+        if step.id in self.held:
+            self.barrier.wait()
+        return Done({"id": f"/fake/{step.id}"})
+
+
+def test_prerequisites_succeeding_together_from_stale_reads_dispatch_the_dependent_once(
+    settings: Settings, new_store: Make
+) -> None:
+    """Each run's steps, read before its claim, show the others unfinished: the read after the write must fan in."""
+    store = new_store()
+    bus = CountingBus()
+    held = {"storage", "key-vault", "insights"}
+    container = Container(
+        settings, store=store, bus=bus, cloud=FanInCloud(held), authorizer=PermitAll(), confinement=Unconfined()
+    )
+    rid = _submit(container, example("cpu-small.json"))
+    workspace = store.get_step(rid, "workspace")
+    assert workspace is not None and set(workspace.depends_on) == held
+    [first] = bus.receive(settings.steps_queue, max_messages=10)
+    container.engine.run_step(message=StepMessage.model_validate_json(first.body))  # the resource group
+    bus.complete(first)
+    messages = bus.receive(settings.steps_queue, max_messages=10)
+    assert {StepMessage.model_validate_json(m.body).step_id for m in messages} == held
+    results: list[str] = []
+
+    def run(body: bytes) -> None:
+        results.append(container.engine.run_step(message=StepMessage.model_validate_json(body)).disposition)
+
+    threads = [threading.Thread(target=run, args=(m.body,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["ran"] * 3
+    assert bus.sent[f"{rid}/workspace/1"] == 1
+    workspace = store.get_step(rid, "workspace")
+    assert workspace is not None and workspace.status == StepStatus.QUEUED and workspace.attempt == 1

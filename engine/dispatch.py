@@ -1,0 +1,78 @@
+"""Dispatch: move a step to its next attempt and send that attempt's message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine import graph, transitions
+from engine.ports import OutgoingMessage
+from engine.step_store import StepHost, StepWrites
+from models.errors import StaleWriteError
+from models.messages import StepMessage
+from models.records import RequestRecord, StepRecord, StepStatus
+
+
+def encode_step_message(message: StepMessage, *, at: datetime | None = None) -> OutgoingMessage:
+    """Build the bus message for a step dispatch."""
+    props = {"request_id": message.request_id, "step_id": message.step_id, "attempt": str(message.attempt)}
+    if message.traceparent:
+        props["traceparent"] = message.traceparent
+    return OutgoingMessage(
+        message_id=message.message_id,
+        body=message.model_dump_json().encode(),
+        correlation_id=message.request_id,
+        application_properties=props,
+        scheduled_at=at,
+    )
+
+
+class Dispatcher:
+    """Sends steps' attempts on the bus, each after the conditional write that starts it."""
+
+    def __init__(self, host: StepHost, writes: StepWrites) -> None:
+        self.host = host
+        self.writes = writes
+
+    def dispatch_ready(self, record: RequestRecord, steps: list[StepRecord]) -> int:
+        """Claim and send every pending step whose prerequisites have all succeeded."""
+        return sum(self.dispatch(record, step) for step in graph.ready(steps))
+
+    def dispatch(self, record: RequestRecord, step: StepRecord) -> int:
+        """Queue one pending step; 0 when another finisher dispatched it first."""
+        try:
+            self.advance(record, step, status=StepStatus.QUEUED)
+        except StaleWriteError:
+            return 0
+        return 1
+
+    def advance(
+        self,
+        record: RequestRecord,
+        step: StepRecord,
+        *,
+        status: StepStatus,
+        delay_s: float = 0.0,
+        announce: Callable[[], None] | None = None,
+        **update: Any,
+    ) -> StepRecord:
+        """Move a step to its next attempt (a conditional write), then send that attempt's message.
+
+        `announce` emits the transition's event between the write and the send, so that a worker
+        taking the next attempt at once cannot emit its events before this one.
+        """
+        now = self.host.clock()
+        due = now + timedelta(seconds=delay_s)
+        step = self.writes.step(transitions.next_attempt(step, status=status, now=now, due=due, **update))
+        if announce is not None:
+            announce()
+        self.send(record, step, at=due if delay_s > 0 else None)
+        return step
+
+    def send(self, record: RequestRecord, step: StepRecord, *, at: datetime | None) -> None:
+        """Send the message of the step's current attempt."""
+        msg = StepMessage(
+            request_id=step.request_id, step_id=step.step_id, attempt=step.attempt, traceparent=record.traceparent
+        )
+        self.host.bus.send(self.host.settings.steps_queue, encode_step_message(msg, at=at))
