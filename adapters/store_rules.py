@@ -36,7 +36,7 @@ def due_of(step: StepRecord) -> datetime:
 
 def notification_pending(record: RequestRecord) -> bool:
     """Return True when a finished request's callback has not been delivered yet."""
-    return record.status in FINISHED and (record.notification or {}).get("status") == "pending"
+    return record.status in FINISHED and record.notification is not None and record.notification.status == "pending"
 
 
 def workspace_taken(record: RequestRecord, holder_id: str) -> ConflictError:

@@ -26,7 +26,7 @@ from engine.steps import StepEngine
 from models.errors import ConflictError, Problem
 from models.identity import AuthenticationError, Caller
 from models.messages import DeliveryAttempt, StepMessage, original_message_id, without_attempt
-from models.records import ErrorInfo, StepStatus
+from models.records import ErrorInfo, Notification, StepStatus
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,11 @@ class DeadLetters:
             return self._record_onboarding(letter)
         request_id = view.request_id or json.loads(letter.body).get("request_id")
         record = self.store.get_request(request_id) if request_id else None
-        if record is None or (record.notification or {}).get("status") != "pending":
+        if record is None or record.notification is None or record.notification.done:
             return 0
-        note = {"status": "failed", "error": f"the callback was not delivered: {self._why(letter)}"}
+        note = record.notification.model_copy(
+            update={"status": "failed", "error": f"the callback was not delivered: {self._why(letter)}"}
+        )
         self.store.update_request(record.model_copy(update={"notification": note}))
         return 1
 
@@ -266,7 +268,7 @@ class DeadLetters:
             if view.kind == "notification":
                 record = self.store.get_request(view.request_id or "")
                 if record is not None:
-                    self.store.update_request(record.model_copy(update={"notification": {"status": "pending"}}))
+                    self.store.update_request(record.model_copy(update={"notification": Notification()}))
             self.bus.send(
                 queue,
                 OutgoingMessage(

@@ -11,7 +11,7 @@ from engine.notify_message import notification_message
 from engine.step_store import StepHost, StepWrites
 from models.errors import StaleWriteError
 from models.events import EventName
-from models.records import ErrorInfo, RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.records import ErrorInfo, Notification, RequestRecord, RequestStatus, StepRecord, StepStatus
 
 log = logging.getLogger("engine.steps")
 
@@ -100,7 +100,7 @@ class Finisher:
     def _notify(self, record: RequestRecord) -> dict[str, Any]:
         # Marked pending in the same write that finishes the request, so the sweeper can resend it.
         wanted = record.request.get("callback_url") or record.reply_to
-        return {"notification": {"status": "pending"}} if wanted else {}
+        return {"notification": Notification()} if wanted else {}
 
     def announce(self, record: RequestRecord) -> None:
         """Send the request's notification, if it wants one."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from engine.ports import ChatPoster, Notifier, Store
 from engine.steps import utcnow
 from models.errors import PermanentError, StaleWriteError, TransientError
-from models.records import RequestRecord, StepRecord
+from models.records import Notification, RequestRecord, StepRecord
 
 
 def payload(record: RequestRecord, steps: list[StepRecord]) -> dict[str, Any]:
@@ -57,12 +57,12 @@ def deliver(
     record = store.get_request(request_id)
     if record is None or not record.status.terminal:
         return "nothing to notify"
-    state = dict(record.notification or {})
-    if state.get("status") in ("delivered", "failed"):
-        return f"already {state['status']}"
+    state = record.notification or Notification()
+    if state.done:
+        return f"already {state.status}"
     delivery_id = f"{record.id}:{record.status.value}"
     steps = store.get_steps(request_id)
-    targets: list[tuple[str, Callable[[], None]]] = []
+    targets: list[tuple[Literal["callback", "chat"], Callable[[], None]]] = []
     url = str(record.request.get("callback_url") or "")
     if url:
         targets.append(("callback", lambda: notifier.post(url, payload(record, steps), delivery_id)))
@@ -73,33 +73,33 @@ def deliver(
         return "nothing to notify"
     errors: list[str] = []
     for name, send in targets:
-        if state.get(name) in ("delivered", "failed"):
+        if getattr(state, name) in ("delivered", "failed"):
             continue
         try:
             send()
-            state[name] = "delivered"
+            state = state.model_copy(update={name: "delivered"})
         except PermanentError as exc:
-            state[name] = "failed"
+            state = state.model_copy(update={name: "failed"})
             errors.append(f"{name}: {exc}")
         except TransientError as exc:
             if gives_up is None or not gives_up(exc):
                 _record(store, record, state, clock)  # keep what was delivered, so it is not sent again
                 raise
-            state[name] = "failed"
+            state = state.model_copy(update={name: "failed"})
             errors.append(f"{name}: {exc}; gave up after the last try")
-    state.update({"status": "failed" if errors else "delivered", "at": clock().isoformat()})
-    if errors:
-        state["error"] = "; ".join(errors)
+    state = state.model_copy(
+        update={"status": "failed" if errors else "delivered", "at": clock(), "error": "; ".join(errors) or None}
+    )
     _record(store, record, state, clock)
-    return str(state["status"])
+    return state.status
 
 
-def _record(store: Store, record: RequestRecord, outcome: dict[str, Any], clock: Callable[[], datetime]) -> None:
+def _record(store: Store, record: RequestRecord, outcome: Notification, clock: Callable[[], datetime]) -> None:
     for _ in range(5):
         try:
             # updated_at moves with every recorded try, so the sweeper (which resends notifications
             # left pending past its grace) does not start a second chain while retries go on.
-            store.update_request(record.model_copy(update={"notification": dict(outcome), "updated_at": clock()}))
+            store.update_request(record.model_copy(update={"notification": outcome, "updated_at": clock()}))
             return
         except StaleWriteError:
             fresh = store.get_request(record.id)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.plan import Plan, StepKind
 
@@ -48,6 +48,29 @@ class StepStatus(StrEnum):
         return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED)
 
 
+Delivery = Literal["pending", "delivered", "failed"]
+
+
+class Notification(BaseModel):
+    """How telling the requester went: overall, per destination (callback, chat), when, and why it failed.
+
+    Frozen: each change is a new value (`model_copy(update=...)`) written with the request.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Delivery = "pending"
+    callback: Literal["delivered", "failed"] | None = Field(None, description="The callback URL, once told.")
+    chat: Literal["delivered", "failed"] | None = Field(None, description="The chat conversation, once told.")
+    at: datetime | None = Field(None, description="When the outcome was recorded.")
+    error: str | None = Field(None, description="Why a destination was not told.")
+
+    @property
+    def done(self) -> bool:
+        """Say whether nothing is left to send."""
+        return self.status != "pending"
+
+
 class ErrorInfo(BaseModel):
     """A failure as the requester sees it: a code and a sentence saying what to do."""
 
@@ -79,7 +102,7 @@ class RequestRecord(BaseModel):
     idempotency_key: str | None = None
     body_hash: str | None = None
     traceparent: str | None = None
-    notification: dict[str, Any] | None = Field(None, description="How the callback went: status, time, error.")
+    notification: Notification | None = Field(None, description="How telling the requester went.")
     reply_to: dict[str, Any] | None = Field(
         None, description="The chat conversation to tell when the request ends (Slack or Teams); holds secrets."
     )

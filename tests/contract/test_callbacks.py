@@ -7,6 +7,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -36,10 +37,10 @@ def _notifier(**options: object) -> HttpNotifier:
     return HttpNotifier(signing_secret=b"k", timeout_s=2, policy=lambda: LOOPBACK_POLICY, **options)  # type: ignore[arg-type]
 
 
-def _notified(container: Container, rid: str) -> dict | None:
+def _notified(container: Container, rid: str) -> dict[str, Any] | None:
     record = container.store.get_request(rid)
     note = record.notification if record else None
-    return note if note and note.get("status") != "pending" else None
+    return note.model_dump(exclude_none=True) if note and note.done else None
 
 
 def test_the_callback_gets_the_result_once(callbacks: tuple[Container, QueueWorkers]) -> None:

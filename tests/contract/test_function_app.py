@@ -19,7 +19,7 @@ from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
 from engine.intake import queue_key
 from models.errors import TransientError
-from models.records import RequestStatus, StepStatus
+from models.records import Notification, RequestStatus, StepStatus
 from models.request import parse_request
 from tests.callers import ADMIN_OID, PLATFORM, PermitAll, Unconfined, bearer, sender
 from tests.conftest import ROOT, example, poll
@@ -259,7 +259,7 @@ def test_a_callback_on_its_last_try_is_recorded_failed_and_completed(function_ap
         cap.statuses = [503, 503]
         body = example("cpu-small.json") | {"callback_url": f"{cap.url}/hook"}
         record = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="t").record
-        finished = record.model_copy(update={"status": RequestStatus.SUCCEEDED, "notification": {"status": "pending"}})
+        finished = record.model_copy(update={"status": RequestStatus.SUCCEEDED, "notification": Notification()})
         container.store.update_request(finished)
         message = json.dumps({"request_id": record.id}).encode()
         notifications(_sb(message, f"{record.id}/notify"))  # try 1: 503, a copy is scheduled
@@ -268,6 +268,6 @@ def test_a_callback_on_its_last_try_is_recorded_failed_and_completed(function_ap
         notifications(_sb(message, f"{record.id}/notify/retry-14", properties=last))  # 503 on the last try
         assert len(cap.received) == 2
     note = container.store.get_request(record.id).notification
-    assert note["status"] == "failed" and "answered 503" in note["error"]
-    assert "gave up after the last try" in note["error"]
+    assert note is not None and note.status == "failed" and note.error and "answered 503" in note.error
+    assert "gave up after the last try" in note.error
     assert container.bus.counts("notifications")["scheduled"] == 1  # only try 1's copy: none after the last

@@ -298,7 +298,9 @@ def test_a_callback_and_the_sweeper_through_their_functions(journey: Any) -> Non
         cap.statuses = [503]  # the receiver is down once: the notifications function raises, the host abandons
         rid = _submit(module, example("cpu-small.json") | {"team": "notify", "callback_url": f"{cap.url}/done"})
         note = host.until(
-            lambda: (n := (store.get_request(rid).notification or {})).get("status") not in (None, "pending") and n,
+            lambda: (
+                (n := store.get_request(rid).notification) is not None and n.done and n.model_dump(exclude_none=True)
+            ),
             "the callback to be delivered",
         )
         assert note["status"] == "delivered"
@@ -331,7 +333,9 @@ def test_an_invalid_request_and_a_receiver_that_never_answers_are_recorded(journ
         cap.statuses = [503] * 10  # down for longer than the queue's three deliveries
         rid = _submit(module, example("cpu-small.json") | {"team": "never", "callback_url": f"{cap.url}/x"})
         note = host.until(
-            lambda: (n := (store.get_request(rid).notification or {})).get("status") not in (None, "pending") and n,
+            lambda: (
+                (n := store.get_request(rid).notification) is not None and n.done and n.model_dump(exclude_none=True)
+            ),
             "the callback outcome",
         )
         assert len(cap.received) == 3

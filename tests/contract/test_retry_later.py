@@ -324,8 +324,8 @@ def test_a_receiver_asking_for_2_s_is_retried_after_2_s_and_told_once(tmp_path: 
         rid = container.intake.submit(request=parse_request(body), caller=PLATFORM, source="t").record.id
 
         def told() -> Any:
-            note = (container.store.get_request(rid) or _never()).notification or {}
-            return note if note.get("status") not in (None, "pending") else None
+            note = (container.store.get_request(rid) or _never()).notification
+            return note.model_dump(exclude_none=True) if note is not None and note.done else None
 
         note = poll(told, timeout=30, what="the callback outcome")
         assert note["status"] == "delivered"

@@ -20,7 +20,7 @@ from engine.ports import Store, VcpuLimit
 from models.errors import ConflictError, LimitExceededError, StaleWriteError
 from models.events import EventName, StatusEvent
 from models.plan import StepKind
-from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.records import Notification, RequestRecord, RequestStatus, StepRecord, StepStatus
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 Make = Callable[..., Store]
@@ -321,13 +321,13 @@ def test_unfinished_requests_and_pending_notifications(store: Store) -> None:
     store.create_request(record("01A", updated_at=old), [])
     store.create_request(record("01B", updated_at=late), [])
     store.create_request(record("01C", updated_at=old), [])
-    move(store, "01C", status=RequestStatus.SUCCEEDED, notification={"status": "pending"})
+    move(store, "01C", status=RequestStatus.SUCCEEDED, notification=Notification())
     store.create_request(record("01D", updated_at=old), [])
-    move(store, "01D", status=RequestStatus.FAILED, notification={"status": "delivered"})
+    move(store, "01D", status=RequestStatus.FAILED, notification=Notification(status="delivered"))
     cut = NOW + timedelta(minutes=1)
     assert [r.id for r in store.unfinished_requests(before=cut)] == ["01A"]
     assert [r.id for r in store.pending_notifications(before=cut)] == ["01C"]
-    move(store, "01C", notification={"status": "delivered"})
+    move(store, "01C", notification=Notification(status="delivered"))
     assert store.pending_notifications(before=cut) == []
     assert len(store.unfinished_requests(before=late + timedelta(seconds=1), limit=1)) == 1
 

@@ -148,8 +148,8 @@ def _told(host: Devhost, request_id: str) -> dict[str, Any]:
 
     def done() -> dict[str, Any] | None:
         record = store.get_request(request_id)
-        state = (record.notification or {}) if record else {}
-        return state if state.get("status") in ("delivered", "failed") else None
+        state = record.notification if record else None
+        return state.model_dump(exclude_none=True) if state is not None and state.done else None
 
     return poll(done, timeout=60, every=0.1, what="the announcement to be recorded")
 

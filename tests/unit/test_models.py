@@ -111,3 +111,19 @@ def test_compute_instances_belong_to_one_user() -> None:
     problems = _problems(body)
     assert "set assigned_user" in problems["compute[0].assigned_user"]
     assert "only a compute instance" in problems["compute[1].assigned_user"]
+
+
+def test_a_notification_is_typed_and_reads_what_earlier_versions_stored() -> None:
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from models.records import Notification
+
+    stored = {"status": "failed", "callback": "failed", "at": "2026-11-30T10:00:00+00:00", "error": "callback: 404"}
+    note = Notification.model_validate(stored)
+    assert note.done and note.at == datetime(2026, 11, 30, 10, tzinfo=UTC) and note.chat is None
+    assert Notification.model_validate(note.model_dump(mode="json")) == note
+    assert not Notification().done
+    with pytest.raises(ValidationError):
+        Notification.model_validate({"status": "sent"})  # not a state a notification can be in
