@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.chat import USAGE, Replays, Reply
 from models.errors import PermanentError, TransientError
+from models.records import SlackConversation
 from models.redact import register
 
 MAX_AGE_S = 300
@@ -128,11 +129,11 @@ class SlackPoster:
         self.timeout_s = timeout_s
         self.clock = clock
 
-    def post(self, reply_to: dict[str, Any], reply: Reply, delivery_id: str) -> None:
+    def post(self, reply_to: SlackConversation, reply: Reply, delivery_id: str) -> None:
         """Post through response_url while it is valid, else chat.postMessage; raise Transient/Permanent."""
-        url = reply_to.get("response_url")
-        fresh = self.clock() - float(reply_to.get("at", 0)) < RESPONSE_URL_LIFETIME_S
-        if url and fresh and self._via_response_url(str(url), reply):
+        url = reply_to.response_url
+        fresh = self.clock() - reply_to.at < RESPONSE_URL_LIFETIME_S
+        if url and fresh and self._via_response_url(url, reply):
             return
         self._via_web_api(reply_to, reply, delivery_id)
 
@@ -152,11 +153,11 @@ class SlackPoster:
             raise TransientError(f"Slack answered {response.status_code}", code="SlackUnavailable")
         return False  # expired or used up: fall back to the Web API
 
-    def _via_web_api(self, reply_to: dict[str, Any], reply: Reply, delivery_id: str) -> None:
+    def _via_web_api(self, reply_to: SlackConversation, reply: Reply, delivery_id: str) -> None:
         from slack_sdk import WebClient
         from slack_sdk.errors import SlackApiError
 
-        channel = reply_to.get("channel")
+        channel = reply_to.channel
         if not self.bot_token or not channel:
             raise PermanentError(
                 "the Slack response_url has expired and there is no bot token (SLACK_BOT_TOKEN) or channel to post "

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.chat import USAGE, Replays, Reply
 from models.errors import PermanentError, TransientError
+from models.records import ChatConversation, SlackConversation, TeamsConversation
 from models.redact import register
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ class TeamsPoster:
             self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
         return self._client
 
-    def post(self, reply_to: dict[str, Any], reply: Reply, delivery_id: str) -> None:
+    def post(self, reply_to: TeamsConversation, reply: Reply, delivery_id: str) -> None:
         """Post the card; raise Transient/Permanent."""
         url = self.workflows_url
         if not url:
@@ -218,12 +219,9 @@ class ChatPosters:
         self.slack = slack
         self.teams = teams
 
-    def post(self, reply_to: dict[str, Any], reply: Any, delivery_id: str) -> None:
+    def post(self, reply_to: ChatConversation, reply: Any, delivery_id: str) -> None:
         """Dispatch on the conversation's kind."""
-        kind = reply_to.get("kind")
-        if kind == "slack":
+        if isinstance(reply_to, SlackConversation):
             self.slack.post(reply_to, reply, delivery_id)
-        elif kind == "teams":
-            self.teams.post(reply_to, reply, delivery_id)
         else:
-            raise PermanentError(f"unknown chat kind {kind!r} to reply to", code="ChatUnknown")
+            self.teams.post(reply_to, reply, delivery_id)

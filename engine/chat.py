@@ -50,7 +50,7 @@ from models.errors import (
 )
 from models.identity import Caller
 from models.policy import ChatUser, Policy
-from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.records import ChatConversation, RequestRecord, RequestStatus, StepRecord, StepStatus
 from models.request import parse_request
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ class Chat:
 
     # ----- the commands -------------------------------------------------------------------------
 
-    def handle(self, *, who: Who, text: str, reply_to: dict[str, Any], traceparent: str | None = None) -> Reply:
+    def handle(self, *, who: Who, text: str, reply_to: ChatConversation, traceparent: str | None = None) -> Reply:
         """Answer one command; mistakes get the usage and the exact problems, never a stack trace."""
         try:
             verb, args, rest = parse_command(text)
@@ -329,7 +329,7 @@ class Chat:
         except (InvalidInputError, ConflictError, TransientError, ForbiddenError, NotFoundError) as exc:
             return refusal(exc, usage=True)
 
-    def confirm(self, *, who: Who, token: str, reply_to: dict[str, Any], traceparent: str | None = None) -> Reply:
+    def confirm(self, *, who: Who, token: str, reply_to: ChatConversation, traceparent: str | None = None) -> Reply:
         """Create what a confirmed plan showed (the Slack button), if its asker may still ask for that team."""
         try:
             asking = self._asking(who, "confirm")
@@ -460,7 +460,7 @@ class Chat:
         asking: _Asking,
         *,
         request: dict[str, Any],
-        reply_to: dict[str, Any],
+        reply_to: ChatConversation,
         traceparent: str | None = None,
         token: str | None = None,
     ) -> Reply:
@@ -468,7 +468,7 @@ class Chat:
         who = asking.who
         # One chat action creates one request: a double click or a redelivered message finds the first.
         key_source = token or json.dumps(
-            {"who": who.label, "message": reply_to.get("message_id"), "request": request}, sort_keys=True
+            {"who": who.label, "message": reply_to.message_id, "request": request}, sort_keys=True
         )
         key = f"{who.door}:{hashlib.sha256(key_source.encode()).hexdigest()[:32]}"
         if self.store.find_by_idempotency_key(key) is None:  # finding the first takes nothing from the allowance

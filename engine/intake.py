@@ -34,7 +34,7 @@ from models.events import EventName
 from models.identity import AuthenticationError, Caller
 from models.plan import Plan
 from models.policy import Policy
-from models.records import RequestRecord, RequestStatus, StepRecord
+from models.records import ChatConversation, RequestRecord, RequestStatus, StepRecord
 from models.redact import redact
 from models.request import TeamOnboarding, WorkspaceRequest, parse_request, problems_from
 
@@ -121,7 +121,7 @@ class Intake:
         source: str,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
-        reply_to: dict[str, Any] | None = None,
+        reply_to: ChatConversation | None = None,
         preflight_budget_s: float | None = None,
     ) -> Submitted:
         """Authorise, admit, plan, record and start a request.

@@ -11,7 +11,7 @@ from models.events import StatusEvent
 from models.outcomes import Outcome
 from models.plan import Plan, ResourceNames, Step
 from models.policy import Policy
-from models.records import RequestRecord, RequestStatus, StepRecord
+from models.records import ChatConversation, RequestRecord, RequestStatus, StepRecord
 from models.request import WorkspaceRequest
 
 
@@ -259,7 +259,7 @@ class Notifier(Protocol):
 class ChatPoster(Protocol):
     """Where a chat-made request's result is posted (the Slack or Teams conversation it came from)."""
 
-    def post(self, reply_to: dict[str, Any], reply: Any, delivery_id: str) -> None:
+    def post(self, reply_to: ChatConversation, reply: Any, delivery_id: str) -> None:
         """Post one reply; raise `TransientError` to be retried, `PermanentError` to give up."""
         ...
 

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters import slack, teams
 from composition import Container
 from engine.chat import Reply, Who
+from models.records import ChatConversation, SlackConversation, TeamsConversation
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,13 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
         user_id = form.get("user_id", "")
         who = Who("slack", user_id, c.policy.chat_user(slack=user_id))
-        reply_to = {
-            "kind": "slack",
-            "response_url": form.get("response_url"),
-            "channel": form.get("channel_id"),
-            "user": user_id,
-            "message_id": form.get("trigger_id"),
-            "at": time.time(),
-        }
+        reply_to = SlackConversation(
+            response_url=form.get("response_url"),
+            channel=form.get("channel_id"),
+            user=user_id,
+            message_id=form.get("trigger_id"),
+            at=time.time(),
+        )
         return JSONResponse(slack.message(await _command(c, who, form.get("text", ""), reply_to)))
 
     @api.post("/api/chat/slack/interactions", tags=["chat"], summary="Slack interactivity (buttons)")
@@ -83,19 +83,19 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
             )
         user_id = str(payload.get("user", {}).get("id", ""))
         who = Who("slack", user_id, c.policy.chat_user(slack=user_id))
-        reply_to = {
-            "kind": "slack",
-            "response_url": payload.get("response_url"),
-            "channel": (payload.get("channel") or {}).get("id"),
-            "user": user_id,
-            "message_id": payload.get("trigger_id"),
-            "at": time.time(),
-        }
+        channel = payload.get("channel")
+        reply_to = SlackConversation(
+            response_url=_text(payload.get("response_url")),
+            channel=_text(channel.get("id")) if isinstance(channel, dict) else None,
+            user=user_id,
+            message_id=_text(payload.get("trigger_id")),
+            at=time.time(),
+        )
         reply = await run_in_threadpool(
             _interaction, c, who, str(action.get("action_id", "")), str(action.get("value", "")), reply_to
         )
-        if reply_to["response_url"]:
-            await run_in_threadpool(_answer, str(reply_to["response_url"]), reply)
+        if reply_to.response_url:
+            await run_in_threadpool(_answer, reply_to.response_url, reply)
         return Response(status_code=200)
 
     @api.post("/api/chat/teams/messages", tags=["chat"], summary="Teams outgoing webhook")
@@ -117,24 +117,29 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
         sender = activity.get("from") or {}
         user_id = str(sender.get("aadObjectId") or sender.get("id") or "")
         who = Who("teams", user_id, c.policy.chat_user(teams=str(sender.get("aadObjectId") or "")))
-        reply_to = {
-            "kind": "teams",
-            "conversation": (activity.get("conversation") or {}).get("id"),
-            "user": user_id,
-            "message_id": activity.get("id"),
-            "at": time.time(),
-        }
+        conversation = activity.get("conversation")
+        reply_to = TeamsConversation(
+            conversation=_text(conversation.get("id")) if isinstance(conversation, dict) else None,
+            user=user_id,
+            message_id=_text(activity.get("id")),
+            at=time.time(),
+        )
         return JSONResponse(teams.message(await _command(c, who, teams.command_text(activity), reply_to)))
 
 
-async def _command(c: Container, who: Who, text: str, reply_to: dict[str, Any]) -> Reply:
+def _text(value: object) -> str | None:
+    """Return a chat platform's id as text: ids arrive as JSON strings (or numbers); anything else is none."""
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
+
+
+async def _command(c: Container, who: Who, text: str, reply_to: ChatConversation) -> Reply:
     """Answer a command off the event loop (the store and the bus block), in the request's trace."""
     return await run_in_threadpool(
         c.chat.handle, who=who, text=text, reply_to=reply_to, traceparent=c.telemetry.current_traceparent()
     )
 
 
-def _interaction(c: Container, who: Who, action: str, value: str, reply_to: dict[str, Any]) -> Reply:
+def _interaction(c: Container, who: Who, action: str, value: str, reply_to: ChatConversation) -> Reply:
     if action == "confirm_create":
         return c.chat.confirm(who=who, token=value, reply_to=reply_to, traceparent=c.telemetry.current_traceparent())
     if action == "refresh_status":

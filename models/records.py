@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,34 @@ class StepStatus(StrEnum):
         """True when the step will not change any more."""
         return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED)
 
+
+class SlackConversation(BaseModel):
+    """Where a Slack command came from: what the notifier needs to answer there when the request ends."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["slack"] = "slack"
+    user: str = Field("", description="The Slack user id who asked.")
+    channel: str | None = Field(None, description="The channel, for chat.postMessage once response_url expires.")
+    response_url: str | None = Field(None, description="The command's response URL (valid 30 minutes); a secret.")
+    message_id: str | None = Field(None, description="The trigger id: one command, however often Slack retries it.")
+    at: float = Field(0.0, description="When it arrived (epoch seconds): how old response_url is.")
+
+
+class TeamsConversation(BaseModel):
+    """Where a Teams message came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["teams"] = "teams"
+    user: str = Field("", description="The sender's Entra object id (or Teams id).")
+    conversation: str | None = Field(None, description="The Teams conversation id.")
+    message_id: str | None = Field(None, description="The activity id: one message, however often it is delivered.")
+    at: float = Field(0.0, description="When it arrived (epoch seconds).")
+
+
+ChatConversation = Annotated[SlackConversation | TeamsConversation, Field(discriminator="kind")]
+"""The chat conversation a request answers to when it ends, by chat platform."""
 
 Delivery = Literal["pending", "delivered", "failed"]
 
@@ -103,7 +131,7 @@ class RequestRecord(BaseModel):
     body_hash: str | None = None
     traceparent: str | None = None
     notification: Notification | None = Field(None, description="How telling the requester went.")
-    reply_to: dict[str, Any] | None = Field(
+    reply_to: ChatConversation | None = Field(
         None, description="The chat conversation to tell when the request ends (Slack or Teams); holds secrets."
     )
     created_at: datetime

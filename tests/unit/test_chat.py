@@ -25,6 +25,7 @@ from engine.chat import Chat, Reply, SubmissionLimit, Who, parse_command
 from models.errors import InvalidInputError
 from models.identity import AppRole, Caller
 from models.policy import ChatUser, Policy, TeamAccess
+from models.records import SlackConversation, TeamsConversation
 from models.request import parse_request
 from models.settings import Settings
 from tests.fakes import FakeCloud
@@ -286,33 +287,35 @@ def bed(settings: Settings) -> Bed:
     return made
 
 
+SLACK_HERE = SlackConversation(user="U0ADA", channel="C1")
+
 ASK = "create team=vision env=dev region=westeurope profile=cpu-small cost-center=CC-1"
 
 
 def test_mistakes_get_the_usage_and_the_same_problems_as_the_rest_api(bed: Bed) -> None:
     reply = bed.chat.handle(
-        who=bed.who(), text="create team=vision env=staging region=mars cost-center=CC-1", reply_to={}
+        who=bed.who(), text="create team=vision env=staging region=mars cost-center=CC-1", reply_to=SLACK_HERE
     )
     assert not reply.ok and reply.usage
     with pytest.raises(InvalidInputError) as rest:
         parse_request({"team": "vision", "environment": "staging", "region": "mars", "tags": {"cost-center": "CC-1"}})
     assert {(p.field, p.message) for p in rest.value.problems} <= {(p.field, p.message) for p in reply.problems}
-    unknown = bed.chat.handle(who=bed.who(), text="create team=vision colour=blue", reply_to={})
+    unknown = bed.chat.handle(who=bed.who(), text="create team=vision colour=blue", reply_to=SLACK_HERE)
     assert any("'colour' is not an argument" in p.message for p in unknown.problems)
-    nonsense = bed.chat.handle(who=bed.who(), text="destroy everything", reply_to={})
+    nonsense = bed.chat.handle(who=bed.who(), text="destroy everything", reply_to=SLACK_HERE)
     assert "'destroy' is not a command" in nonsense.problems[0].message
     assert "Traceback" not in str(message(nonsense))
 
 
 @pytest.mark.parametrize("command", [ASK, "plan team=vision env=dev region=westeurope", "list", "status 01J0ABC"])
 def test_strangers_are_told_to_ask_their_platform_team_for_every_command(bed: Bed, command: str) -> None:
-    stranger = bed.chat.handle(who=bed.who(None, slack="U999"), text=command, reply_to={})
+    stranger = bed.chat.handle(who=bed.who(None, slack="U999"), text=command, reply_to=SLACK_HERE)
     assert stranger.title == "I do not know you yet." and not stranger.ok
     assert "chat_users" in stranger.problems[0].message and "U999" in stranger.problems[0].message
 
 
 def test_another_teams_plan_is_refused_by_the_teams_groups_and_recorded(bed: Bed) -> None:
-    other = bed.chat.handle(who=bed.who(), text="plan team=fraud env=dev region=westeurope", reply_to={})
+    other = bed.chat.handle(who=bed.who(), text="plan team=fraud env=dev region=westeurope", reply_to=SLACK_HERE)
     assert other.title == "That team is not yours." and not other.ok
     assert "you are not a member of team 'fraud'" in other.lines[0] and "(vision)" in other.lines[0]
     assert "Entra groups" in other.lines[1]
@@ -320,57 +323,57 @@ def test_another_teams_plan_is_refused_by_the_teams_groups_and_recorded(bed: Bed
     # The same person, once in the team's group, may.
     bed.member(ADA, FRAUD)
     mine = bed.chat.handle(
-        who=bed.who(), text="plan team=fraud env=dev region=westeurope cost-center=CC-1", reply_to={}
+        who=bed.who(), text="plan team=fraud env=dev region=westeurope cost-center=CC-1", reply_to=SLACK_HERE
     )
     assert mine.ok and mine.title.startswith("Plan for mlw-fraud-dev")
     assert (str(ADA.principal), "request", True, "TeamMember", "fraud", "plan") in bed.audit.decisions
 
 
 def test_a_team_the_policy_does_not_know_and_a_missing_role_are_refused(bed: Bed) -> None:
-    unknown = bed.chat.handle(who=bed.who(), text="plan team=nobody env=dev region=westeurope", reply_to={})
+    unknown = bed.chat.handle(who=bed.who(), text="plan team=nobody env=dev region=westeurope", reply_to=SLACK_HERE)
     assert unknown.title == "That team is not known here." and "policy's teams" in unknown.lines[0]
-    reader = bed.chat.handle(who=bed.who(PAT), text="plan team=vision env=dev region=westeurope", reply_to={})
+    reader = bed.chat.handle(who=bed.who(PAT), text="plan team=vision env=dev region=westeurope", reply_to=SLACK_HERE)
     assert reader.title == "You may not do that from chat." and AppRole.REQUEST.value in reader.lines[0]
 
 
 def test_a_plan_is_confirmed_only_by_its_asker_and_only_once(bed: Bed) -> None:
-    planned = bed.chat.handle(who=bed.who(), text=ASK, reply_to={})
+    planned = bed.chat.handle(who=bed.who(), text=ASK, reply_to=SLACK_HERE)
     [confirm, cancel] = planned.buttons
     assert planned.ok and confirm.action == "confirm_create" and cancel.action == "cancel"
     stranger = Who("slack", "U0FRED", FRED)
-    refused = bed.chat.confirm(who=stranger, token=confirm.value, reply_to={})
+    refused = bed.chat.confirm(who=stranger, token=confirm.value, reply_to=SLACK_HERE)
     assert "only the person who asked" in refused.problems[0].message
-    forged = bed.chat.confirm(who=bed.who(), token=confirm.value[:-4] + "AAAA", reply_to={})
+    forged = bed.chat.confirm(who=bed.who(), token=confirm.value[:-4] + "AAAA", reply_to=SLACK_HERE)
     assert "not valid" in forged.problems[0].message
     remapped = Who("slack", "U2CERLKJA", FRED.model_copy(update={"slack_user": "U2CERLKJA"}))
-    moved = bed.chat.confirm(who=remapped, token=confirm.value, reply_to={})
+    moved = bed.chat.confirm(who=remapped, token=confirm.value, reply_to=SLACK_HERE)
     assert "who you act as has changed" in moved.problems[0].message
-    first = bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to={"kind": "slack"})
-    again = bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to={"kind": "slack"})
+    first = bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to=SLACK_HERE)
+    again = bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to=SLACK_HERE)
     assert first.title.startswith("Provisioning mlw-vision-dev has started")
     assert again.title.startswith("This was already submitted as")
     assert len(bed.container.store.list_requests(team="vision").items) == 1
     record = bed.container.store.list_requests(team="vision").items[0]
-    assert record.requester == str(ADA.principal) and record.reply_to == {"kind": "slack"}
+    assert record.requester == str(ADA.principal) and record.reply_to == SLACK_HERE
     assert record.request["owners"][0]["object_id"] == str(ADA.principal)
 
 
 def test_a_sealed_confirmation_creates_nothing_after_its_asker_left_the_team(bed: Bed) -> None:
-    [confirm, _] = bed.chat.handle(who=bed.who(), text=ASK, reply_to={}).buttons
+    [confirm, _] = bed.chat.handle(who=bed.who(), text=ASK, reply_to=SLACK_HERE).buttons
     bed.remove(ADA, VISION)
-    refused = bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to={"kind": "slack"})
+    refused = bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to=SLACK_HERE)
     assert refused.title == "That team is not yours." and not refused.ok
     assert bed.container.store.list_requests(team="vision").items == []
     assert (str(ADA.principal), "request", False, "NotTeamMember", "vision", "confirm") in bed.audit.decisions
     bed.member(ADA, VISION)
-    assert bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to={}).title.startswith("Provisioning")
+    assert bed.chat.confirm(who=bed.who(), token=confirm.value, reply_to=SLACK_HERE).title.startswith("Provisioning")
 
 
 def test_a_teams_confirmation_is_decided_again_when_it_is_sent(bed: Bed) -> None:
     teams_ada = Who("teams", str(ADA.teams_user), ADA)
-    assert bed.chat.handle(who=teams_ada, text=ASK, reply_to={}).title == "Create mlw-vision-dev?"
+    assert bed.chat.handle(who=teams_ada, text=ASK, reply_to=SLACK_HERE).title == "Create mlw-vision-dev?"
     bed.remove(ADA, VISION)
-    refused = bed.chat.handle(who=teams_ada, text=ASK + " confirm=yes", reply_to={"message_id": "m2"})
+    refused = bed.chat.handle(who=teams_ada, text=ASK + " confirm=yes", reply_to=TeamsConversation(message_id="m2"))
     assert refused.title == "That team is not yours."
     assert bed.container.store.list_requests(team="vision").items == []
 
@@ -379,7 +382,7 @@ def _submit(bed: Bed, user: ChatUser, team: str, message_id: str, *, name: str =
     reply = bed.chat.handle(
         who=Who("teams", str(user.principal), user),
         text=f"create team={team} env=dev region=westeurope profile=cpu-small cost-center=CC-1 {name} confirm=yes",
-        reply_to={"message_id": message_id},
+        reply_to=TeamsConversation(message_id=message_id),
     )
     assert reply.title.startswith("Provisioning"), reply.text()
     return reply.buttons[0].value
@@ -388,25 +391,25 @@ def _submit(bed: Bed, user: ChatUser, team: str, message_id: str, *, name: str =
 def test_list_and_status_show_only_the_askers_teams(bed: Bed) -> None:
     mine = _submit(bed, ADA, "vision", "m1")
     theirs = _submit(bed, FRED, "fraud", "m2")
-    listed = bed.chat.handle(who=bed.who(), text="list", reply_to={})
+    listed = bed.chat.handle(who=bed.who(), text="list", reply_to=SLACK_HERE)
     assert mine in listed.text() and theirs not in listed.text() and listed.title == "Newest requests of vision"
-    other = bed.chat.handle(who=bed.who(), text="list fraud", reply_to={})
+    other = bed.chat.handle(who=bed.who(), text="list fraud", reply_to=SLACK_HERE)
     assert not other.ok and theirs not in other.text() and "your own teams' requests (vision)" in other.lines[0]
     assert (str(ADA.principal), "read", False, "NotTeamMember", "fraud", "list") in bed.audit.decisions
     # Another team's request is answered exactly as one that does not exist, by command and by button.
-    hidden = bed.chat.handle(who=bed.who(), text=f"status {theirs}", reply_to={})
-    missing = bed.chat.handle(who=bed.who(), text="status 01J0NOTHERE0000000000000000", reply_to={})
+    hidden = bed.chat.handle(who=bed.who(), text=f"status {theirs}", reply_to=SLACK_HERE)
+    missing = bed.chat.handle(who=bed.who(), text="status 01J0NOTHERE0000000000000000", reply_to=SLACK_HERE)
     assert not hidden.ok and hidden.text() == missing.text().replace("01J0NOTHERE0000000000000000", theirs)
     button = bed.chat.status(who=bed.who(), request_id=theirs)
     assert not button.ok and "there is no request" in button.text() and "fraud" not in button.text()
     assert bed.chat.status(who=bed.who(), request_id=mine).fields[0] == ("team", "vision")
     assert (str(ADA.principal), "read", False, "NotTeamMember", "fraud", "status") in bed.audit.decisions
     # The platform team reads every team (Workspaces.ReadAll); someone in no team is told how to join one.
-    everything = bed.chat.handle(who=bed.who(PAT), text="list", reply_to={})
+    everything = bed.chat.handle(who=bed.who(PAT), text="list", reply_to=SLACK_HERE)
     assert mine in everything.text() and theirs in everything.text()
     assert bed.chat.status(who=bed.who(PAT), request_id=theirs).ok
     bed.remove(ADA, VISION)
-    alone = bed.chat.handle(who=bed.who(), text="list", reply_to={})
+    alone = bed.chat.handle(who=bed.who(), text="list", reply_to=SLACK_HERE)
     assert alone.title == "You belong to no team yet." and mine not in alone.text()
     assert not bed.chat.status(who=bed.who(), request_id=mine).ok
 
@@ -426,12 +429,14 @@ def test_submissions_are_limited_per_person_and_a_repeat_takes_nothing(bed: Bed)
         submissions=limited,
         audit=bed.audit,
     )
-    [confirm, _] = chat.handle(who=bed.who(), text=ASK, reply_to={}).buttons
-    assert chat.confirm(who=bed.who(), token=confirm.value, reply_to={}).title.startswith("Provisioning")
-    assert chat.confirm(who=bed.who(), token=confirm.value, reply_to={}).title.startswith("This was already")
+    [confirm, _] = chat.handle(who=bed.who(), text=ASK, reply_to=SLACK_HERE).buttons
+    assert chat.confirm(who=bed.who(), token=confirm.value, reply_to=SLACK_HERE).title.startswith("Provisioning")
+    assert chat.confirm(who=bed.who(), token=confirm.value, reply_to=SLACK_HERE).title.startswith("This was already")
     assert asked == [str(ADA.principal)]  # the repeat found the first request without taking
     other = ASK.replace("CC-1", "CC-2") + " name=mlw-vision-two"
-    refused = chat.handle(who=Who("teams", "t", ADA), text=other + " confirm=yes", reply_to={"message_id": "x"})
+    refused = chat.handle(
+        who=Who("teams", "t", ADA), text=other + " confirm=yes", reply_to=TeamsConversation(message_id="x")
+    )
     assert refused.title == "You have asked for many workspaces in a short time." and "43 s" in refused.lines[0]
     assert len(bed.container.store.list_requests(team="vision").items) == 1
     assert (str(ADA.principal), "request", False, "SubmissionRateLimit", "vision", "create") in bed.audit.decisions
@@ -441,7 +446,9 @@ def test_the_default_submission_limit_is_kept_in_the_store(bed: Bed) -> None:
     for i in range(10):
         _submit(bed, ADA, "vision", f"m{i}", name=f"name=mlw-vision-{i}")
     refused = bed.chat.handle(
-        who=Who("teams", "t", ADA), text=ASK + " name=mlw-vision-x confirm=yes", reply_to={"message_id": "m10"}
+        who=Who("teams", "t", ADA),
+        text=ASK + " name=mlw-vision-x confirm=yes",
+        reply_to=TeamsConversation(message_id="m10"),
     )
     assert refused.title == "You have asked for many workspaces in a short time."
     # Kept in the store under the principal's bucket: every instance and every door sees the same allowance.
@@ -451,9 +458,9 @@ def test_the_default_submission_limit_is_kept_in_the_store(bed: Bed) -> None:
 
 def test_without_an_authoriser_chat_users_act_for_no_team(bed: Bed) -> None:
     unwired = make_chat(bed.container, bed.policy)
-    refused = unwired.handle(who=bed.who(), text="plan team=vision env=dev region=westeurope", reply_to={})
+    refused = unwired.handle(who=bed.who(), text="plan team=vision env=dev region=westeurope", reply_to=SLACK_HERE)
     assert refused.title == "That team is not yours."
-    assert unwired.handle(who=bed.who(), text="list", reply_to={}).title == "You belong to no team yet."
+    assert unwired.handle(who=bed.who(), text="list", reply_to=SLACK_HERE).title == "You belong to no team yet."
 
 
 def test_replies_render_for_both_chats() -> None:

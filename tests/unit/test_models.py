@@ -127,3 +127,23 @@ def test_a_notification_is_typed_and_reads_what_earlier_versions_stored() -> Non
     assert not Notification().done
     with pytest.raises(ValidationError):
         Notification.model_validate({"status": "sent"})  # not a state a notification can be in
+
+
+def test_a_chat_conversation_is_typed_by_platform_and_reads_what_earlier_versions_stored() -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from models.records import ChatConversation, SlackConversation, TeamsConversation
+
+    conversations: TypeAdapter[SlackConversation | TeamsConversation] = TypeAdapter(ChatConversation)
+    slack = conversations.validate_python(
+        {"kind": "slack", "response_url": None, "channel": "C1", "user": "U1", "message_id": "t1", "at": 1.5}
+    )
+    teams = conversations.validate_python(
+        {"kind": "teams", "conversation": "19:abc", "user": "a-b", "message_id": "m1", "at": 2.0}
+    )
+    assert isinstance(slack, SlackConversation) and slack.channel == "C1"
+    assert isinstance(teams, TeamsConversation) and teams.conversation == "19:abc"
+    assert conversations.validate_python(slack.model_dump(mode="json")) == slack
+    for bad in ({"kind": "discord"}, {"kind": "teams", "channel": "C1"}, {}):
+        with pytest.raises(ValidationError):
+            conversations.validate_python(bad)
