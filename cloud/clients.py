@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 
-from cloud.throttle import CURRENT, Operation
+from cloud.throttle import CURRENT
+from models.arm_limits import operation_of
 
 T = TypeVar("T")
 
@@ -54,16 +55,6 @@ def emulator_endpoint(url: str, ca_bundle: str) -> CloudEndpoint:
     """Describe a local ARM emulator; its cloud name carries the port, as azure-ai-ml never forgets a cloud."""
     port = url.rstrip("/").rsplit(":", 1)[-1]
     return CloudEndpoint(url, ca_bundle, f"{EMULATOR_CLOUD}{port}")
-
-
-def operation_of(method: str) -> Operation:
-    """Say which of ARM's buckets an HTTP method draws from (GET/HEAD read, DELETE deletes, the rest write)."""
-    method = method.upper()
-    if method in ("GET", "HEAD"):
-        return "reads"
-    if method == "DELETE":
-        return "deletes"
-    return "writes"
 
 
 class RemainingBudgetPolicy(HTTPPolicy):  # type: ignore[type-arg]

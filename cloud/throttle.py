@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal
 
+from models.arm_limits import Operation
 from models.errors import BackPressure
 
-Operation = Literal["reads", "writes", "deletes"]
 # Refill per second of ARM's subscription buckets (Microsoft Learn, "Understand how Azure Resource
 # Manager throttles requests", regional throttling and token bucket algorithm).
 ARM_REFILL_PER_S: dict[str, float] = {"reads": 25.0, "writes": 10.0, "deletes": 10.0}

@@ -20,7 +20,8 @@ from emulator.arm_errors import ArmError
 from emulator.faults import Fault
 from emulator.resources import TYPES
 from emulator.state import Config, EmulatorState, parse_path
-from emulator.throttling import RequestThrottle, Scope, ThrottlingConfig, operation_of, principal_of, throttled_error
+from emulator.throttling import RequestThrottle, Scope, ThrottlingConfig, principal_of, throttled_error
+from models.arm_limits import operation_of
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from emulator.arm_errors import ArmError
+from models.arm_limits import Operation
 
-Operation = Literal["reads", "writes", "deletes"]
 Scope = Literal["subscription", "tenant"]
 
 
@@ -60,16 +60,6 @@ class ThrottlingConfig(BaseModel):
         """Return the bucket limit for a scope and kind of operation."""
         limit: BucketLimit = getattr(self, f"{scope}_{operation}")
         return limit
-
-
-def operation_of(method: str) -> Operation:
-    """Say which bucket an HTTP method draws from: GET/HEAD read, DELETE deletes, the rest write."""
-    method = method.upper()
-    if method in ("GET", "HEAD"):
-        return "reads"
-    if method == "DELETE":
-        return "deletes"
-    return "writes"
 
 
 def principal_of(authorization: str) -> str:

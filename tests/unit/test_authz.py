@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -127,6 +128,20 @@ def test_group_overage_asks_the_directory(authz: Authorizer, directory: FakeDire
     assert len(directory.asked) == 2
 
 
+def _local_caller(directory: Any, login: str) -> Caller:
+    """The caller a local token for `login` proves: its groups listed, or the overage claim instead."""
+    user = directory.users[login]
+    return Caller(
+        oid=user.object_id,
+        tid=directory.tenant_id,
+        name=user.name,
+        roles=frozenset(user.roles),
+        groups=frozenset() if user.groups_overage else frozenset(directory.group_ids(user)),
+        groups_overage=user.groups_overage,
+        auth="local",
+    )
+
+
 def test_the_local_directory_answers_for_its_overage_user() -> None:
     from devhost.identity import LocalMembership, load_directory
     from models.identity import DEFAULT_DIRECTORY
@@ -134,28 +149,12 @@ def test_the_local_directory_answers_for_its_overage_user() -> None:
     directory = load_directory(DEFAULT_DIRECTORY)
     policy = shipped_policy()  # its teams are the local directory's groups
     authz = Authorizer(policy=policy, membership=LocalMembership(directory))
-    carol = directory.users["carol"]
-    assert carol.groups_overage
-    who = Caller(
-        oid=carol.object_id,
-        tid=directory.tenant_id,
-        name=carol.name,
-        roles=frozenset(carol.roles),
-        groups_overage=True,
-        auth="local",
-    )
+    assert directory.users["carol"].groups_overage
+    who = _local_caller(directory, "carol")
     assert authz.teams_of(who) == {"fraud-detection"}
     assert authz.authorize(who, Act.REQUEST, team="fraud-detection").allowed
     assert not authz.authorize(who, Act.REQUEST, team="churn").allowed
-    bob = directory.users["bob"]
-    as_bob = Caller(
-        oid=bob.object_id,
-        tid=directory.tenant_id,
-        name=bob.name,
-        roles=frozenset(bob.roles),
-        groups=frozenset(directory.group_ids(bob)),
-        auth="local",
-    )
+    as_bob = _local_caller(directory, "bob")
     assert authz.teams_of(as_bob) == {"churn"}
 
 
@@ -168,18 +167,8 @@ def test_a_group_several_teams_list_makes_its_members_act_for_each() -> None:
     policy = base.model_copy(update={"teams": {**base.teams, "fraud-ops": shared, "fraud-lab": shared}})
     directory = load_directory(DEFAULT_DIRECTORY)
     authz = Authorizer(policy=policy, membership=LocalMembership(directory))
-    alice = directory.users["alice"]
-    who = Caller(
-        oid=alice.object_id,
-        tid=directory.tenant_id,
-        name=alice.name,
-        roles=frozenset(alice.roles),
-        groups=frozenset(directory.group_ids(alice)),
-        auth="local",
-    )
+    who = _local_caller(directory, "alice")
     assert authz.teams_of(who) == {"fraud-detection", "fraud-ops", "fraud-lab"}
     for team in ("fraud-detection", "fraud-ops", "fraud-lab"):
         assert authz.authorize(who, Act.REQUEST, team=team).allowed
-    carol = directory.users["carol"]
-    overage = Caller(oid=carol.object_id, tid=directory.tenant_id, name=carol.name, groups_overage=True, auth="local")
-    assert authz.teams_of(overage) == {"fraud-detection", "fraud-ops", "fraud-lab"}
+    assert authz.teams_of(_local_caller(directory, "carol")) == {"fraud-detection", "fraud-ops", "fraud-lab"}
