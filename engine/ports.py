@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from models.errors import Problem
 from models.events import StatusEvent
+from models.lifecycle import DriftFinding
 from models.outcomes import Outcome
 from models.plan import Plan, ResourceNames, Step
 from models.policy import Policy
@@ -301,8 +302,21 @@ class Preflight(Protocol):
 
 
 class Cloud(Protocol):
-    """The cloud: one reconcile per step kind."""
+    """The cloud: one reconcile per step kind, and a read-only look for drift."""
 
     def reconcile(self, step: Step, ctx: StepContext) -> Outcome:
-        """Bring the step's resource towards its desired state and say where it stands."""
+        """Bring the step's resource towards its desired state and say where it stands.
+
+        A step whose `action` is `delete` is brought towards gone: `Wait` while Azure deletes,
+        `Done` with a `models.lifecycle.DeleteResult` (as JSON) once it is gone, soft-deleted or
+        kept on purpose, `Fail` naming what blocks it (a `CanNotDelete` lock: code `ScopeLocked`).
+        """
+        ...
+
+    def inspect(self, step: Step, ctx: StepContext) -> list[DriftFinding]:
+        """Read the step's resource and say how it differs from the step's spec; change nothing.
+
+        `ctx.dependency_outputs` holds the outputs of the step's own record (key: the step's id)
+        and of its prerequisites. Raises `TransientError` when the cloud cannot be read now.
+        """
         ...

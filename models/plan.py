@@ -32,6 +32,14 @@ class StepKind(StrEnum):
     ACCESS = "access"
 
 
+class StepAction(StrEnum):
+    """What a run does with a step's resource: bring it to its spec, delete it, or leave it as it is."""
+
+    APPLY = "apply"
+    DELETE = "delete"
+    KEEP = "keep"
+
+
 class StepSpec(BaseModel):
     """A step's desired state, as its reconcile needs it: frozen, so a reconcile derives a new one, never edits."""
 
@@ -75,6 +83,7 @@ class KeyVaultSpec(StepSpec):
     soft_delete_retention_days: int
     purge_protection: bool
     on_soft_deleted: Literal["recover", "purge", "rename", "fail"]
+    purge_on_delete: bool = Field(False, description="Teardown purges the vault after deleting it (policy or ?purge).")
 
 
 class InsightsSpec(StepSpec):
@@ -111,6 +120,7 @@ class WorkspaceSpec(StepSpec):
     application_insights_id: str
     container_registry_id: str | None = None
     system_datastores_auth_mode: Literal["identity"] | None = None
+    purge_on_delete: bool = Field(False, description="Teardown deletes the workspace for good (forceToPurge).")
 
 
 class ComputeStepSpec(StepSpec):
@@ -183,6 +193,9 @@ class Step(BaseModel):
     resource_name: str
     resource_id: str = Field(description="The ARM id the step's resource has (or will have).")
     spec: SerializeAsAny[StepSpec] = Field(description="Desired state, as the reconcile needs it.")
+    action: StepAction = Field(
+        StepAction.APPLY, description="apply: create or update to the spec; delete: remove; keep: unchanged."
+    )
 
     @model_validator(mode="after")
     def _spec_of_kind(self) -> Step:

@@ -8,31 +8,81 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.plan import Plan, StepKind
+from models.lifecycle import DriftReport, Revision, TeardownReport
+from models.plan import Plan, StepAction, StepKind
 
 
 class RequestStatus(StrEnum):
-    """Life of a request."""
+    """Life of a request (DESIGN section 10): create, then a revision at a time, then teardown."""
 
     ACCEPTED = "accepted"
     PROVISIONING = "provisioning"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
+    UPDATING = "updating"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    DELETING = "deleting"
+    DELETED = "deleted"
 
     @property
     def terminal(self) -> bool:
-        """True when the request will not change any more."""
-        return self in (RequestStatus.SUCCEEDED, RequestStatus.FAILED, RequestStatus.REJECTED)
+        """True when no run is in flight: the request changes only when someone asks for a new run."""
+        return self in SETTLED
 
     @property
     def live(self) -> bool:
-        """True while the request holds its workspace name."""
-        return self in (RequestStatus.ACCEPTED, RequestStatus.PROVISIONING, RequestStatus.SUCCEEDED)
+        """True while the request holds its workspace name (and its team's vCPUs)."""
+        return self in LIVE
+
+    @property
+    def in_flight(self) -> bool:
+        """True while a run is under way: its steps are worked on, and the sweeper watches it."""
+        return self in IN_FLIGHT
+
+
+SETTLED = frozenset(
+    {
+        RequestStatus.SUCCEEDED,
+        RequestStatus.FAILED,
+        RequestStatus.REJECTED,
+        RequestStatus.CANCELLED,
+        RequestStatus.DELETED,
+    }
+)
+IN_FLIGHT = frozenset(
+    {
+        RequestStatus.ACCEPTED,
+        RequestStatus.PROVISIONING,
+        RequestStatus.UPDATING,
+        RequestStatus.CANCELLING,
+        RequestStatus.DELETING,
+    }
+)
+LIVE = frozenset(
+    {
+        RequestStatus.ACCEPTED,
+        RequestStatus.PROVISIONING,
+        RequestStatus.SUCCEEDED,
+        RequestStatus.UPDATING,
+        RequestStatus.CANCELLING,
+        RequestStatus.DELETING,
+    }
+)
+
+
+def sql_in(statuses: frozenset[RequestStatus]) -> str:
+    """Return `statuses` as an SQL list of literals, in a stable order (the stores' queries use it)."""
+    return "(" + ",".join(f"'{s.value}'" for s in sorted(statuses, key=lambda s: s.value)) + ")"
+
+
+Operation = Literal["create", "update", "delete"]
+"""What a request's current run does: create it, apply a revision, or tear it down."""
 
 
 class StepStatus(StrEnum):
-    """Life of a step."""
+    """Life of a step within its run."""
 
     PENDING = "pending"
     QUEUED = "queued"
@@ -41,11 +91,12 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        """True when the step will not change any more."""
-        return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED)
+        """True when the step will not change any more in this run."""
+        return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED)
 
 
 class SlackConversation(BaseModel):
@@ -134,6 +185,17 @@ class RequestRecord(BaseModel):
     reply_to: ChatConversation | None = Field(
         None, description="The chat conversation to tell when the request ends (Slack or Teams); holds secrets."
     )
+    operation: Operation = Field("create", description="What the current run does: create, update or delete.")
+    run: int = Field(1, ge=1, description="The current run's number: each create, update or teardown is one run.")
+    revision: int = Field(1, ge=1, description="The revision of `request` now applied or being applied.")
+    revisions: list[Revision] = Field(default_factory=list, description="Every revision of the request, oldest first.")
+    applied: Plan | None = Field(
+        None, description="The plan of the last revision applied: what exists (`plan` is the current run's)."
+    )
+    expires_at: datetime | None = Field(None, description="When the workspace is torn down unless extended.")
+    reminded_at: datetime | None = Field(None, description="When the requester was told of the coming expiry.")
+    drift: DriftReport | None = Field(None, description="What the last drift check found.")
+    teardown: TeardownReport | None = Field(None, description="What teardown left: names still held, what remains.")
     created_at: datetime
     updated_at: datetime
     version: int = 0
@@ -163,4 +225,6 @@ class StepRecord(BaseModel):
     error: ErrorInfo | None = None
     status_reason: str | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
+    run: int = Field(1, ge=1, description="The request's run this record last took part in.")
+    action: StepAction = Field(StepAction.APPLY, description="What that run does with the step's resource.")
     version: int = 0
