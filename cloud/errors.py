@@ -127,6 +127,12 @@ RULES: dict[str, Rule] = {
     "skunotavailable": Rule(
         False, "The VM size or SKU is not offered in this region for this subscription; pick another size or region."
     ),
+    # ARM answers 409 ScopeLocked when a CanNotDelete (delete) or ReadOnly (any write) management lock on the
+    # resource or a scope above it forbids the call (Microsoft Learn, "Lock your resources to protect your
+    # infrastructure"). Teardown names the lock and what to do (cloud.teardown.lock_failure).
+    "scopelocked": Rule(
+        False, "A management lock on the resource or a scope above it forbids this; remove the lock, then try again."
+    ),
     "badrequest": Rule(False, "Azure refused the request as invalid; see the message."),
     "invalidrequestcontent": Rule(False, "Azure refused the request body; this is a bug in the service: report it."),
     "unsupportedaction": Rule(False, "Azure does not support this action here."),

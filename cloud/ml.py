@@ -113,8 +113,8 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         error = deployment_error(latest, f"deploying {what}")
         soft_deleted = "soft-deleted workspace" in str(error).lower()
         if soft_deleted and spec.on_soft_deleted == "purge":
-            purging = _purge_workspace(step, ctx, clients, timing)
-            if purging is not None:
+            purging = purge_workspace(step, ctx, clients, timing)
+            if isinstance(purging, Wait):
                 return purging
             tags["vending-soft-delete"] = "purged"
             # Deploying after a purge is a retry too: a name that keeps coming back soft-deleted fails the
@@ -169,8 +169,11 @@ def _answer_error(response: Any, what: str) -> VendingError:
     return classify(detail.code, detail.message, what=what, status=response.status_code, retry_after=retry)
 
 
-def _purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Wait | None:
-    """Delete a soft-deleted workspace for good (forceToPurge); Wait while the purge runs, None once it is done.
+def purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Wait | bool:
+    """Delete a soft-deleted workspace for good (forceToPurge); Wait while the purge runs, then say whether one was.
+
+    True: a workspace was purged (the DELETE answered 200, or its operation ended Succeeded); False:
+    there was nothing to purge (204, "the machine learning workspace does not exist").
 
     Workspaces_Delete is a long-running operation answering 200, 202 or 204, with no
     x-ms-long-running-operation-options, so a 202 is followed through its Azure-AsyncOperation (else its
@@ -187,14 +190,15 @@ def _purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Tim
     if response.status_code >= 400:
         # send_request does not raise: read ARM's error, so a 429 or 5xx is retried (after Retry-After).
         failed = _answer_error(response, what)
-        if isinstance(failed, PermanentError):
+        # A management lock is said as such: teardown tells which lock to remove (cloud.teardown).
+        if isinstance(failed, PermanentError) and failed.code.lower() != "scopelocked":
             raise PermanentError(
                 f"{failed} Purge it in the portal (Azure Machine Learning, recently deleted), then submit again.",
                 code="WorkspacePurgeFailed",
             )
         raise failed
     if response.status_code != 202:
-        return None
+        return bool(response.status_code != 204)
     monitor = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
     retry_after = _seconds(response.headers.get("Retry-After"), timing.poll_s)
     if not monitor:
@@ -219,7 +223,7 @@ def _purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Tim
         )
     if state.lower() != "succeeded":
         return Wait(_seconds(status.headers.get("Retry-After"), retry_after), f"{what}: {state}")
-    return None
+    return True
 
 
 def _seconds(value: str | None, default: float) -> float:
