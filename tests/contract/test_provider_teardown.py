@@ -16,6 +16,7 @@ from emulator.server import EmulatorServer
 from emulator.state import parse_path
 from models.errors import TransientError
 from models.outcomes import Done, Fail, Outcome, Wait
+from models.plan import StepAction
 from tests.conftest import example
 from tests.contract.conftest import STORAGE_BODY, SUB, _plan
 from tests.contract.lifecycle import (
@@ -321,3 +322,31 @@ def test_an_identity_s_roles_are_found_from_its_resource_when_no_output_names_it
     assert all(_gone(emulator, a["id"]) for a in made)
     outcome, _ = run_delete(provider, p, deleting(step), outputs)
     assert not result(outcome).deleted
+
+
+def test_a_renamed_key_vault_is_deleted_by_the_name_its_step_reported(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    p = _plan(example("cpu-small.json") | {"team": "td-renamed"})
+    applied(provider, p)
+    planned = p.step("key-vault").resource_id
+    renamed = f"{planned}-2"  # what the rename policy makes when a soft-deleted vault holds the name
+    body = emulator.state.get(parse_path(planned))
+    emulator.state.put(parse_path(renamed), {"location": body["location"], "properties": body["properties"]})
+    outcome, _ = run_delete(provider, p, deleting(p.step("key-vault")), {"key-vault": {"id": renamed}})
+    assert result(outcome).deleted
+    assert _gone(emulator, renamed) and not _gone(emulator, planned)
+    assert emulator.state.deleted_vaults(SUB, renamed.rsplit("/", 1)[-1])
+
+
+def test_a_step_kept_as_it_is_touches_nothing_and_keeps_its_outputs(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    p = _plan(example("cpu-small.json") | {"team": "td-keep"})
+    outputs = applied(provider, p)
+    step = p.step("storage").model_copy(update={"action": StepAction.KEEP})
+    emulator.state.requests.clear()
+    calls = sum(emulator.state.calls.values())
+    outcome = provider.reconcile(step, context(p, step, outputs))
+    assert outcome == Done(outputs["storage"])
+    assert emulator.state.requests == [] and sum(emulator.state.calls.values()) == calls
