@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from engine.authz import Authority
     from engine.chat import Chat, SubmissionLimit
     from engine.confinement import Confinement, ResourceReader
+    from engine.lifecycle import Lifecycle
     from engine.ports import Membership
     from models.identity import AuthSettings
 
@@ -508,6 +509,27 @@ class Container:
                 guard=self.guard,
                 confinement=self.confinement,
                 preflight=self.preflight,
+                clock=self.clock,
+            ),
+        )
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Revisions, cancel, retry, extend, teardown, expiry and drift (engine/lifecycle.py)."""
+        from engine.lifecycle import Lifecycle
+
+        return self._get(  # type: ignore[no-any-return]
+            "lifecycle",
+            lambda: Lifecycle(
+                store=self.store,
+                engine=self.engine,
+                policy=self.policy,
+                events=self.events,
+                guard=self.guard,
+                confinement=self.confinement,
+                cloud=lambda: self.cloud,
+                bus=self.bus,
+                settings=self.settings,
                 clock=self.clock,
             ),
         )

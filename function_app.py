@@ -43,6 +43,13 @@ def deadletters(timer: func.TimerRequest) -> None:
     functions.dead_letters(timer, container)
 
 
+@app.function_name("lifecycle")
+@app.timer_trigger(arg_name="timer", schedule="%LifecycleSchedule%", run_on_startup=False)
+def lifecycle(timer: func.TimerRequest) -> None:
+    """Remind of coming expiries, tear down expired workspaces, and look for drift."""
+    functions.lifecycle(timer, container)
+
+
 @app.function_name("sweeper")
 @app.timer_trigger(arg_name="timer", schedule="%SweepSchedule%", run_on_startup=False)
 def sweeper(timer: func.TimerRequest) -> None:

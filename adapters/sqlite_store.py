@@ -8,7 +8,7 @@ from pathlib import Path
 
 from adapters.sqlite_base import SqliteDatabase, ts
 from adapters.store_limits import check_take, read_takes, slide, write_takes
-from adapters.store_rules import due_of, key_reused, workspace_taken
+from adapters.store_rules import FINISHED_SQL, LIVE_SQL, UNFINISHED_SQL, due_of, key_reused, workspace_taken
 from engine.ports import Page, VcpuLimit
 from models.errors import LimitExceededError, StaleWriteError
 from models.events import StatusEvent
@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
 );
 """
 PURGE_BATCH = 100
+STALLED_STEPS = (
+    "SELECT steps.body FROM steps JOIN requests ON requests.id = steps.request_id"  # noqa: S608 - a fixed list
+    " WHERE steps.status IN ('queued','running','waiting') AND steps.due < ?"
+    " AND requests.status IN " + UNFINISHED_SQL + " ORDER BY steps.due LIMIT ?"
+)
 
 
 def _due(step: StepRecord) -> str:
@@ -107,7 +112,7 @@ class SqliteStore:
                     return existing, False
             if record.workspace_key and record.status.live:
                 row = conn.execute(
-                    "SELECT id FROM requests WHERE workspace_key = ? AND status IN ('accepted','provisioning','succeeded')",
+                    f"SELECT id FROM requests WHERE workspace_key = ? AND status IN {LIVE_SQL}",  # noqa: S608 - fixed list
                     (record.workspace_key,),
                 ).fetchone()
                 if row:
@@ -206,7 +211,7 @@ class SqliteStore:
         rows = (
             self.db.conn()
             .execute(
-                "SELECT body FROM requests WHERE team = ? AND status IN ('accepted','provisioning','succeeded')",
+                f"SELECT body FROM requests WHERE team = ? AND status IN {LIVE_SQL}",  # noqa: S608 - fixed list
                 (team,),
             )
             .fetchall()
@@ -231,7 +236,7 @@ class SqliteStore:
         """Make the team's figure hold the record's vCPUs while it is live, and give them back when not."""
         if record.status.live and record.vcpus:
             conn.execute(
-                "INSERT OR IGNORE INTO team_vcpus (team, request_id, vcpus) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO team_vcpus (team, request_id, vcpus) VALUES (?, ?, ?)",
                 (record.team, record.id, record.vcpus),
             )
         else:
@@ -283,14 +288,26 @@ class SqliteStore:
                 raise StaleWriteError(f"step {step.request_id}/{step.step_id} changed since version {step.version}")
         return new
 
+    def add_steps(self, request_id: str, steps: list[StepRecord]) -> None:
+        """Add step records after the request's others; a step that has a record already is left as it is."""
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT COALESCE(MAX(seq), -1) AS n FROM steps WHERE request_id = ?", (request_id,))
+            first = int(row.fetchone()["n"]) + 1
+            conn.executemany(
+                "INSERT OR IGNORE INTO steps (request_id, step_id, seq, status, due, version, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (request_id, s.step_id, first + i, s.status.value, _due(s), s.version, s.model_dump_json())
+                    for i, s in enumerate(steps)
+                ],
+            )
+
     def stalled_steps(self, *, before: datetime, limit: int = 500) -> list[StepRecord]:
         """Return unfinished requests' queued, waiting or running steps due (or leased) before `before`."""
         rows = (
             self.db.conn()
             .execute(
-                "SELECT steps.body FROM steps JOIN requests ON requests.id = steps.request_id"
-                " WHERE steps.status IN ('queued','running','waiting') AND steps.due < ?"
-                " AND requests.status IN ('accepted','provisioning') ORDER BY steps.due LIMIT ?",
+                STALLED_STEPS,
                 (ts(before), limit),
             )
             .fetchall()
@@ -298,11 +315,11 @@ class SqliteStore:
         return [StepRecord.model_validate_json(r["body"]) for r in rows]
 
     def unfinished_requests(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:
-        """Return accepted or provisioning requests last changed before `before`."""
+        """Return requests with a run in flight, last changed before `before`."""
         rows = (
             self.db.conn()
             .execute(
-                "SELECT body FROM requests WHERE status IN ('accepted','provisioning') AND updated_at < ? LIMIT ?",
+                f"SELECT body FROM requests WHERE status IN {UNFINISHED_SQL} AND updated_at < ? LIMIT ?",  # noqa: S608
                 (ts(before), limit),
             )
             .fetchall()
@@ -314,7 +331,7 @@ class SqliteStore:
         rows = (
             self.db.conn()
             .execute(
-                "SELECT body FROM requests WHERE status IN ('succeeded','failed') AND updated_at < ?"
+                f"SELECT body FROM requests WHERE status IN {FINISHED_SQL} AND updated_at < ?"  # noqa: S608
                 " AND json_extract(body, '$.notification.status') = 'pending' LIMIT ?",
                 (ts(before), limit),
             )

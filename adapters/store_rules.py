@@ -7,9 +7,12 @@ from __future__ import annotations
 
 __all__ = [
     "FINISHED",
+    "FINISHED_SQL",
     "IN_FLIGHT_STEPS",
     "LIVE",
+    "LIVE_SQL",
     "UNFINISHED",
+    "UNFINISHED_SQL",
     "due_of",
     "key_reused",
     "notification_pending",
@@ -20,11 +23,14 @@ from datetime import datetime
 
 from models.errors import ConflictError
 from models.errors import idempotency_key_reused as key_reused
-from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.records import IN_FLIGHT, SETTLED, RequestRecord, RequestStatus, StepRecord, StepStatus, sql_in
 
-LIVE = (RequestStatus.ACCEPTED, RequestStatus.PROVISIONING, RequestStatus.SUCCEEDED)
-UNFINISHED = (RequestStatus.ACCEPTED, RequestStatus.PROVISIONING)
-FINISHED = (RequestStatus.SUCCEEDED, RequestStatus.FAILED)
+LIVE = tuple(s for s in RequestStatus if s.live)
+UNFINISHED = tuple(sorted(IN_FLIGHT, key=lambda s: s.value))
+FINISHED = tuple(sorted(SETTLED - {RequestStatus.REJECTED}, key=lambda s: s.value))
+LIVE_SQL = sql_in(frozenset(LIVE))
+UNFINISHED_SQL = sql_in(IN_FLIGHT)
+FINISHED_SQL = sql_in(frozenset(FINISHED))
 IN_FLIGHT_STEPS = (StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.WAITING)
 
 

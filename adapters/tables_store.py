@@ -573,7 +573,7 @@ class TablesStore:
             return
         for attempt in range(60):
             current, holders = self._vcpus_entity(record.team)
-            if record.id in holders:
+            if record.id in holders and holders[record.id].vcpus == record.vcpus:
                 return
             if limit is not None and sum(h.vcpus for h in holders.values()) + record.vcpus > limit.limit:
                 holders = self._held(holders)  # what a crash or a failed release left is not counted
@@ -807,7 +807,7 @@ class TablesStore:
             before, after = _memberships(old), _memberships(new)
             for partition in after - before:
                 self._add_pointer(partition, new)
-            if new.status.live and not old.status.live:
+            if new.status.live and (not old.status.live or new.vcpus > old.vcpus):
                 self._hold_vcpus(new, None)  # held again before it counts as live: the figure never says too little
             self.requests.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=_etag(current), match_condition=MatchConditions.IfNotModified
@@ -816,7 +816,9 @@ class TablesStore:
                 self._still_held(new)
             for partition in before - after:
                 self._drop_pointer(partition, record.id, up_to=record.version)
-            if old.status.live and not new.status.live:
+            if new.status.live and old.status.live and 0 < new.vcpus < old.vcpus:
+                self._hold_vcpus(new, None)  # a revision that lowers the figure: lowered once it is written
+            if old.status.live and (not new.status.live or not new.vcpus):
                 try:
                     self._give_back_vcpus(new)
                 except Exception as exc:  # noqa: BLE001 - the record is written; counted until a create checks again
@@ -999,6 +1001,18 @@ class TablesStore:
                 raise stale from exc
         self._etags.put(step.request_id, row, new.version, _etag(meta))
         return new
+
+    def add_steps(self, request_id: str, steps: list[StepRecord]) -> None:
+        """Add step records after the request's others; a step that has a record already is left as it is."""
+        from azure.core.exceptions import ResourceExistsError
+
+        with translated(f"adding steps to {request_id}"):
+            first = len(self.get_steps(request_id))
+            for i, step in enumerate(steps):
+                try:
+                    self.requests.create_entity(self._step_entity(step, seq=first + i))
+                except ResourceExistsError:
+                    continue
 
     def stalled_steps(self, *, before: datetime, limit: int = 500) -> list[StepRecord]:
         """Return unfinished requests' queued, waiting or running steps due (or leased) before `before`."""

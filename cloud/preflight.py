@@ -165,6 +165,24 @@ class Unreachable(Exception):
     """The cloud did not answer at all."""
 
 
+class TimedOut(Unreachable):
+    """The cloud did not answer within the check's time: the same as the checks' budget running out."""
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Say whether a transport error is a connect or read timeout (requests' or the socket's)."""
+    from requests.exceptions import Timeout
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, TimeoutError | Timeout):
+            return True
+        seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
+    return "timed out" in str(exc).lower()
+
+
 class ArmPreflight:
     """`Preflight` against ARM (or the emulator)."""
 
@@ -206,7 +224,8 @@ class ArmPreflight:
                     data = None
                 return resp.status_code, data
         except (ServiceRequestError, ServiceResponseError) as exc:
-            raise Unreachable(str(exc)) from exc
+            # A read timeout is the budget running out in the call rather than in `check`'s wait: say so alike.
+            raise (TimedOut if _timed_out(exc) else Unreachable)(str(exc)) from exc
 
     def check(self, *, plan: Plan, request: WorkspaceRequest, policy: Policy) -> PreflightReport:
         """Run every check in parallel; whatever has not answered by the timeout is reported as skipped."""
@@ -229,6 +248,9 @@ class ArmPreflight:
             name = futures[future]
             try:
                 found, noted = future.result()
+            except TimedOut:
+                skipped.append(f"{name}: no answer within {timeout:g} s")
+                continue
             except Unreachable as exc:
                 skipped.append(f"{name}: the cloud did not answer ({exc.__class__.__name__})")
                 continue

@@ -62,6 +62,7 @@ class Runtime:
             w.start()
         rt._sweeper = threading.Thread(target=rt._sweep_loop, name="sweeper", daemon=True)
         rt._sweeper.start()
+        threading.Thread(target=rt._lifecycle_loop, name="lifecycle", daemon=True).start()
         # Load the Azure SDKs now, off the request path, so the first step does not pay for the import.
         threading.Thread(target=lambda: container.cloud, name="warm-up", daemon=True).start()
         return rt
@@ -77,6 +78,14 @@ class Runtime:
                     log.warning("recorded %d dead-lettered messages", recorded)
             except Exception:
                 log.exception("sweep failed")
+
+    def _lifecycle_loop(self) -> None:
+        while not self._stop.wait(self.settings.lifecycle_interval_s):
+            try:
+                self.container.lifecycle.expire_due()
+                self.container.lifecycle.check_drift()
+            except Exception:
+                log.exception("lifecycle timer failed")
 
     def stop(self) -> None:
         """Stop workers, sweeper and emulator."""

@@ -25,6 +25,7 @@ class Act(StrEnum):
     """What a caller asks to do."""
 
     REQUEST = "request"  # submit or plan a workspace for a team
+    CHANGE = "change"  # update, cancel, retry, extend or tear down a team's workspace: the same rule as request
     READ = "read"  # see a team's requests, steps, events and outputs
     OPERATE = "operate"  # dead letters, replay, sweeps: the service's own plumbing
 
@@ -107,7 +108,7 @@ class Authorizer:
             if visible is None or team in visible:
                 return _allow("ReadOwnTeam" if visible is not None else "ReadAllRole")
             return Decision(False, "NotTeamMember", "there is no such workspace request.", hide=True)
-        # Act.REQUEST
+        # Act.REQUEST and Act.CHANGE: whoever may ask for a team's workspaces may change and remove them.
         if team not in self.policy.teams:
             return Decision(
                 False,

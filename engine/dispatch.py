@@ -11,7 +11,7 @@ from engine.ports import OutgoingMessage
 from engine.step_store import StepHost, StepWrites
 from models.errors import StaleWriteError
 from models.messages import StepMessage
-from models.records import RequestRecord, StepRecord, StepStatus
+from models.records import RequestRecord, RequestStatus, StepRecord, StepStatus
 
 
 def encode_step_message(message: StepMessage, *, at: datetime | None = None) -> OutgoingMessage:
@@ -36,7 +36,9 @@ class Dispatcher:
         self.writes = writes
 
     def dispatch_ready(self, record: RequestRecord, steps: list[StepRecord]) -> int:
-        """Claim and send every pending step whose prerequisites have all succeeded."""
+        """Claim and send every pending step whose prerequisites have all succeeded (none while cancelling)."""
+        if record.status == RequestStatus.CANCELLING:
+            return 0
         return sum(self.dispatch(record, step) for step in graph.ready(steps))
 
     def dispatch(self, record: RequestRecord, step: StepRecord) -> int:

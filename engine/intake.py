@@ -17,6 +17,7 @@ from engine.audit import Guard
 from engine.authz import Act, Decision
 from engine.confinement import Confinement, ConfinementError
 from engine.events import EventFanout, status_event
+from engine.expiry import expiry_of
 from engine.planner import plan as make_plan
 from engine.policy import POLICY_REFUSAL, admit, team_vcpus, vcpu_limit_problem
 from engine.ports import Preflight, Store, VcpuLimit
@@ -32,6 +33,7 @@ from models.errors import (
 )
 from models.events import EventName
 from models.identity import AuthenticationError, Caller
+from models.lifecycle import Revision
 from models.plan import Plan
 from models.policy import Policy
 from models.records import ChatConversation, RequestRecord, RequestStatus, StepRecord
@@ -109,6 +111,7 @@ class Intake:
         """Return the plan a request would get, if the caller may ask for it; nothing is created."""
         self.guard.require(caller, Act.REQUEST, team=request.team, door=source)
         resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
+        expiry_of(resolved, self.policy, now=self.clock())
         plan = make_plan(resolved, self.policy)
         self._confine(resolved, plan, caller=caller, source=source)
         return plan
@@ -148,6 +151,7 @@ class Intake:
         self._confine(resolved, plan, caller=caller, source=source, budget_s=preflight_budget_s)
         warnings = self._preflight(plan, resolved, budget_s=preflight_budget_s)
         now = self.clock()
+        expires_at = expiry_of(resolved, self.policy, now=now)
         n = plan.names
         record = RequestRecord(
             id=self.new_id(),
@@ -167,6 +171,12 @@ class Intake:
             reply_to=reply_to,
             warnings=[w.as_dict() for w in warnings],
             vcpus=team_vcpus(resolved, self.policy),
+            expires_at=expires_at,
+            revisions=[
+                Revision(
+                    number=1, request=resolved.model_dump(mode="json"), by=caller.oid, at=now, run=1, summary="created"
+                )
+            ],
             created_at=now,
             updated_at=now,
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+from engine import notify_message
 from engine.ports import ChatPoster, Notifier, Store
 from engine.steps import utcnow
 from models.errors import PermanentError, StaleWriteError, TransientError
@@ -21,9 +22,16 @@ from models.records import Notification, RequestRecord, StepRecord
 
 def payload(record: RequestRecord, steps: list[StepRecord]) -> dict[str, Any]:
     """Build what the callback receives: the outcome, the outputs, and each step's end state."""
+    expiry = record.notification is not None and record.notification.about == "expiry"
     return {
         "id": record.id,
+        "event": "expiry_reminder" if expiry else "result",
         "status": record.status.value,
+        "operation": record.operation,
+        "run": record.run,
+        "revision": record.revision,
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+        "teardown": record.teardown.model_dump(mode="json") if record.teardown else None,
         "team": record.team,
         "environment": record.environment,
         "workspace_name": record.workspace_name,
@@ -60,7 +68,7 @@ def deliver(
     state = record.notification or Notification()
     if state.done:
         return f"already {state.status}"
-    delivery_id = f"{record.id}:{record.status.value}"
+    delivery_id = notify_message.delivery_id(record)
     steps = store.get_steps(request_id)
     targets: list[tuple[Literal["callback", "chat"], Callable[[], None]]] = []
     url = str(record.request.get("callback_url") or "")

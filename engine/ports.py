@@ -106,6 +106,14 @@ class Store(Protocol):
         """Write `step` if its version is still current (else `StaleWriteError`)."""
         ...
 
+    def add_steps(self, request_id: str, steps: list[StepRecord]) -> None:
+        """Add step records to an existing request (a revision's new steps), after its others in plan order.
+
+        A step that already has a record is left as it is: adding is idempotent, so a run opened again
+        after a crash adds only what is still missing.
+        """
+        ...
+
     def stalled_steps(self, *, before: datetime, limit: int = 500) -> list[StepRecord]:
         """Return the queued, waiting or running steps of unfinished requests due (or leased) before `before`.
 
@@ -114,7 +122,7 @@ class Store(Protocol):
         ...
 
     def unfinished_requests(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:
-        """Return accepted or provisioning requests last changed before `before`."""
+        """Return requests with a run in flight (`RequestStatus.in_flight`) last changed before `before`."""
         ...
 
     def pending_notifications(self, *, before: datetime, limit: int = 500) -> list[RequestRecord]:

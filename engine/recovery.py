@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from engine import graph, transitions
+from engine import graph, runs, transitions
 from engine.dispatch import Dispatcher
 from engine.finish import Finisher
 from engine.step_store import StepHost, StepWrites
@@ -83,7 +83,16 @@ class Recovery:
             self.finisher.announce(record)
             repaired += 1
         for record in store.unfinished_requests(before=before):
-            steps = store.get_steps(record.id)
+            # A run whose record was written before a crash kept its steps from being opened: open it now.
+            steps = runs.current(record, store.get_steps(record.id))
+            if steps is None:
+                try:
+                    steps = runs.RunOpener(store).open(record, store.get_steps(record.id), now=now)
+                except StaleWriteError:
+                    steps = None
+                if steps is None:
+                    continue
+                repaired += 1
             if self.finisher.finish_if_done(record, steps):
                 repaired += 1
             else:
@@ -113,7 +122,7 @@ class Recovery:
         if record is None or record.plan is None or step is None or step.status != StepStatus.FAILED:
             return False
         now = self.host.clock()
-        steps = store.get_steps(request_id)
+        steps = runs.current(record, store.get_steps(request_id)) or []
         downstream = graph.downstream(steps, step_id)
         for s in steps:
             if s.step_id in downstream and s.status == StepStatus.SKIPPED:

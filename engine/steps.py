@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from engine import graph, transitions
+from engine import graph, runs, transitions
+from engine.control import RunControl
 from engine.dispatch import Dispatcher, encode_step_message
 from engine.events import EventFanout
 from engine.finish import Finisher, step_ms
@@ -33,6 +34,7 @@ from models.errors import BackPressure, PermanentError, StaleWriteError, Transie
 from models.events import EventName
 from models.messages import StepMessage
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
+from models.plan import Step, StepAction
 from models.records import ErrorInfo, RequestRecord, RequestStatus, StepRecord, StepStatus
 from models.redact import redact
 from models.settings import Settings
@@ -82,13 +84,14 @@ class StepEngine:
         self._dispatcher = Dispatcher(self, self._writes)
         self._finisher = Finisher(self, self._writes)
         self._recovery = Recovery(self, self._writes, self._dispatcher, self._finisher)
+        self._control = RunControl(self, self._writes, self._dispatcher, self._finisher)
 
     # ----- the parts' faces -----------------------------------------------------------------
 
     def dispatch_ready(self, record: RequestRecord, steps: list[StepRecord] | None = None) -> int:
         """Claim and send every pending step whose prerequisites have all succeeded."""
         steps = steps if steps is not None else self.store.get_steps(record.id)
-        return self._dispatcher.dispatch_ready(record, steps)
+        return self._dispatcher.dispatch_ready(record, runs.current(record, steps) or [])
 
     def finish_if_done(self, record: RequestRecord, steps: list[StepRecord] | None = None) -> bool:
         """Move the request to succeeded or failed once every step is finished; exactly once."""
@@ -106,13 +109,25 @@ class StepEngine:
         """Re-dispatch steps that a crash or a lost message left stuck; finish finished requests."""
         return self._recovery.sweep()
 
+    def start_run(self, record: RequestRecord) -> RequestRecord:
+        """Open the record's current run (its record is written already) and send what is ready; finish an empty one."""
+        return self._control.start(record)
+
+    def cancel(self, record: RequestRecord) -> RequestRecord:
+        """Cancel the request's run in flight: no new step starts; it ends cancelled once running ones stop."""
+        return self._control.cancel(record)
+
+    def retry(self, record: RequestRecord) -> RequestRecord:
+        """Resume a failed or cancelled run from the steps that did not succeed."""
+        return self._control.retry(record)
+
     # ----- one step message -----------------------------------------------------------------
 
     def run_step(self, *, message: StepMessage) -> StepResult:
         """Work on one step message: claim, reconcile, record the outcome, fan in."""
         # The request's steps are read once here; later reads are only those a race needs (see `_apply`).
-        steps = self.store.get_steps(message.request_id)
-        step = next((s for s in steps if s.step_id == message.step_id), None)
+        all_steps = self.store.get_steps(message.request_id)
+        step = next((s for s in all_steps if s.step_id == message.step_id), None)
         now = self.clock()
         refusal = transitions.claim_refusal(step, message, now=now)
         if refusal is not None or step is None:
@@ -120,6 +135,11 @@ class StepEngine:
         record = self.store.get_request(message.request_id)
         if record is None or record.plan is None:
             return StepResult("dropped: no such request")
+        steps = runs.current(record, all_steps)
+        if steps is None or step.run != record.run:
+            return StepResult("dropped: the step is not part of the request's current run")
+        if record.status == RequestStatus.CANCELLING:
+            return StepResult(self._control.cancel_step(record, step, steps))
         # How long the message waited between being due and being worked on (queue latency).
         queued_ms = max(0.0, (now - (step.due_at or step.updated_at)).total_seconds() * 1000)
         try:
@@ -127,13 +147,20 @@ class StepEngine:
         except StaleWriteError:
             return StepResult("dropped: another worker claimed the step")
         try:
-            return self._work(record, step, graph.with_step(steps, step), queued_ms)
+            return self._work(record, step, graph.with_step(steps, step), queued_ms, all_steps)
         except Exception as exc:
             if self._recovery.handling_failed(record, step, exc):
                 return StepResult("failed: its handling kept failing")
             raise
 
-    def _work(self, record: RequestRecord, step: StepRecord, steps: list[StepRecord], queued_ms: float) -> StepResult:
+    def _work(
+        self,
+        record: RequestRecord,
+        step: StepRecord,
+        steps: list[StepRecord],
+        queued_ms: float,
+        all_steps: list[StepRecord],
+    ) -> StepResult:
         """Work on a claimed step: reconcile it and record the outcome.
 
         `steps` are the request's steps as read before the claim: the prerequisites' outputs are
@@ -144,15 +171,15 @@ class StepEngine:
         self._finisher.emit(record, EventName.STEP_STARTED, step, status="running", duration_ms=queued_ms)
         if record.status == RequestStatus.ACCEPTED:
             record = self._writes.request(record, status=RequestStatus.PROVISIONING) or record
+        # A cancel that came in since the request was read lets this call finish; the next stops.
 
         plan_step = plan.step(step.step_id)
-        all_steps = {s.step_id: s for s in steps}
         ctx = StepContext(
             request_id=record.id,
             names=plan.names,
             attempt=step.attempt,
             step_started_at=step.started_at,
-            dependency_outputs={d: all_steps[d].outputs for d in plan_step.depends_on if d in all_steps},
+            dependency_outputs=_dependency_outputs(plan_step, step, steps, all_steps),
         )
         started = time.perf_counter()
         outcome = self._reconcile(plan_step, ctx)
@@ -244,7 +271,7 @@ class StepEngine:
             emit(record, EventName.STEP_SUCCEEDED, step, status="succeeded", duration_ms=step_ms(step))
             steps = graph.with_step(steps, step)
             if not graph.dependents_decided(steps, step):
-                steps = self.store.get_steps(record.id)
+                steps = runs.current(record, self.store.get_steps(record.id)) or []
             self._dispatcher.dispatch_ready(record, steps)
         else:
             step = self._writes.step(
@@ -253,3 +280,17 @@ class StepEngine:
             emit(record, EventName.STEP_FAILED, step, status="failed", error_code=outcome.code, message=outcome.error)
             steps = self._finisher.skip_dependents(record, step)
         self._finisher.finish_if_done(record, steps, reread=False)
+
+
+def _dependency_outputs(
+    plan_step: Step, step: StepRecord, steps: list[StepRecord], all_steps: list[StepRecord]
+) -> dict[str, dict[str, Any]]:
+    """Return what the reconcile may read of other steps: its prerequisites' outputs (final: a success stays).
+
+    A delete also reads its own record's outputs (what the create reported: ids, identities) and
+    those of every step of the request, as the resources they name are what it removes.
+    """
+    if plan_step.action == StepAction.DELETE:
+        return {s.step_id: s.outputs for s in all_steps}
+    by_id = {s.step_id: s for s in steps}
+    return {d: by_id[d].outputs for d in plan_step.depends_on if d in by_id}

@@ -94,6 +94,38 @@ def reopened(step: StepRecord, *, now: datetime) -> StepRecord:
     return step.model_copy(update={"status": StepStatus.PENDING, "status_reason": None, "updated_at": now})
 
 
+def cancelled(step: StepRecord, *, reason: str, now: datetime) -> StepRecord:
+    """Return the step cancelled before it could start (or start again)."""
+    return step.model_copy(
+        update={
+            "status": StepStatus.CANCELLED,
+            "status_reason": reason,
+            "finished_at": now,
+            "updated_at": now,
+            "lease_until": None,
+            "due_at": None,
+        }
+    )
+
+
+def retried(step: StepRecord, *, now: datetime) -> StepRecord:
+    """Return a failed, skipped or cancelled step pending again with fresh limits (a retry of its run)."""
+    return step.model_copy(
+        update={
+            "status": StepStatus.PENDING,
+            "status_reason": None,
+            "retries": 0,
+            "waited_s": 0.0,
+            "handling_failures": 0,
+            "error": None,
+            "finished_at": None,
+            "due_at": None,
+            "lease_until": None,
+            "updated_at": now,
+        }
+    )
+
+
 def handling_failure_counted(step: StepRecord, *, failures: int, reason: str, now: datetime) -> StepRecord:
     """Return the step with one more failed handling counted and its lease released."""
     return step.model_copy(

@@ -20,6 +20,7 @@ from engine.authz import Act, Decision
 from engine.intake import rest_key
 from handlers.chat import add_chat_routes
 from handlers.identity import CurrentCaller, add_authentication, add_identity_routes
+from handlers.lifecycle import add_lifecycle_routes
 from models.api import (
     Accepted,
     CallerView,
@@ -327,6 +328,8 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         if not decision.allowed:
             raise NotFoundError(missing)
         return record
+
+    add_lifecycle_routes(api, container, PROBLEM_RESPONSES)
 
     def operator(c: Container, caller: Caller) -> None:
         c.guard.require(caller, Act.OPERATE, team=None, door=OPERATOR_DOOR)

@@ -106,3 +106,11 @@ def sweep(timer: func.TimerRequest, container: Container) -> None:
     repaired = container.engine.sweep()
     if repaired:
         log.warning("sweeper repaired %d steps or requests", repaired)
+
+
+def lifecycle(timer: func.TimerRequest, container: Container) -> None:
+    """Remind of and carry out expiries, then compare due workspaces with the cloud."""
+    expired = container.lifecycle.expire_due()
+    checked = container.lifecycle.check_drift()
+    if expired or checked:
+        log.info("lifecycle: %d expiries acted on, %d workspaces checked for drift", expired, checked)

@@ -8,8 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from models.events import StatusEvent
-from models.plan import ResourceNames, StepKind
-from models.records import ErrorInfo, RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.lifecycle import DriftReport, PlanDiff, Revision, TeardownReport
+from models.plan import ResourceNames, StepAction, StepKind
+from models.records import ErrorInfo, Operation, RequestRecord, RequestStatus, StepRecord, StepStatus
 
 
 class Links(BaseModel):
@@ -43,6 +44,8 @@ class StepView(BaseModel):
     status_reason: str | None = None
     error: ErrorInfo | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
+    action: StepAction = Field(StepAction.APPLY, description="What the run does with it: apply, delete or keep.")
+    run: int = 1
 
     @classmethod
     def of(cls, s: StepRecord) -> StepView:
@@ -60,6 +63,8 @@ class StepView(BaseModel):
             status_reason=s.status_reason,
             error=s.error,
             outputs=s.outputs,
+            action=s.action,
+            run=s.run,
         )
 
 
@@ -96,7 +101,8 @@ class RequestSummary(BaseModel):
         )
 
 
-def _masked(request: dict[str, Any]) -> dict[str, Any]:
+def masked_request(request: dict[str, Any]) -> dict[str, Any]:
+    """Return the request with its callback URL cut to where it goes (the rest is often the secret)."""
     # A callback URL is a credential (its path or query often is the secret): show only where it goes.
     url = request.get("callback_url")
     if not isinstance(url, str) or "://" not in url:
@@ -114,21 +120,77 @@ class RequestView(RequestSummary):
     warnings: list[dict[str, str]] = Field(default_factory=list)
     error: ErrorInfo | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
-    steps: list[StepView] = Field(default_factory=list)
+    steps: list[StepView] = Field(default_factory=list, description="The steps of the current run, in plan order.")
+    operation: Operation = Field("create", description="What the current run does: create, update or delete.")
+    run: int = 1
+    revision: int = 1
+    expires_at: datetime | None = None
+    drift: DriftReport | None = None
+    teardown: TeardownReport | None = None
 
     @classmethod
     def full(cls, r: RequestRecord, steps: list[StepRecord], base: str) -> RequestView:
-        """Build the full view of a request and its steps."""
+        """Build the full view of a request and the steps of its current run."""
+        ids = {s.id for s in r.plan.steps} if r.plan else set()
+        steps = [s for s in steps if s.run == r.run and s.step_id in ids] if r.plan else steps
         return cls(
             **RequestSummary.of(r, base).model_dump(),
-            request=_masked(r.request),
+            request=masked_request(r.request),
             names=r.plan.names if r.plan else None,
             problems=r.problems,
             warnings=r.warnings,
             error=r.error,
             outputs=r.outputs,
             steps=[StepView.of(s) for s in steps],
+            operation=r.operation,
+            run=r.run,
+            revision=r.revision,
+            expires_at=r.expires_at,
+            drift=r.drift,
+            teardown=r.teardown,
         )
+
+
+class Changed(BaseModel):
+    """The answer to a lifecycle act (update, cancel, retry, delete): where the request stands now."""
+
+    id: str
+    status: RequestStatus
+    operation: Operation
+    run: int
+    revision: int
+    started: bool = Field(description="True when this call started a run; False when nothing was left to do.")
+    changes: PlanDiff | None = Field(None, description="An update: what it changes, by resource.")
+    links: Links
+
+    @classmethod
+    def of(cls, r: RequestRecord, base: str, *, started: bool, changes: PlanDiff | None = None) -> Changed:
+        """Build the answer from the request as it now is."""
+        return cls(
+            id=r.id,
+            status=r.status,
+            operation=r.operation,
+            run=r.run,
+            revision=r.revision,
+            started=started,
+            changes=changes,
+            links=links(r.id, base),
+        )
+
+
+class RevisionList(BaseModel):
+    """A request's revisions, oldest first."""
+
+    items: list[Revision]
+
+
+class Extension(BaseModel):
+    """A new expiry: a time, or a number of days from now (policy bounds both)."""
+
+    model_config = {"extra": "forbid"}
+
+    expires_at: datetime | None = Field(None, description="When the workspace is torn down (with a time zone).")
+    days: float | None = Field(None, gt=0, le=3650, description="Or: this many days from now.")
 
 
 class RequestList(BaseModel):

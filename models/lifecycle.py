@@ -153,3 +153,4 @@ class DriftReport(BaseModel):
     findings: list[DriftFinding] = Field(default_factory=list)
     repaired_run: int | None = Field(None, description="The run that repaired it, when policy says to repair.")
     error: str | None = Field(None, description="Why the check could not finish.")
+    requested: bool = Field(False, description="Someone asked for a check: the drift timer does it at its next tick.")

@@ -69,6 +69,39 @@ class WorkspacePolicy(PolicyModel):
     )
 
 
+class ExpiryPolicy(PolicyModel):
+    """How long an environment's workspaces live unless their teams extend them."""
+
+    default_days: float | None = Field(
+        None, gt=0, description="A request without expires_at expires this many days after it is accepted; None: never."
+    )
+    max_days: float | None = Field(
+        None, gt=0, description="No request or extension may set an expiry further than this from now; None: no limit."
+    )
+    remind_days: float = Field(3.0, ge=0, description="Tell the requester this many days before the expiry.")
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> ExpiryPolicy:
+        if self.default_days and self.max_days and self.default_days > self.max_days:
+            raise ValueError(f"default_days {self.default_days:g} is above max_days {self.max_days:g}")
+        return self
+
+
+class LifecyclePolicy(PolicyModel):
+    """What happens after a workspace is made: teardown, expiry, drift."""
+
+    purge_on_delete: bool = Field(
+        False,
+        description="Teardown purges the workspace and key vault it deletes (frees their names at once); "
+        "false: they stay soft-deleted for their retention, recoverable. DELETE ?purge=true asks for it once.",
+    )
+    expiry: dict[Environment, ExpiryPolicy] = Field(default_factory=dict)
+    drift_interval_s: float = Field(
+        3600.0, ge=0, description="How often each succeeded workspace is compared with the cloud; 0: never."
+    )
+    repair_drift: bool = Field(False, description="True: drift found is repaired by applying the revision again.")
+
+
 class PreflightPolicy(PolicyModel):
     """Checks against the cloud before a request is accepted."""
 
@@ -171,6 +204,7 @@ class Policy(PolicyModel):
     key_vault: KeyVaultPolicy = Field(default_factory=KeyVaultPolicy)
     preflight: PreflightPolicy = Field(default_factory=PreflightPolicy)
     workspace: WorkspacePolicy = Field(default_factory=WorkspacePolicy)
+    lifecycle: LifecyclePolicy = Field(default_factory=LifecyclePolicy)
     datastore_credentials: Literal["identity", "account_key"] = Field(
         "identity",
         description="identity: datastores use the caller's identity and storage shared keys stay off; "

@@ -139,6 +139,9 @@ class Notification(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     status: Delivery = "pending"
+    about: Literal["result", "expiry"] = Field(
+        "result", description="result: how the current run ended; expiry: the workspace expires soon."
+    )
     callback: Literal["delivered", "failed"] | None = Field(None, description="The callback URL, once told.")
     chat: Literal["delivered", "failed"] | None = Field(None, description="The chat conversation, once told.")
     at: datetime | None = Field(None, description="When the outcome was recorded.")

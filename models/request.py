@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import (
     AnyHttpUrl,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -219,6 +220,10 @@ class WorkspaceRequest(Strict):
     container_registry: bool = Field(False, description="Create a container registry for the workspace.")
     existing: ExistingResources = Field(default_factory=ExistingResources)
     callback_url: AnyHttpUrl | None = Field(None, description="Called with the final status when provisioning ends.")
+    expires_at: AwareDatetime | None = Field(
+        None,
+        description="When the workspace is torn down unless extended (policy sets the default and the latest allowed).",
+    )
 
     @field_validator("team")
     @classmethod

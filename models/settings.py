@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(2.0, ge=0)
     retry_cap_s: float = Field(300.0, ge=0)
     sweep_interval_s: float = Field(30.0, gt=0)
+    lifecycle_interval_s: float = Field(
+        60.0, gt=0, description="Devhost: how often expiries and drift are looked at (Functions: LifecycleSchedule)."
+    )
     sweep_grace_s: float = Field(300.0, ge=0, description="How late a step may be before the sweeper re-sends it.")
 
     slack_signing_secret: SecretStr | None = Field(

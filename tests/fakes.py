@@ -16,8 +16,9 @@ from typing import Any
 from adapters.sqlite_store import SqliteStore
 from engine.ports import StepContext
 from models.errors import TransientError
+from models.lifecycle import DeleteResult, DriftFinding
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
-from models.plan import Step
+from models.plan import Step, StepAction
 from models.records import StepRecord, StepStatus
 from tests.capture import serving
 
@@ -30,10 +31,17 @@ class FakeCloud:
     fail: dict[str, Fail] = field(default_factory=dict)  # step id -> permanent failure
     retry_first: dict[str, int] = field(default_factory=dict)  # step id -> transient failures before success
     raise_first: dict[str, int] = field(default_factory=dict)  # step id -> unexpected exceptions first
+    fail_delete: dict[str, Fail] = field(default_factory=dict)  # step id -> a delete that fails (a lock, say)
+    gates: dict[str, threading.Event] = field(
+        default_factory=dict
+    )  # step id -> reconcile waits for it (Wait meanwhile)
+    changed: dict[str, DriftFinding] = field(default_factory=dict)  # step id -> drift that inspect reports
 
     def __post_init__(self) -> None:
         self.resources: dict[str, str] = {}
         self.creates: Counter[str] = Counter()
+        self.deletes: Counter[str] = Counter()
+        self.applied: Counter[str] = Counter()  # step id -> applies after its resource existed (updates)
         self.calls: Counter[str] = Counter()
         self.overlaps: list[str] = []
         self._active: set[str] = set()
@@ -50,6 +58,11 @@ class FakeCloud:
         try:
             if self.work_s:
                 time.sleep(self.work_s)
+            if step.action == StepAction.DELETE:
+                return self._delete(step, ctx)
+            gate = self.gates.get(step.id)
+            if gate is not None and not gate.is_set():
+                return Wait(0.0, "held at its gate")
             if step.id in self.fail:
                 return self.fail[step.id]
             if calls <= self.raise_first.get(step.id, 0):
@@ -58,18 +71,57 @@ class FakeCloud:
                 return Retry(0.0, "throttled", "TooManyRequests")
             for dep in step.depends_on:
                 assert ctx.dependency_outputs.get(dep, {}).get("id"), f"{step.id} ran before {dep} had outputs"
-            rid = f"{ctx.request_id}:{step.resource_id}:{step.resource_name}"
+            rid = self.rid(ctx.request_id, step)
             with self._lock:
                 state = self.resources.get(rid)
                 if state is None:
                     self.resources[rid] = "creating"
                     self.creates[rid] += 1
                     return Wait(0.0, "creating")
+                if state == "ready":
+                    self.applied[step.id] += 1
                 self.resources[rid] = "ready"
+                self.changed.pop(step.id, None)
             return Done({"id": step.resource_id, "name": step.resource_name})
         finally:
             with self._lock:
                 self._active.discard(key)
+
+    @staticmethod
+    def rid(request_id: str, step: Step) -> str:
+        """Return the key a step's resource has in `resources`."""
+        return f"{request_id}:{step.resource_id}:{step.resource_name}"
+
+    def _delete(self, step: Step, ctx: StepContext) -> Outcome:
+        if step.id in self.fail_delete:
+            return self.fail_delete[step.id]
+        rid = self.rid(ctx.request_id, step)
+        with self._lock:
+            state = self.resources.get(rid)
+            if state is None:
+                return Done(DeleteResult(deleted=False).model_dump(mode="json"))
+            if state != "deleting":
+                self.resources[rid] = "deleting"
+                return Wait(0.0, "deleting")
+            del self.resources[rid]
+            self.deletes[rid] += 1
+        purged = bool(getattr(step.spec, "purge_on_delete", False))
+        return Done(DeleteResult(deleted=True, purged=purged).model_dump(mode="json"))
+
+    def inspect(self, step: Step, ctx: StepContext) -> list[DriftFinding]:
+        with self._lock:
+            if self.rid(ctx.request_id, step) not in self.resources:
+                return [
+                    DriftFinding(
+                        step_id=step.id,
+                        kind=step.kind,
+                        resource_id=step.resource_id,
+                        drift="missing",
+                        message=f"{step.resource_name} is gone",
+                    )
+                ]
+            found = self.changed.get(step.id)
+        return [found] if found else []
 
 
 class StoreOutage:

@@ -64,6 +64,7 @@ var settings = {
   VENDING_BUS_MAX_DELIVERIES: '10'
   VENDING_BUS_DUPLICATE_WINDOW_S: '600'
   SweepSchedule: '0 */1 * * * *'
+  LifecycleSchedule: '0 */5 * * * *'
   DeadLetterSchedule: '0 */5 * * * *'
   // Azure Resource Manager, as the same identity.
   VENDING_CLOUD: 'azure'

@@ -6,7 +6,7 @@ import importlib
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
+from azure.functions.timer import TimerRequest
 
 from adapters.sqlite_bus import SqliteBus
 from adapters.sqlite_store import SqliteStore
@@ -104,7 +105,7 @@ def _sb(
 
 def test_registered_functions_and_bindings(function_app: ModuleType) -> None:
     fns = _functions(function_app)
-    assert set(fns) == {"http_app_func", "onboarding", "steps", "notifications", "sweeper", "deadletters"}
+    assert set(fns) == {"http_app_func", "onboarding", "steps", "notifications", "sweeper", "deadletters", "lifecycle"}
     bindings = {name: json.loads(f.get_function_json())["bindings"] for name, f in fns.items()}
     trigger = bindings["onboarding"][0]
     assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
@@ -115,6 +116,7 @@ def test_registered_functions_and_bindings(function_app: ModuleType) -> None:
     assert bindings["steps"][0]["queueName"] == "%StepsQueueName%"
     assert bindings["notifications"][0]["queueName"] == "%NotificationsQueueName%"
     assert bindings["sweeper"][0]["schedule"] == "%SweepSchedule%"
+    assert bindings["lifecycle"][0]["schedule"] == "%LifecycleSchedule%"
 
 
 def test_http_through_the_asgi_function(function_app: ModuleType) -> None:
@@ -149,6 +151,28 @@ def test_onboarding_then_steps_through_the_queue_functions(function_app: ModuleT
     for r in records:
         assert container.store.get_request(r.id).status == RequestStatus.SUCCEEDED
         assert {s.status for s in container.store.get_steps(r.id)} == {StepStatus.SUCCEEDED}
+
+
+def test_the_lifecycle_timer_tears_down_an_expired_workspace(function_app: ModuleType) -> None:
+    fns = _functions(function_app)
+    container = function_app.container
+    accepted = json.loads(_http(function_app, "POST", "/api/workspaces", example("cpu-small.json")).get_body())
+    steps_fn = fns["steps"].get_user_function()
+
+    def pump(status: RequestStatus) -> bool:
+        for m in container.bus.receive("steps", max_messages=10):
+            steps_fn(_sb(m.body, m.message_id, m.delivery_count, m.application_properties))
+            container.bus.complete(m)
+        return container.store.get_request(accepted["id"]).status == status
+
+    poll(lambda: pump(RequestStatus.SUCCEEDED), timeout=60, what="the request to succeed")
+    record = container.store.get_request(accepted["id"])
+    # Time passes: the workspace's expiry is behind us when the timer next fires.
+    container.store.update_request(record.model_copy(update={"expires_at": container.clock() - timedelta(seconds=1)}))
+    fns["lifecycle"].get_user_function()(TimerRequest(past_due=False))
+    poll(lambda: pump(RequestStatus.DELETED), timeout=60, what="the expired workspace to be torn down")
+    gone = container.store.get_request(accepted["id"])
+    assert gone.operation == "delete" and gone.teardown is not None and gone.teardown.deleted
 
 
 def test_bad_messages_are_recorded_or_dropped_with_a_reason_never_retried(

@@ -107,7 +107,7 @@ def test_every_setting_the_code_reads_is_deployed_or_documented_as_optional() ->
     # And nothing is deployed that the code (or the Functions host) does not read.
     read_by_code = {n for _, names in _every_env_name() for n in names}
     host_only = {s for s in APP_SETTINGS if s.startswith("AzureWebJobsStorage__") or s.endswith(("__credential",))}
-    host_only |= {"SweepSchedule", "DeadLetterSchedule", "ServiceBusConnection__clientId"}
+    host_only |= {"SweepSchedule", "DeadLetterSchedule", "LifecycleSchedule", "ServiceBusConnection__clientId"}
     assert APP_SETTINGS - read_by_code - host_only == set()
 
 
@@ -134,7 +134,7 @@ def test_queue_names_agree_across_infra_function_app_and_settings() -> None:
     app = (ROOT / "function_app.py").read_text()
     for setting in ("OnboardingQueueName", "StepsQueueName", "NotificationsQueueName"):
         assert f"%{setting}%" in app and setting in APP_SETTINGS
-    for setting in ("SweepSchedule", "DeadLetterSchedule"):
+    for setting in ("SweepSchedule", "DeadLetterSchedule", "LifecycleSchedule"):
         assert f"%{setting}%" in app and setting in APP_SETTINGS
 
 

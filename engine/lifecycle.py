@@ -1,0 +1,502 @@
+"""A workspace's life after its create (DESIGN section 10): revise, cancel, retry, extend, tear down, expire, drift.
+
+Every act is decided by the one authorisation function (`Act.CHANGE` on the request's team; a
+request of a team the caller cannot read is "not found"), written as a conditional update of the
+request's record, and run by the step engine as a plan. Each is idempotent: asking twice for the
+same thing finds it done or under way and answers with the request as it stands.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine import revise
+from engine.audit import Guard
+from engine.authz import Act
+from engine.confinement import Confinement
+from engine.events import EventFanout, status_event
+from engine.expiry import expiry_of, expiry_problems
+from engine.notify_message import notification_message
+from engine.planner import plan as make_plan
+from engine.policy import POLICY_REFUSAL, admit, team_vcpus
+from engine.ports import Cloud, Sender, StepContext, Store
+from engine.steps import StepEngine, utcnow
+from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem, StaleWriteError, TransientError
+from models.events import EventName
+from models.identity import Caller
+from models.lifecycle import DriftFinding, DriftReport, PlanDiff, Remaining, Revision, TeardownReport
+from models.plan import Plan
+from models.policy import Policy
+from models.records import Notification, RequestRecord, RequestStatus
+from models.request import WorkspaceRequest, parse_request
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "workspace-vending"
+"""Who acts when the service itself starts a run (an expiry, a drift repair): named in events and revisions."""
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply an RFC 7396 JSON Merge Patch: objects merge key by key, null removes, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+@dataclass(frozen=True)
+class Revised:
+    """What a merge patch would do: the new request, its plan, and the change per resource."""
+
+    request: WorkspaceRequest
+    plan: Plan
+    base: Plan
+    changes: PlanDiff
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Changed:
+    """The request after an act, and whether the act started a run (False: nothing to do, or already done)."""
+
+    record: RequestRecord
+    started: bool
+    changes: PlanDiff | None = None
+
+
+class Lifecycle:
+    """Revise, cancel, retry, extend and tear down requests; expire them and look for drift on timers."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        engine: StepEngine,
+        policy: Policy,
+        events: EventFanout,
+        guard: Guard,
+        confinement: Confinement,
+        cloud: Callable[[], Cloud],
+        bus: Sender,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.policy = policy
+        self.events = events
+        self.guard = guard
+        self.confinement = confinement
+        self._cloud = cloud
+        self.bus = bus
+        self.settings = settings
+        self.clock = clock
+
+    # ----- whose request ------------------------------------------------------------------------
+
+    def _own(self, request_id: str, caller: Caller, *, door: str) -> RequestRecord:
+        """Return a request the caller may change: another team's is 'not found', a forbidden change 403."""
+        record = self.store.get_request(request_id)
+        missing = f"there is no workspace request with id '{request_id}'."
+        if record is None:
+            raise NotFoundError(missing)
+        if not self.guard.decide(caller, Act.READ, team=record.team, door=door, request_id=record.id).allowed:
+            raise NotFoundError(missing)
+        self.guard.require(caller, Act.CHANGE, team=record.team, door=door, request_id=record.id)
+        if record.status == RequestStatus.REJECTED:
+            raise ConflictError(
+                f"request {record.id} was rejected and made nothing; submit a new request instead.",
+                code="RequestRejected",
+            )
+        return record
+
+    def _write(self, record: RequestRecord, **update: Any) -> RequestRecord:
+        try:
+            return self.store.update_request(record.model_copy(update={**update, "updated_at": self.clock()}))
+        except StaleWriteError as exc:
+            raise ConflictError(
+                f"request {record.id} changed while this was being done; look at it again and repeat the call.",
+                code="RequestChanged",
+            ) from exc
+
+    def _emit(
+        self, record: RequestRecord, name: EventName, status: str, *, caller: str, message: str | None = None
+    ) -> None:
+        event = status_event(record, name, time=self.clock(), status=status, message=message)
+        self.events.emit(event.model_copy(update={"caller": caller}))
+
+    # ----- revisions ----------------------------------------------------------------------------
+
+    def revise(self, record: RequestRecord, patch: Mapping[str, Any], *, caller: Caller) -> Revised:
+        """Apply a merge patch to the request, check it like a new one, and say what would change; nothing is done."""
+        if not isinstance(patch, Mapping):
+            raise InvalidInputError(
+                [Problem("(body)", "send a JSON object: a merge patch (RFC 7396) of the request.", "type")]
+            )
+        # The profile was expanded when the request was accepted: its compute and datastores are in the
+        # request now, so a patch can remove them (a patch that names a profile again adds its presets).
+        base_request = {k: v for k, v in record.request.items() if k != "profile"}
+        merged = merge_patch(base_request, patch)
+        new = parse_request(merged)
+        old = WorkspaceRequest.model_validate(record.request)
+        in_use = self.store.team_vcpus(record.team) - (record.vcpus if record.status.live else 0)
+        resolved = admit(new, self.policy, team_vcpus_in_use=max(0, in_use))
+        desired = make_plan(resolved, self.policy)
+        assert record.plan is not None
+        base = record.applied or revise.desired_of(record.plan)
+        problems = revise.fixed_field_problems(old, resolved, base, desired)
+        if problems:
+            raise InvalidInputError(problems, title="Azure cannot make these changes in place.")
+        now = self.clock()
+        expires_at = record.expires_at
+        if "expires_at" in patch:
+            expires_at = expiry_of(resolved, self.policy, now=now) if resolved.expires_at else None
+        self.confinement.check(plan=desired, request=resolved)
+        records = {s.step_id: s for s in self.store.get_steps(record.id)}
+        changes = revise.diff(base, desired, records).model_copy(update={"revision": record.revision + 1})
+        return Revised(request=resolved, plan=desired, base=base, changes=changes, expires_at=expires_at)
+
+    def preview(self, request_id: str, patch: Mapping[str, Any], *, caller: Caller, door: str) -> PlanDiff:
+        """Say what a merge patch would change, resource by resource; nothing is created, changed or deleted."""
+        record = self._own(request_id, caller, door=door)
+        self._revisable(record)
+        return self.revise(record, patch, caller=caller).changes
+
+    def _revisable(self, record: RequestRecord) -> None:
+        if record.status.in_flight:
+            raise ConflictError(
+                f"request {record.id} is {record.status.value}: wait for it to end, or cancel it "
+                f"(POST /api/workspaces/{record.id}/cancel), then send the change again.",
+                code="RequestInFlight",
+            )
+        if record.operation == "delete" or record.status == RequestStatus.DELETED:
+            raise ConflictError(
+                f"request {record.id} is being torn down or was ({record.status.value}); a torn-down workspace "
+                "cannot be changed. Ask for a new one.",
+                code="RequestDeleted",
+            )
+
+    def update(self, request_id: str, patch: Mapping[str, Any], *, caller: Caller, door: str) -> Changed:
+        """Apply a merge patch as a new revision: re-plan, refuse what Azure cannot change, run the rest."""
+        record = self._own(request_id, caller, door=door)
+        self._revisable(record)
+        revised = self.revise(record, patch, caller=caller)
+        if revised.changes.empty and revised.expires_at == record.expires_at:
+            return Changed(record, False, revised.changes)
+        if revised.changes.empty:
+            # Only the expiry changes: no run is needed.
+            return Changed(self._extended(record, revised.expires_at, caller=caller.oid), False, revised.changes)
+        now = self.clock()
+        run = record.run + 1
+        number = record.revision + 1
+        summary = revised.changes.summary()
+        plan = revise.revision_plan(revised.base, revised.plan, revised.changes)
+        revision = Revision(
+            number=number,
+            request=revised.request.model_dump(mode="json"),
+            by=caller.oid,
+            at=now,
+            run=run,
+            summary=summary,
+        )
+        earlier = [
+            r.model_copy(update={"status": "superseded"}) if r.status == "applying" else r for r in record.revisions
+        ]
+        written = self._write(
+            record,
+            status=RequestStatus.UPDATING,
+            operation="update",
+            run=run,
+            revision=number,
+            revisions=[*earlier, revision],
+            request=revised.request.model_dump(mode="json"),
+            plan=plan,
+            applied=revised.base,
+            vcpus=team_vcpus(revised.request, self.policy),
+            expires_at=revised.expires_at,
+            error=None,
+            notification=None,
+        )
+        self._emit(
+            written, EventName.UPDATE_REQUESTED, "updating", caller=caller.oid, message=f"revision {number}: {summary}"
+        )
+        return Changed(self.engine.start_run(written), True, revised.changes)
+
+    def revisions(self, request_id: str, *, caller: Caller, door: str) -> tuple[RequestRecord, list[Revision]]:
+        """Return the request's revisions, oldest first (readable by whoever may read the request)."""
+        record = self.store.get_request(request_id)
+        if (
+            record is None
+            or not self.guard.decide(caller, Act.READ, team=record.team, door=door, request_id=request_id).allowed
+        ):
+            raise NotFoundError(f"there is no workspace request with id '{request_id}'.")
+        return record, record.revisions
+
+    # ----- cancel and retry ---------------------------------------------------------------------
+
+    def cancel(self, request_id: str, *, caller: Caller, door: str) -> Changed:
+        """Stop a run in flight: nothing new starts, running steps finish their current call, then it is cancelled."""
+        record = self._own(request_id, caller, door=door)
+        if record.status in (RequestStatus.CANCELLING, RequestStatus.CANCELLED):
+            return Changed(record, False)
+        if not record.status.in_flight:
+            raise ConflictError(
+                f"request {record.id} is {record.status.value}: nothing is in flight to cancel.", code="NothingToCancel"
+            )
+        self._emit(record, EventName.CANCEL_REQUESTED, "cancelling", caller=caller.oid)
+        return Changed(self.engine.cancel(record), True)
+
+    def retry(self, request_id: str, *, caller: Caller, door: str) -> Changed:
+        """Resume a failed or cancelled request from the steps that did not succeed (succeeded ones stay)."""
+        record = self._own(request_id, caller, door=door)
+        if record.status.in_flight:
+            return Changed(record, False)
+        if record.status not in (RequestStatus.FAILED, RequestStatus.CANCELLED):
+            raise ConflictError(
+                f"request {record.id} is {record.status.value}: only a failed or cancelled request is retried.",
+                code="NothingToRetry",
+            )
+        self._emit(
+            record, EventName.RETRY_REQUESTED, "retrying", caller=caller.oid, message=f"run {record.run} resumed"
+        )
+        return Changed(self.engine.retry(record), True)
+
+    # ----- teardown -----------------------------------------------------------------------------
+
+    def delete(self, request_id: str, *, caller: Caller, door: str, purge: bool | None = None) -> Changed:
+        """Tear the workspace down in the reverse order of creation; what the team brought is never deleted."""
+        record = self._own(request_id, caller, door=door)
+        return self._teardown(record, by=caller.oid, purge=purge)
+
+    def _teardown(self, record: RequestRecord, *, by: str, purge: bool | None, reason: str | None = None) -> Changed:
+        if record.status in (RequestStatus.DELETING, RequestStatus.DELETED):
+            return Changed(record, False)
+        if record.status.in_flight:
+            raise ConflictError(
+                f"request {record.id} is {record.status.value}: cancel it first "
+                f"(POST /api/workspaces/{record.id}/cancel), then DELETE it.",
+                code="RequestInFlight",
+            )
+        assert record.plan is not None
+        purge = self.policy.lifecycle.purge_on_delete if purge is None else purge
+        plan, kept = revise.teardown_plan(record.applied, record.plan, purge=purge)
+        report = TeardownReport(
+            purge=purge,
+            kept=[
+                Remaining(
+                    step_id=s.id,
+                    kind=s.kind,
+                    resource_id=s.resource_id,
+                    reason="brought by the team: the service never deletes it"
+                    if getattr(s.spec, "existing", False)
+                    else "the resource group was there before the service: it is not deleted",
+                )
+                for s in kept
+            ],
+        )
+        applied = record.applied or (revise.desired_of(record.plan) if record.operation != "delete" else None)
+        written = self._write(
+            record,
+            status=RequestStatus.DELETING,
+            operation="delete",
+            run=record.run + 1,
+            plan=plan,
+            applied=applied,
+            teardown=report,
+            error=None,
+            notification=None,
+        )
+        self._emit(
+            written,
+            EventName.DELETE_REQUESTED,
+            "deleting",
+            caller=by,
+            message=reason or f"teardown of {len(plan.steps)} resources ({'purging' if purge else 'soft-deleting'})",
+        )
+        return Changed(self.engine.start_run(written), True)
+
+    # ----- expiry -------------------------------------------------------------------------------
+
+    def extend(self, request_id: str, *, caller: Caller, door: str, expires_at: datetime) -> RequestRecord:
+        """Move a workspace's expiry, within the environment's policy."""
+        record = self._own(request_id, caller, door=door)
+        if record.operation == "delete" or record.status == RequestStatus.DELETED:
+            raise ConflictError(f"request {record.id} is torn down or being torn down.", code="RequestDeleted")
+        problems = expiry_problems(expires_at, self.policy, record.environment, now=self.clock())
+        if problems:
+            raise InvalidInputError(problems, title=POLICY_REFUSAL)
+        if record.expires_at == expires_at:
+            return record
+        return self._extended(record, expires_at, caller=caller.oid)
+
+    def _extended(self, record: RequestRecord, expires_at: datetime | None, *, caller: str) -> RequestRecord:
+        written = self._write(record, expires_at=expires_at, reminded_at=None)
+        when = expires_at.isoformat() if expires_at else "never"
+        self._emit(written, EventName.EXPIRY_EXTENDED, written.status.value, caller=caller, message=f"expires {when}")
+        return written
+
+    def expire_due(self, *, limit: int = 100) -> int:
+        """Remind requesters of coming expiries and tear down what has expired; return how many were acted on."""
+        now = self.clock()
+        acted = 0
+        for record in self._settled_with_expiry():
+            if acted >= limit:
+                break
+            assert record.expires_at is not None
+            try:
+                if record.expires_at <= now:
+                    self._teardown(record, by=SERVICE, purge=None, reason=f"expired at {record.expires_at.isoformat()}")
+                    self._emit(record, EventName.EXPIRED, "deleting", caller=SERVICE)
+                    acted += 1
+                elif record.status == RequestStatus.SUCCEEDED and record.reminded_at is None:
+                    rules = self.policy.lifecycle.expiry.get(record.environment)  # type: ignore[call-overload]
+                    ahead = timedelta(days=rules.remind_days if rules else 3.0)
+                    if record.expires_at - ahead <= now:
+                        self._remind(record, now=now)
+                        acted += 1
+            except (ConflictError, StaleWriteError, TransientError) as exc:
+                log.warning("expiry of %s deferred: %s", record.id, exc)
+        return acted
+
+    def _settled_with_expiry(self) -> list[RequestRecord]:
+        found: list[RequestRecord] = []
+        for status in (RequestStatus.SUCCEEDED, RequestStatus.FAILED, RequestStatus.CANCELLED):
+            cursor: str | None = None
+            while True:
+                page = self.store.list_requests(status=status, limit=200, cursor=cursor)
+                found += [r for r in page.items if r.expires_at is not None and r.operation != "delete"]
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        return sorted(found, key=lambda r: r.expires_at or self.clock())
+
+    def _remind(self, record: RequestRecord, *, now: datetime) -> None:
+        wanted = record.request.get("callback_url") or record.reply_to
+        written = self._write(
+            record, reminded_at=now, **({"notification": Notification(about="expiry")} if wanted else {})
+        )
+        assert written.expires_at is not None
+        days = (written.expires_at - now).total_seconds() / 86400
+        self._emit(
+            written,
+            EventName.EXPIRY_REMINDED,
+            written.status.value,
+            caller=SERVICE,
+            message=f"expires {written.expires_at.isoformat()} (in {days:.1f} days); extend it with "
+            f"POST /api/workspaces/{written.id}/extend",
+        )
+        if wanted:
+            self.bus.send(self.settings.notifications_queue, notification_message(written))
+
+    # ----- drift --------------------------------------------------------------------------------
+
+    def request_drift_check(self, request_id: str, *, caller: Caller, door: str) -> RequestRecord:
+        """Ask for the request's drift check at the next tick of the drift timer (it reads the cloud, not HTTP)."""
+        record = self._own(request_id, caller, door=door)
+        if record.status != RequestStatus.SUCCEEDED:
+            raise ConflictError(
+                f"request {record.id} is {record.status.value}: drift is checked on succeeded workspaces only.",
+                code="NotSucceeded",
+            )
+        report = record.drift or DriftReport(checked_at=record.updated_at)
+        return self._write(record, drift=report.model_copy(update={"requested": True}))
+
+    def check_drift(self, *, limit: int = 20) -> int:
+        """Compare succeeded workspaces that are due with the cloud (read-only); record, announce and repair drift."""
+        interval = self.policy.lifecycle.drift_interval_s
+        now = self.clock()
+        checked = 0
+        cursor: str | None = None
+        while checked < limit:
+            page = self.store.list_requests(status=RequestStatus.SUCCEEDED, limit=200, cursor=cursor)
+            for record in page.items:
+                if checked >= limit:
+                    break
+                last = record.drift.checked_at if record.drift else record.updated_at
+                forced = record.drift is not None and record.drift.requested
+                if not forced and (interval <= 0 or (now - last).total_seconds() < interval):
+                    continue
+                self.check_one(record)
+                checked += 1
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return checked
+
+    def check_one(self, record: RequestRecord) -> DriftReport:
+        """Read every resource of one succeeded request and record what differs; repair it when policy says so."""
+        plan = record.applied or (revise.desired_of(record.plan) if record.plan else None)
+        if plan is None:
+            return DriftReport(checked_at=self.clock())
+        steps = {s.step_id: s for s in self.store.get_steps(record.id)}
+        findings: list[DriftFinding] = []
+        error = None
+        cloud = self._cloud()
+        for step in plan.steps:
+            own = steps.get(step.id)
+            ctx = StepContext(
+                request_id=record.id,
+                names=plan.names,
+                attempt=own.attempt if own else 0,
+                dependency_outputs={
+                    step.id: own.outputs if own else {},
+                    **{d: steps[d].outputs for d in step.depends_on if d in steps},
+                },
+            )
+            try:
+                findings += cloud.inspect(step, ctx)
+            except Exception as exc:  # noqa: BLE001 - one resource that cannot be read does not stop the others
+                error = f"{step.id}: {type(exc).__name__}: {str(exc)[:300]}"
+        report = DriftReport(checked_at=self.clock(), findings=findings, error=error)
+        had = bool(record.drift and record.drift.findings)
+        repair = self.policy.lifecycle.repair_drift and bool(findings)
+        written = self._record_drift(record, plan, report, repair=repair)
+        if written is None:
+            return report  # the request moved on meanwhile (a new run): the next tick looks again
+        report = written.drift or report
+        if findings:
+            text = "; ".join(f.message for f in findings[:10])
+            self._emit(written, EventName.DRIFT_DETECTED, written.status.value, caller=SERVICE, message=text[:1000])
+        elif had:
+            self._emit(written, EventName.DRIFT_CLEARED, written.status.value, caller=SERVICE)
+        if repair:
+            self.engine.start_run(written)
+        return report
+
+    def _record_drift(
+        self, record: RequestRecord, plan: Plan, report: DriftReport, *, repair: bool
+    ) -> RequestRecord | None:
+        """Write what the check found on the request (as it now is), starting the repair run when asked."""
+        for _ in range(5):
+            update: dict[str, Any] = {"drift": report}
+            if repair:
+                update = {
+                    "status": RequestStatus.UPDATING,
+                    "operation": "update",
+                    "run": record.run + 1,
+                    "plan": revise.repair_plan(plan, {f.step_id for f in report.findings}),
+                    "applied": plan,
+                    "drift": report.model_copy(update={"repaired_run": record.run + 1}),
+                    "notification": None,
+                }
+            try:
+                return self.store.update_request(record.model_copy(update={**update, "updated_at": self.clock()}))
+            except StaleWriteError:
+                fresh = self.store.get_request(record.id)
+                if fresh is None or fresh.status != RequestStatus.SUCCEEDED or fresh.run != record.run:
+                    return None
+                record = fresh
+        return None
+
+
+__all__ = ["SERVICE", "Changed", "Lifecycle", "Revised", "merge_patch"]
