@@ -51,6 +51,10 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
     ops = clients.resources(n.subscription_id).resource_groups
     what = f"resource group '{n.resource_group}'"
     group = get_or_none(f"reading {what}", lambda: ops.get(n.resource_group))
+    # Whether the service made the group: only such a group may be deleted at teardown. Kept across
+    # re-applies from the step's own earlier outputs; a crash between the create and this answer
+    # leaves it False, which keeps the group (the safe side).
+    created = group is None or ctx.dependency_outputs.get(step.id, {}).get("created") is True
     if group is None:
         if not spec.create:
             return Fail(
@@ -70,7 +74,7 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
         )
     if waiting := progress(group, what, timing):
         return waiting
-    return Done({"id": group.id, "name": group.name, "location": group.location})
+    return Done({"id": group.id, "name": group.name, "location": group.location, "created": created})
 
 
 def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:

@@ -560,6 +560,8 @@ def delete_resource_group(step: Step, ctx: StepContext, clients: Clients, timing
     what = f"resource group '{n.resource_group}'"
     if not spec.create:
         return done(DeleteResult(deleted=False, kept="the service did not create it (policy)"))
+    if ctx.dependency_outputs.get(step.id, {}).get("created") is not True:
+        return done(DeleteResult(deleted=False, kept="it was there before the service made this workspace"))
     arm = clients.resources(n.subscription_id)
     group = get_or_none(f"reading {what}", lambda: arm.resource_groups.get(n.resource_group))
     if group is None:

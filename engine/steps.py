@@ -285,7 +285,7 @@ class StepEngine:
 def _dependency_outputs(
     plan_step: Step, step: StepRecord, steps: list[StepRecord], all_steps: list[StepRecord]
 ) -> dict[str, dict[str, Any]]:
-    """Return what the reconcile may read of other steps: its prerequisites' outputs (final: a success stays).
+    """Return what the reconcile may read: its own record's last outputs and its prerequisites' (final: a success stays).
 
     A delete also reads its own record's outputs (what the create reported: ids, identities) and
     those of every step of the request, as the resources they name are what it removes.
@@ -293,4 +293,4 @@ def _dependency_outputs(
     if plan_step.action == StepAction.DELETE:
         return {s.step_id: s.outputs for s in all_steps}
     by_id = {s.step_id: s for s in steps}
-    return {d: by_id[d].outputs for d in plan_step.depends_on if d in by_id}
+    return {step.step_id: step.outputs, **{d: by_id[d].outputs for d in plan_step.depends_on if d in by_id}}
