@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -81,6 +82,28 @@ def build_app(
 
     async def stats(request: Request) -> Response:
         return JSONResponse({**state.stats(), "resources": state.resource_ids()})
+
+    async def inventory(request: Request) -> Response:
+        return JSONResponse({"resources": state.inventory()})
+
+    async def soft_deleted(request: Request) -> Response:
+        return JSONResponse(state.soft_deleted())
+
+    async def clock(request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                data = await request.json()
+                state.advance_clock(float(data.get("advance_s", 0)))
+            except (ValueError, TypeError, AttributeError) as exc:
+                return JSONResponse({"error": f"invalid clock change: {exc}"}, status_code=400)
+        now = state.now()
+        return JSONResponse(
+            {
+                "now": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                "epoch_s": now,
+                "offset_s": state.clock_offset_s,
+            }
+        )
 
     async def config(request: Request) -> Response:
         if request.method == "PUT":
@@ -180,12 +203,20 @@ def build_app(
             if OPERATIONS.lower() in path.lower():
                 doc = state.operation(path.rsplit("/", 1)[-1])
                 if "result" in request.query_params:
+                    failed = state.failed_delete_status(path.rsplit("/", 1)[-1]) if doc["status"] == "Failed" else None
+                    if failed is not None:
+                        # A Location poll reports a failed operation with its error status (ARM's LRO guidance).
+                        return JSONResponse({"error": doc["error"]}, status_code=failed, headers=headers)
                     done = doc["status"] != "InProgress"
                     return JSONResponse(
                         doc if done else {},
                         status_code=200 if done else 202,
                         headers={**headers, "Retry-After": str(state.config.retry_after_s)},
                     )
+                if doc["status"] == "InProgress" and state.is_delete_operation(path.rsplit("/", 1)[-1]):
+                    # A running delete's status answer says when to ask again (ARM's asynchronous operations:
+                    # Retry-After on the status response), so SDK pollers do not fall back to their 30 s default.
+                    headers["Retry-After"] = str(state.config.retry_after_s)
                 return JSONResponse(doc, headers=headers)
             p = parse_path(path)
             if p.type.lower() == "microsoft.resources/deployments/operations" and method == "GET":
@@ -212,12 +243,16 @@ def build_app(
                     headers.pop("Location", None)
                 return JSONResponse(body, status_code=status, headers=headers)
             if method == "DELETE":
-                if request.query_params.get("forceToPurge", "").lower() == "true":
-                    status, op = state.purge_workspace(p)
-                    return Response(
-                        status_code=status, headers={**headers, **(op_headers(p.subscription, op) if op else {})}
-                    )
-                return Response(status_code=state.delete(p), headers=headers)
+                status, op, deleted = state.start_delete(p, request.query_params)
+                if op is not None:
+                    lro = op_headers(p.subscription, op)
+                    rtype = TYPES.get(p.type.lower())
+                    if rtype is not None and rtype.delete_lro == "location":
+                        lro.pop("Azure-AsyncOperation")
+                    headers.update(lro)
+                if deleted is not None:
+                    return JSONResponse(deleted, status_code=status, headers=headers)
+                return Response(status_code=status, headers=headers)
             if method == "POST":
                 raise ArmError(
                     400, "UnsupportedAction", f"The emulator does not serve the action '{path.rsplit('/', 1)[-1]}'."
@@ -278,6 +313,9 @@ def build_app(
         ):
             account = parse_path(path.rstrip("/").rsplit("/", 1)[0])
             state.get(account)  # 404 when there is no such account
+            # "A read-only lock on a storage account prevents users from listing the account keys": listKeys is
+            # a POST (Microsoft Learn, "Lock your resources to protect your infrastructure").
+            state.check_write_locks(account)
             names = ("key1", "key2")
             keys = [{"keyName": k, "value": state.account_key(account.id, k), "permissions": "FULL"} for k in names]
             return 200, {"keys": keys}
@@ -291,6 +329,9 @@ def build_app(
             Route("/_emulator/faults", faults, methods=["GET", "PUT"]),
             Route("/_emulator/requests", requests_log, methods=["GET", "DELETE"]),
             Route("/_emulator/api-versions", api_versions_seen),
+            Route("/_emulator/resources", inventory),
+            Route("/_emulator/deleted", soft_deleted),
+            Route("/_emulator/clock", clock, methods=["GET", "PUT"]),
             Route("/{path:path}", arm, methods=["GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"]),
         ]
     )

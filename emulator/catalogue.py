@@ -155,6 +155,13 @@ API_VERSIONS = {
             "machinelearningservices/resource-manager/Microsoft.MachineLearningServices/preview/2024-10-01-preview/mfe.json",
             "2024-10-01-preview",
         ),
+        # resources/resource-manager/Microsoft.Authorization/locks/stable/2020-05-01/locks.json (ManagementLockClient,
+        # what azure-mgmt-resource-locks 1.0 sends)
+        _published(
+            "Microsoft.Authorization/locks",
+            "resources/resource-manager/Microsoft.Authorization/locks/stable/2020-05-01/locks.json",
+            "2020-05-01",
+        ),
         # authorization/resource-manager/Microsoft.Authorization/stable/2022-04-01/authorization-RoleAssignmentsCalls.json
         _published(
             "Microsoft.Authorization/roleAssignments",

@@ -2,9 +2,11 @@
 
 A rule matches calls by resource type, method and name, and fires on a schedule (skip the first
 N matches, then every Nth, at most `times` times). It answers with an ARM error (status, code,
-message, Retry-After); with `latency_s` it makes a matching create slow instead, and with
-`provisioning_state: Failed` it accepts a matching create and lets it end Failed (an asynchronous
-failure: the PUT succeeds, the operation and the resource's provisioningState end Failed).
+message, Retry-After), for any method a rule names (PUT, PATCH, POST, DELETE of any type); with
+`latency_s` it makes a matching create (or, with `method: DELETE`, a long-running delete) slow instead,
+and with `provisioning_state: Failed` it accepts a matching create and lets it end Failed (an
+asynchronous failure: the PUT succeeds, the operation and the resource's provisioningState end Failed)
+or, with `method: DELETE`, accepts a long-running delete whose operation ends Failed, the resource kept.
 Rules come from a JSON or YAML file (`VENDING_EMULATOR_FAULTS`) or from `PUT /_emulator/faults`.
 """
 
@@ -34,11 +36,13 @@ class Fault(BaseModel):
     code: str = "InternalServerError"
     message: str = "The server encountered an internal error. Please retry the request."
     retry_after_s: int | None = Field(None, ge=0)
-    latency_s: float | None = Field(None, ge=0, description="Instead of an error: make a matching create this slow.")
+    latency_s: float | None = Field(
+        None, ge=0, description="Instead of an error: make a matching create (or long-running delete) this slow."
+    )
     provisioning_state: Literal["Failed"] | None = Field(
         None,
-        description="Instead of an error: accept a matching create, then let it end in this provisioning state "
-        "(code and message become the operation's error).",
+        description="Instead of an error: accept a matching create (or long-running delete), then let it end in "
+        "this state (code and message become the operation's error; a failed delete keeps the resource).",
     )
     delay_s: float = Field(0.0, ge=0, le=120, description="Wait this long before answering (timeouts).")
     skip: int = Field(0, ge=0, description="Let this many matching calls through first.")

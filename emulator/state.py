@@ -66,6 +66,18 @@ CREATE TABLE IF NOT EXISTS purges (
     op TEXT NOT NULL,
     ready REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deletes (
+    op TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    type TEXT NOT NULL,
+    started REAL NOT NULL,
+    ready REAL NOT NULL,
+    purge INTEGER NOT NULL,
+    error TEXT,
+    status INTEGER,
+    done INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS deletes_pending ON deletes (done, ready);
 """
 
 # ARM's words for a resource that failed after its PUT was accepted, and for a failed deployment.
@@ -77,6 +89,11 @@ DEPLOYMENT_FAILED = (
     "Please see https://aka.ms/arm-deployment-operations for usage details."
 )
 TERMINAL_FAILED = "The resource operation completed with terminal provisioning state 'Failed'."
+
+
+def _iso(t: float) -> str:
+    """Format an emulator time as ARM writes dates (UTC, seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def _status_name(status: int) -> str:
@@ -140,6 +157,9 @@ _SUB = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?P<rest>/.*)?$", re.IGNORECAS
 
 def parse_path(path: str) -> ArmPath:
     """Parse an ARM URL path into scope, type and name."""
+    # An empty parentResourcePath gives `Microsoft.Storage//storageAccounts` (ManagementLocks_*AtResourceLevel,
+    # Resources_DeleteById); ARM reads it as one separator.
+    path = re.sub(r"/{2,}", "/", path)
     path = _LEGACY_DEPLOYMENTS.sub(r"\1/providers/Microsoft.Resources/deployments", path.rstrip("/"))
     m = _SUB.match(path)
     if not m:
@@ -222,7 +242,15 @@ class Config:
     registering: list[str] = field(default_factory=list)
     # Entries per page of the ML usages list (Usages_List is pageable: nextLink).
     usages_page_size: int = 50
+    # A vault's retention when it does not say (VaultProperties.softDeleteRetentionInDays defaults to 90).
     soft_delete_retention_days: int = 90
+    # A soft-deleted workspace is held this long unless it says otherwise (WorkspaceProperties.
+    # softDeleteRetentionInDays, workspaceRP.json 2024-10-01-preview); Azure ML's default is 14 days
+    # (https://learn.microsoft.com/azure/machine-learning/concept-soft-delete, "Soft delete retention period").
+    workspace_soft_delete_retention_days: int = 14
+    # How long a long-running DELETE runs: per type, else `delete_latency_s`, else as long as a create.
+    delete_latency_s: float | None = None
+    delete_latency_by_type: dict[str, float] = field(default_factory=dict)
     # How many items a list answers before it gives a nextLink (ARM's paging: `value` + `nextLink`).
     page_size: int = 100
 
@@ -232,6 +260,10 @@ class Config:
 
     def latency(self, rtype: str) -> float:
         return self.latency_by_type.get(rtype.lower(), self.latency_s)
+
+    def delete_latency(self, rtype: str) -> float:
+        default = self.latency(rtype) if self.delete_latency_s is None else self.delete_latency_s
+        return self.delete_latency_by_type.get(rtype.lower(), default)
 
 
 class EmulatorState:
@@ -244,10 +276,26 @@ class EmulatorState:
         self.config = config or Config()
         self.faults = faults or FaultPlan()
         self.creates: Counter[str] = Counter()
+        self.deletes: Counter[str] = Counter()  # resources removed (a cascade counts each), per resource id
+        # The emulator's clock runs `clock_offset_s` ahead of the machine's: `/_emulator/clock` moves it so
+        # that retention periods (days) pass in a test. Every time the emulator keeps is on this clock.
+        self.clock_offset_s = 0.0
         self.calls: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []  # every write call, for tests that check what the SDKs send
         self._key_secret = secrets.token_hex(16)
         self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """Return the emulator's time (the machine's, moved on by `advance_clock`)."""
+        return time.time() + self.clock_offset_s
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the emulator's clock forward (never back); return the new offset."""
+        if seconds < 0:
+            raise ValueError("the emulator's clock only moves forward")
+        with self._lock:
+            self.clock_offset_s += seconds
+        return self.clock_offset_s
 
     # ----- reads ----------------------------------------------------------------------------
 
@@ -264,13 +312,26 @@ class EmulatorState:
         body = json.loads(row["body"])
         if row["type"].lower() == "microsoft.resources/deployments":
             return self._deployment_view(row, body, now)
-        return decorate(row["type"], row["id"], row["name"], body, self._state(row, now), self.config.tenant_id)
+        # While a DELETE runs, the resource (and all in a group being deleted) reads `Deleting`, as Azure shows it.
+        state = "Deleting" if self._deleting(self.db.conn(), row["key"]) else self._state(row, now)
+        return decorate(row["type"], row["id"], row["name"], body, state, self.config.tenant_id)
+
+    def _deleting(self, conn: Any, key: str) -> Any:
+        """Return the running delete of this resource or of one above it (its group, its parent), or None."""
+        for d in conn.execute("SELECT * FROM deletes WHERE done = 0 ORDER BY started").fetchall():
+            if key == d["key"] or key.startswith(d["key"] + "/"):
+                return d
+        return None
 
     def get(self, p: ArmPath) -> dict[str, Any]:
         """Return a resource, or raise a 404 the way ARM words it."""
+        self._settle()
         row = self._row(p.key)
         if row is None:
             self._require_group(p)
+            if p.type.lower() == "microsoft.authorization/locks":
+                # ManagementLocks_Get* (locks.json 2020-05-01) answer ARM's default error for a missing lock.
+                raise ArmError(404, "LockNotFound", f"The lock '{p.name}' could not be found.")
             short = p.type.split("/", 1)[-1]
             raise ArmError(
                 404,
@@ -278,11 +339,12 @@ class EmulatorState:
                 f"The Resource '{p.type.split('/')[0]}/{short}/{p.name}' under resource group "
                 f"'{p.resource_group}' was not found.",
             )
-        return self._view(row, time.time())
+        return self._view(row, self.now())
 
     def list_children(self, p: ArmPath, query: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Return every item a list operation holds, before paging: what exists, as ARM lists it."""
         query = query or {}
+        self._settle()
         t = p.type.lower()
         if t != "microsoft.resources/resourcegroups":
             self._require_group(p)
@@ -290,6 +352,8 @@ class EmulatorState:
             return self._list_resources(p)
         if t == "microsoft.authorization/roleassignments":
             return self._list_role_assignments(p, query.get("$filter", ""))
+        if t == "microsoft.authorization/locks":
+            return self._list_locks(p)
         conn = self.db.conn()
         if t == "microsoft.resources/resourcegroups":
             rows = conn.execute(
@@ -308,7 +372,7 @@ class EmulatorState:
                 "SELECT * FROM resources WHERE parent = ? AND lower(type) = ? ORDER BY created",
                 (p.parent_id.lower(), t),
             ).fetchall()
-        now = time.time()
+        now = self.now()
         items = [self._view(r, now) for r in rows]
         if t == "microsoft.machinelearningservices/workspaces/datastores" and "isDefault" in query:
             # Datastores_List's isDefault filter (machinelearningservices 2024-10-01-preview, Datastore/list.json).
@@ -349,7 +413,7 @@ class EmulatorState:
             .fetchall()
         )
         out: list[dict[str, Any]] = []
-        now = time.time()
+        now = self.now()
         for r in rows:
             t = r["type"].lower()
             if t in ("microsoft.resources/deployments", "microsoft.resources/resourcegroups"):
@@ -380,7 +444,7 @@ class EmulatorState:
             )
             .fetchall()
         )
-        now = time.time()
+        now = self.now()
         out = []
         for r in rows:
             held = r["parent"].rstrip("/")
@@ -393,6 +457,68 @@ class EmulatorState:
                 continue
             out.append(view)
         return out
+
+    # ----- management locks -----------------------------------------------------------------
+    #
+    # Microsoft.Authorization/locks at a subscription, a resource group or a resource (and below), as
+    # resources/resource-manager/Microsoft.Authorization/locks/stable/2020-05-01/locks.json has them (what
+    # azure-mgmt-resource-locks 1.0 sends). "When you apply a lock at a parent scope, all child resources
+    # inherit the same lock" (ManagementLocks_CreateOrUpdateAtResourceGroupLevel): CanNotDelete refuses a
+    # DELETE of the scope and of anything under it, ReadOnly refuses writes too (ManagementLockProperties.level),
+    # and a DELETE of a scope with a locked resource under it (a group) is refused whole. ARM refuses with
+    # 409 ScopeLocked before the resource provider sees the call, in these words (as ARM answers them in
+    # Azure/azure-cli#20232, Azure/apiops#606, Azure-Player/azure.datafactory.devops#183).
+
+    def _list_locks(self, p: ArmPath) -> list[dict[str, Any]]:
+        """ManagementLocks_List*: the locks at the scope and below it (a group's list holds its resources' locks)."""
+        scope = p.parent_id.lower().rstrip("/")
+        now = self.now()
+        return [
+            self._view(r, now)
+            for r in self._lock_rows(self.db.conn(), p.subscription)
+            if r["parent"] == scope or r["parent"].startswith(scope + "/")
+        ]
+
+    def _lock_rows(self, conn: Any, subscription: str) -> list[Any]:
+        return list(
+            conn.execute(
+                "SELECT * FROM resources WHERE lower(type) = ? AND key LIKE ? ORDER BY created",
+                ("microsoft.authorization/locks", f"/subscriptions/{subscription.lower()}/%"),
+            ).fetchall()
+        )
+
+    def _locked_scopes(self, conn: Any, p: ArmPath, operation: str) -> list[str]:
+        """Return the scopes whose locks refuse `operation` ("delete" or "write") on `p`, as their ids read."""
+        out: list[str] = []
+        for r in self._lock_rows(conn, p.subscription):
+            level = str((json.loads(r["body"]).get("properties") or {}).get("level", "")).lower()
+            if level not in ("cannotdelete", "readonly") or (operation == "write" and level != "readonly"):
+                continue
+            scope = r["parent"]
+            above = p.key == scope or p.key.startswith(scope + "/")
+            below = operation == "delete" and scope.startswith(p.key + "/")
+            scope_id = r["id"][: len(scope)]
+            if (above or below) and scope_id not in out:
+                out.append(scope_id)
+        return out
+
+    def _check_locks(self, conn: Any, p: ArmPath, operation: str) -> None:
+        """Refuse, with ARM's 409 ScopeLocked, what a lock at, above (or, for a delete, below) `p` forbids."""
+        if p.type.lower() == "microsoft.authorization/locks":
+            return  # locks are managed through locks: removing one is how a locked scope is freed
+        locked = self._locked_scopes(conn, p, operation)
+        if locked:
+            scopes = ",".join(f"'{s}'" for s in locked)
+            raise ArmError(
+                409,
+                "ScopeLocked",
+                f"The scope '{p.id}' cannot perform {operation} operation because following scope(s) are locked: "
+                f"{scopes}. Please remove the lock and try again.",
+            )
+
+    def check_write_locks(self, p: ArmPath) -> None:
+        """Refuse a write action (a POST such as listKeys) on a scope under a ReadOnly lock."""
+        self._check_locks(self.db.conn(), p, "write")
 
     def _require_group(self, p: ArmPath) -> None:
         group = f"/subscriptions/{p.subscription}/resourceGroups/{p.resource_group}"
@@ -423,19 +549,23 @@ class EmulatorState:
         rtype = TYPES.get(p.type.lower())
         if rtype is None or p.name is None:
             raise ArmError(400, "NoRegisteredProviderFound", f"The emulator does not serve resource type '{p.type}'.")
+        self._settle()
         if p.type.lower() == "microsoft.resources/deployments":
             return self._put_deployment(p, body)
         self._require_registered(p)
         self._require_group(p)
+        self._refuse_while_deleting(self.db.conn(), p)
+        self._check_locks(self.db.conn(), p, "write")
         if rtype.needs_location and not body.get("location"):
             raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
         validate(rtype.name, p.name, body)
-        now = time.time()
+        now = self.now()
         slow = self.faults.check(rtype=rtype.name, method="PUT", name=p.name, kind="slow")
         failing = self.faults.check(rtype=rtype.name, method="PUT", name=p.name, kind="failed") if rtype.lro else None
         error = json.dumps({"code": failing.code, "message": failing.message}) if failing else None
         with self._lock, self.db.transaction() as conn:
-            self._settle_purges(conn, now)
+            self._settle_all(conn, now)
+            self._refuse_while_deleting(conn, p)
             if rtype.name == "Microsoft.KeyVault/vaults":
                 recovered = self._vault_soft_delete(conn, p, body)
                 if recovered is not None:
@@ -530,70 +660,190 @@ class EmulatorState:
             row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
         return status, self._view(row, now), op
 
+    def _refuse_while_deleting(self, conn: Any, p: ArmPath) -> None:
+        """Refuse a write into a resource group, or to a resource, whose DELETE is running.
+
+        ARM's 409 ResourceGroupBeingDeleted for a group in deprovisioning state (the provider retries it:
+        cloud/errors.py); a resource being deleted refuses another operation as a running create does.
+        """
+        running = self._deleting(conn, p.key)
+        if running is None:
+            return
+        if running["type"].lower() == "microsoft.resources/resourcegroups":
+            raise ArmError(
+                409,
+                "ResourceGroupBeingDeleted",
+                f"The resource group '{p.resource_group}' is in deprovisioning state and cannot perform this operation.",
+            )
+        raise ArmError(
+            409,
+            "AnotherOperationInProgress",
+            f"Another operation on '{p.name}' is in progress (it is being deleted); retry when it has finished.",
+        )
+
     def _implicit_parent(self, parent: str, conn: Any) -> bool:
         # blobServices/default and fileServices/default exist with their storage account.
         m = re.match(r"^(.*/microsoft\.storage/storageaccounts/[^/]+)/(blobservices|fileservices)/default$", parent)
         return bool(m and conn.execute("SELECT key FROM resources WHERE key = ?", (m.group(1),)).fetchone())
 
-    def delete(self, p: ArmPath, *, purge: bool = False) -> int:
-        """Delete a resource and everything under it; return 200 or 204.
+    # ----- deletes --------------------------------------------------------------------------
+    #
+    # A DELETE answers as its type's spec says (emulator/resources.py, `delete_lro` and `delete_missing`,
+    # with the spec of each type cited there): synchronous types are gone when it answers (200, or 204 when
+    # there was nothing); long-running ones answer 202 with their operation, read `Deleting` until the
+    # operation ends (`Config.delete_latency`), then are gone (404). Removing a resource removes everything
+    # under it; a resource group's delete removes each resource in it as that resource's own DELETE would
+    # ("When you delete a resource group, all of its resources are also deleted", ResourceGroups_Delete,
+    # resources.json 2025-04-01), so its key vaults and workspaces are soft-deleted.
 
-        Key vaults and Azure ML workspaces are soft-deleted; `purge` (forceToPurge) deletes a workspace for good.
+    def start_delete(
+        self, p: ArmPath, query: Mapping[str, str] | None = None
+    ) -> tuple[int, str | None, dict[str, Any] | None]:
+        """Answer a DELETE: (status, operation id of a long-running delete or None, body or None)."""
+        query = query or {}
+        rtype = TYPES.get(p.type.lower())
+        if p.name is None:
+            raise ArmError(405, "MethodNotAllowed", "DELETE needs a resource, not a collection.")
+        t = p.type.lower()
+        purge = t == "microsoft.machinelearningservices/workspaces" and query.get("forceToPurge", "").lower() == "true"
+        if t == "microsoft.machinelearningservices/workspaces/computes":
+            # Compute_Delete's underlyingResourceAction query parameter is required, Delete or Detach
+            # (machineLearningServices.json 2023-08-01-preview, UnderlyingResourceActionParameter).
+            action = query.get("underlyingResourceAction")
+            if action is None or action.lower() not in ("delete", "detach"):
+                raise ArmError(
+                    400,
+                    "BadRequest",
+                    "The query parameter 'underlyingResourceAction' is required and must be 'Delete' or 'Detach'"
+                    + (f"; it was '{action}'." if action is not None else "."),
+                )
+        self._settle()
+        now = self.now()
+        with self._lock, self.db.transaction() as conn:
+            row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
+            if row is None:
+                if t == "microsoft.resources/resourcegroups" or (
+                    p.resource_group
+                    and conn.execute(
+                        "SELECT key FROM resources WHERE key = ?",
+                        (f"/subscriptions/{p.subscription}/resourcegroups/{p.resource_group}".lower(),),
+                    ).fetchone()
+                    is None
+                ):
+                    raise ArmError(
+                        404, "ResourceGroupNotFound", f"Resource group '{p.resource_group}' could not be found."
+                    )
+                if purge:
+                    return (*self._purge_soft_deleted_workspace(conn, p, now), None)
+                return (rtype.delete_missing if rtype else 204), None, None
+            running = conn.execute("SELECT op FROM deletes WHERE key = ? AND done = 0", (p.key,)).fetchone()
+            if running is not None:
+                return 202, str(running["op"]), None  # asked again while it runs: the same operation
+            self._check_locks(conn, p, "delete")
+            if rtype is not None and rtype.delete_lro:
+                slow = self.faults.check(rtype=rtype.name, method="DELETE", name=p.name, kind="slow")
+                failing = self.faults.check(rtype=rtype.name, method="DELETE", name=p.name, kind="failed")
+                latency = slow.latency_s if slow is not None and slow.latency_s is not None else None
+                if latency is None:
+                    latency = self.config.delete_latency(rtype.name)
+                if latency > 0 or failing is not None:
+                    op = str(uuid.uuid4())
+                    error = json.dumps({"code": failing.code, "message": failing.message}) if failing else None
+                    conn.execute(
+                        "INSERT INTO deletes (op, key, type, started, ready, purge, error, status)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            op,
+                            p.key,
+                            rtype.name,
+                            now,
+                            now + latency,
+                            int(purge),
+                            error,
+                            failing.status if failing else None,
+                        ),
+                    )
+                    return 202, op, None
+            body = self._view(row, now) if t == "microsoft.authorization/roleassignments" else None
+            self._remove(conn, p.key, purge=purge, now=now)
+        # RoleAssignments_Delete answers 200 with the assignment it deleted (authorization-RoleAssignmentsCalls.json).
+        return 200, None, body
+
+    def delete(self, p: ArmPath, *, purge: bool = False) -> int:
+        """Delete a resource and everything under it at once, as a finished DELETE leaves it; return 200 or 204.
+
+        For tests and tools that act behind the service's back. Locks are honoured; key vaults and Azure ML
+        workspaces are soft-deleted; `purge` (forceToPurge) deletes a workspace for good.
         """
+        self._settle()
+        now = self.now()
         with self._lock, self.db.transaction() as conn:
             purged = 0
             if purge:
                 purged = conn.execute("DELETE FROM deleted_workspaces WHERE key = ?", (p.key,)).rowcount
-            doomed = conn.execute(
-                "SELECT * FROM resources WHERE key = ? OR key LIKE ? OR (? AND parent LIKE ?)",
-                (p.key, p.key + "/%", p.type.lower() == "microsoft.resources/resourcegroups", p.key + "%"),
-            ).fetchall()
-            for row in doomed:
-                if row["type"].lower() == "microsoft.keyvault/vaults":
-                    body = json.loads(row["body"])
-                    props = body.get("properties") or {}
-                    conn.execute(
-                        "INSERT OR REPLACE INTO deleted_vaults (name, id, location, body, deleted, purge_protection)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            row["name"].lower(),
-                            row["id"],
-                            body.get("location", ""),
-                            row["body"],
-                            time.time(),
-                            1 if props.get("enablePurgeProtection") else 0,
-                        ),
-                    )
-                if row["type"].lower() == "microsoft.machinelearningservices/workspaces" and not purge:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO deleted_workspaces (key, id, body, deleted) VALUES (?, ?, ?, ?)",
-                        (row["key"], row["id"], row["body"], time.time()),
-                    )
-                conn.execute("DELETE FROM resources WHERE key = ?", (row["key"],))
-        return 200 if doomed or purged else 204
+            if conn.execute("SELECT key FROM resources WHERE key = ?", (p.key,)).fetchone() is not None:
+                self._check_locks(conn, p, "delete")
+            removed = self._remove(conn, p.key, purge=purge, now=now)
+        return 200 if removed or purged else 204
+
+    def _remove(self, conn: Any, key: str, *, purge: bool, now: float) -> int:
+        """Remove a resource and everything under it, soft-deleting key vaults and workspaces; return how many."""
+        doomed = conn.execute(
+            "SELECT * FROM resources WHERE key = ? OR substr(key, 1, ?) = ?", (key, len(key) + 1, key + "/")
+        ).fetchall()
+        for row in doomed:
+            if row["type"].lower() == "microsoft.keyvault/vaults":
+                body = json.loads(row["body"])
+                props = body.get("properties") or {}
+                conn.execute(
+                    "INSERT OR REPLACE INTO deleted_vaults (name, id, location, body, deleted, purge_protection)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        row["name"].lower(),
+                        row["id"],
+                        body.get("location", ""),
+                        row["body"],
+                        now,
+                        1 if props.get("enablePurgeProtection") else 0,
+                    ),
+                )
+            if row["type"].lower() == "microsoft.machinelearningservices/workspaces" and not purge:
+                conn.execute(
+                    "INSERT OR REPLACE INTO deleted_workspaces (key, id, body, deleted) VALUES (?, ?, ?, ?)",
+                    (row["key"], row["id"], row["body"], now),
+                )
+            conn.execute("DELETE FROM resources WHERE key = ?", (row["key"],))
+            self.deletes[row["key"]] += 1
+        return len(doomed)
+
+    def is_delete_operation(self, op_id: str) -> bool:
+        """Tell whether an operation id is a long-running delete's."""
+        return self.db.conn().execute("SELECT 1 FROM deletes WHERE op = ?", (op_id,)).fetchone() is not None
+
+    def failed_delete_status(self, op_id: str) -> int | None:
+        """Return the HTTP status a failed delete operation reports on its Location, or None."""
+        row = self.db.conn().execute("SELECT status FROM deletes WHERE op = ? AND done = 1", (op_id,)).fetchone()
+        return int(row["status"]) if row is not None and row["status"] is not None else None
 
     def purge_workspace(self, p: ArmPath) -> tuple[int, str | None]:
         """Answer `DELETE ...workspaces/{name}?forceToPurge=true`: (status, async operation id or None).
 
-        Workspaces_Delete is a long-running operation answering 200, 202 or 204 (204: "the machine learning
-        workspace does not exist"), specification/machinelearningservices/.../stable/2024-04-01/workspaceRP.json.
+        Workspaces_Delete is a long-running operation answering 200, 202 or 204 (204: the workspace does not
+        exist), specification/machinelearningservices/.../preview/2024-10-01-preview/workspaceRP.json.
         Purging a soft-deleted workspace answers 202 with an operation; the name stays held until it ends.
+        A live workspace is deleted for good, as a long-running delete.
         """
-        if p.type.lower() != "microsoft.machinelearningservices/workspaces":
-            return self.delete(p, purge=True), None
-        now = time.time()
-        with self._lock, self.db.transaction() as conn:
-            self._settle_purges(conn, now)
-            live = conn.execute("SELECT key FROM resources WHERE key = ?", (p.key,)).fetchone()
-            pending = conn.execute("SELECT op FROM purges WHERE key = ?", (p.key,)).fetchone()
-            held = conn.execute("SELECT key FROM deleted_workspaces WHERE key = ?", (p.key,)).fetchone()
-            if live is None and pending is not None:
-                return 202, str(pending["op"])  # asked again while it runs: the same operation
-            if live is None and held is None:
-                return 204, None
-            if live is None:
-                return 202, self._start_purge(conn, p.key, p.key, self.config.latency(p.type), now)
-        return self.delete(p, purge=True), None  # a live workspace is deleted for good at once
+        status, op, _ = self.start_delete(p, {"forceToPurge": "true"})
+        return status, op
+
+    def _purge_soft_deleted_workspace(self, conn: Any, p: ArmPath, now: float) -> tuple[int, str | None]:
+        pending = conn.execute("SELECT op FROM purges WHERE key = ?", (p.key,)).fetchone()
+        if pending is not None:
+            return 202, str(pending["op"])  # asked again while it runs: the same operation
+        held = conn.execute("SELECT key FROM deleted_workspaces WHERE key = ?", (p.key,)).fetchone()
+        if held is None:
+            return 204, None
+        return 202, self._start_purge(conn, p.key, p.key, self.config.delete_latency(p.type), now)
 
     def _start_purge(self, conn: Any, key: str, resource_key: str, latency: float, now: float) -> str:
         op = str(uuid.uuid4())
@@ -603,18 +853,54 @@ class EmulatorState:
         )
         return op
 
-    def _settle_purges(self, conn: Any, now: float) -> None:
-        """Finish the purges whose time has come: the soft-deleted workspace or vault is gone, its name free."""
+    def _settle_all(self, conn: Any, now: float) -> None:
+        """Finish what time has finished: purges, deletes, and soft-deleted items past their retention."""
         for r in conn.execute("SELECT key FROM purges WHERE ready <= ?", (now,)).fetchall():
             if r["key"].startswith("vault:"):
                 conn.execute("DELETE FROM deleted_vaults WHERE name = ?", (r["key"][len("vault:") :],))
             else:
                 conn.execute("DELETE FROM deleted_workspaces WHERE key = ?", (r["key"],))
         conn.execute("DELETE FROM purges WHERE ready <= ?", (now,))
+        for d in conn.execute("SELECT * FROM deletes WHERE done = 0 AND ready <= ? ORDER BY ready", (now,)).fetchall():
+            if d["error"] is None:  # a delete that ends Failed leaves the resource as it was
+                self._remove(conn, d["key"], purge=bool(d["purge"]), now=d["ready"])
+            conn.execute("UPDATE deletes SET done = 1 WHERE op = ?", (d["op"],))
+        # Past its scheduled purge date a soft-deleted vault is purged and its name is free (Microsoft Learn,
+        # "Azure Key Vault soft-delete overview": recoverable for the retention period, 7 to 90 days); a
+        # soft-deleted workspace likewise after its retention (concept-soft-delete: "You can't reuse the name
+        # of a workspace that has been soft deleted until the retention period has passed").
+        for v in conn.execute("SELECT name, body, deleted FROM deleted_vaults").fetchall():
+            if v["deleted"] + self._vault_retention_days(v["body"]) * 86400 <= now:
+                conn.execute("DELETE FROM deleted_vaults WHERE name = ?", (v["name"],))
+        for w in conn.execute("SELECT key, body, deleted FROM deleted_workspaces").fetchall():
+            if w["deleted"] + self._workspace_retention_days(w["body"]) * 86400 <= now:
+                conn.execute("DELETE FROM deleted_workspaces WHERE key = ?", (w["key"],))
 
     def _settle(self) -> None:
+        now = self.now()
+        if not self._due(self.db.conn(), now):
+            return  # most calls: nothing has come due, so no write transaction
         with self._lock, self.db.transaction() as conn:
-            self._settle_purges(conn, time.time())
+            self._settle_all(conn, now)
+
+    def _due(self, conn: Any, now: float) -> bool:
+        if conn.execute("SELECT 1 FROM purges WHERE ready <= ? LIMIT 1", (now,)).fetchone():
+            return True
+        if conn.execute("SELECT 1 FROM deletes WHERE done = 0 AND ready <= ? LIMIT 1", (now,)).fetchone():
+            return True
+        vaults = conn.execute("SELECT body, deleted FROM deleted_vaults").fetchall()
+        if any(v["deleted"] + self._vault_retention_days(v["body"]) * 86400 <= now for v in vaults):
+            return True
+        workspaces = conn.execute("SELECT body, deleted FROM deleted_workspaces").fetchall()
+        return any(w["deleted"] + self._workspace_retention_days(w["body"]) * 86400 <= now for w in workspaces)
+
+    def _vault_retention_days(self, body: str) -> float:
+        props = json.loads(body).get("properties") or {}
+        return float(props.get("softDeleteRetentionInDays") or self.config.soft_delete_retention_days)
+
+    def _workspace_retention_days(self, body: str) -> float:
+        props = json.loads(body).get("properties") or {}
+        return float(props.get("softDeleteRetentionInDays") or self.config.workspace_soft_delete_retention_days)
 
     # ----- role assignments -----------------------------------------------------------------
 
@@ -657,10 +943,37 @@ class EmulatorState:
 
     def soft_deleted_workspaces(self) -> list[str]:
         """Return the ids of soft-deleted workspaces."""
+        return [w["id"] for w in self.soft_deleted()["workspaces"]]
+
+    def soft_deleted(self) -> dict[str, list[dict[str, Any]]]:
+        """Return every soft-deleted vault and workspace, with when it was deleted and when its name is free.
+
+        Workspaces have no deleted-workspaces list in the ARM spec (workspaceRP.json 2024-10-01-preview has
+        only `softDeleteRetentionInDays`); the dates follow Azure ML's retention (concept-soft-delete).
+        """
         self._settle()
-        return [
-            r["id"] for r in self.db.conn().execute("SELECT id FROM deleted_workspaces ORDER BY deleted").fetchall()
-        ]
+        conn = self.db.conn()
+        vaults = []
+        for r in conn.execute("SELECT * FROM deleted_vaults ORDER BY deleted").fetchall():
+            vaults.append(
+                {
+                    "id": r["id"],
+                    "name": r["name"],
+                    "deletionDate": _iso(r["deleted"]),
+                    "scheduledPurgeDate": _iso(r["deleted"] + self._vault_retention_days(r["body"]) * 86400),
+                    "purgeProtectionEnabled": bool(r["purge_protection"]),
+                }
+            )
+        workspaces = []
+        for r in conn.execute("SELECT * FROM deleted_workspaces ORDER BY deleted").fetchall():
+            workspaces.append(
+                {
+                    "id": r["id"],
+                    "deletionDate": _iso(r["deleted"]),
+                    "scheduledPurgeDate": _iso(r["deleted"] + self._workspace_retention_days(r["body"]) * 86400),
+                }
+            )
+        return {"vaults": vaults, "workspaces": workspaces}
 
     def _vault_soft_delete(self, conn: Any, p: ArmPath, body: dict[str, Any]) -> dict[str, Any] | None:
         """Refuse a new vault whose name a soft-deleted vault holds; recover it when asked to."""
@@ -698,10 +1011,11 @@ class EmulatorState:
                 continue
             if f"/subscriptions/{subscription}/".lower() not in r["id"].lower() + "/":
                 continue
-            deleted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["deleted"]))
-            purge = time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["deleted"] + self.config.soft_delete_retention_days * 86400)
-            )
+            # DeletedVaultProperties (keyvault 2026-05-15): deletionDate, and scheduledPurgeDate = deletion +
+            # the vault's softDeleteRetentionInDays (default 90; Microsoft Learn, "Azure Key Vault soft-delete
+            # overview": recoverable for a configurable 7 to 90 days).
+            deleted = _iso(r["deleted"])
+            purge = _iso(r["deleted"] + self._vault_retention_days(r["body"]) * 86400)
             out.append(
                 {
                     "id": f"/subscriptions/{subscription}/providers/Microsoft.KeyVault/locations/{r['location']}"
@@ -737,7 +1051,7 @@ class EmulatorState:
                 f"Operation 'DeletedVaultPurge' is not allowed for '{name}': purge protection is enabled; the name is "
                 "held until the scheduled purge date.",
             )
-        now = time.time()
+        now = self.now()
         with self._lock, self.db.transaction() as conn:
             pending = conn.execute("SELECT op FROM purges WHERE key = ?", (f"vault:{name.lower()}",)).fetchone()
             if pending is not None:
@@ -1029,10 +1343,18 @@ class EmulatorState:
 
     def operation(self, op_id: str) -> dict[str, Any]:
         """Return an async operation's status document."""
+        self._settle()
+        deleting = self.db.conn().execute("SELECT * FROM deletes WHERE op = ?", (op_id,)).fetchone()
+        if deleting is not None:
+            if not deleting["done"]:
+                return {"id": op_id, "name": op_id, "status": "InProgress"}
+            if deleting["error"]:
+                return {"id": op_id, "name": op_id, "status": "Failed", "error": json.loads(deleting["error"])}
+            return {"id": op_id, "name": op_id, "status": "Succeeded"}
         row = self.db.conn().execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()
         if row is None:
             raise ArmError(404, "OperationNotFound", f"Operation '{op_id}' was not found.")
-        now = time.time()
+        now = self.now()
         res = self._row(row["resource_key"])
         if res is not None and res["type"].lower() == "microsoft.resources/deployments":
             view = self._view(res, now)
@@ -1053,6 +1375,8 @@ class EmulatorState:
 
     def _put_deployment(self, p: ArmPath, body: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
         self._require_group(p)
+        self._refuse_while_deleting(self.db.conn(), p)
+        self._check_locks(self.db.conn(), p, "write")
         props = body.get("properties") or {}
         template = props.get("template")
         if isinstance(template, str):
@@ -1076,7 +1400,7 @@ class EmulatorState:
             )
         except templates.TemplateError as exc:
             raise ArmError(400, "InvalidTemplate", f"Deployment template validation failed: {exc}") from exc
-        now = time.time()
+        now = self.now()
         results: list[dict[str, Any]] = []
         for res in planned:
             target = parse_path(res.id)
@@ -1217,7 +1541,7 @@ class EmulatorState:
         row = self._row(p.key)
         if row is None:
             raise ArmError(404, "DeploymentNotFound", f"Deployment '{p.name}' could not be found.")
-        now = time.time()
+        now = self.now()
         out = []
         operations = json.loads(row["body"])["properties"]["operations"]
         late = {f["id"]: f["error"] for f in self._async_failures(operations, now)}
@@ -1265,7 +1589,7 @@ class EmulatorState:
         row = self._row(rid)
         if row is None:
             raise templates.TemplateError(f"reference(): resource '{rid}' does not exist")
-        return dict(self._view(row, time.time()).get("properties") or {})
+        return dict(self._view(row, self.now()).get("properties") or {})
 
     # ----- introspection for tests and benchmarks ------------------------------------------
 
@@ -1280,9 +1604,22 @@ class EmulatorState:
             self.requests.append({"method": method, "path": path, "api-version": api_version, "body": body})
 
     def stats(self) -> dict[str, Any]:
-        """Return creates per resource id and calls per method, for tests and benchmarks."""
-        return {"creates": dict(self.creates), "calls": dict(self.calls)}
+        """Return creates and deletes per resource id and calls per method, for tests and benchmarks."""
+        self._settle()
+        return {"creates": dict(self.creates), "deletes": dict(self.deletes), "calls": dict(self.calls)}
 
     def resource_ids(self) -> list[str]:
         """Every resource id the emulator holds."""
+        self._settle()
         return [r["id"] for r in self.db.conn().execute("SELECT id FROM resources ORDER BY created").fetchall()]
+
+    def inventory(self) -> list[dict[str, Any]]:
+        """Every resource the emulator holds: id, type and provisioning state (`Deleting` while a delete runs)."""
+        self._settle()
+        now = self.now()
+        out = []
+        for r in self.db.conn().execute("SELECT * FROM resources ORDER BY created").fetchall():
+            view = self._view(r, now)
+            state = (view.get("properties") or {}).get("provisioningState")
+            out.append({"id": r["id"], "type": r["type"], "provisioningState": state})
+        return out

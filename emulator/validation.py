@@ -163,6 +163,20 @@ def _insights(body: dict[str, Any]) -> None:
         _require(body, "properties.WorkspaceResourceId")
 
 
+# ManagementLockProperties: `level` required, NotSpecified | CanNotDelete | ReadOnly; notes at most 512
+# characters; a lock name at most 260 characters without <, >, %, &, :, \, ?, / or control characters
+# (resources/resource-manager/Microsoft.Authorization/locks/stable/2020-05-01/locks.json).
+LOCK_LEVELS = {"notspecified", "cannotdelete", "readonly"}
+LOCK_NAME = re.compile(r"^[^<>%&:\\?/\x00-\x1f]{1,260}$")
+
+
+def _lock(body: dict[str, Any]) -> None:
+    _enum(_require(body, "properties.level"), LOCK_LEVELS, "properties.level")
+    notes = (body.get("properties") or {}).get("notes")
+    if notes is not None and len(str(notes)) > 512:
+        raise _bad("The lock notes can be at most 512 characters.", "LockNotesTooLong")
+
+
 BODY_RULES: dict[str, Callable[[dict[str, Any]], None]] = {
     "microsoft.storage/storageaccounts": _storage,
     "microsoft.keyvault/vaults": _vault,
@@ -171,6 +185,7 @@ BODY_RULES: dict[str, Callable[[dict[str, Any]], None]] = {
     "microsoft.authorization/roleassignments": _role_assignment,
     "microsoft.containerregistry/registries": _registry,
     "microsoft.insights/components": _insights,
+    "microsoft.authorization/locks": _lock,
 }
 
 
@@ -182,6 +197,13 @@ def validate(rtype: str, name: str, body: dict[str, Any]) -> None:
         rule = CLUSTER_NAME_RULE
     if rule and not re.match(rule[0], name):
         raise ArmError(400, rule[1], f"'{name}' {rule[2]}")
+    if t == "microsoft.authorization/locks" and not LOCK_NAME.match(name):
+        raise ArmError(
+            400,
+            "InvalidLockName",
+            f"The lock name '{name}' is not valid: at most 260 characters, without <, >, %, &, :, \\, ?, / or "
+            "control characters.",
+        )
     check = BODY_RULES.get(t)
     if check:
         check(body)
