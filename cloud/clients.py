@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import HTTPPolicy
+from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from cloud.throttle import CURRENT
 from models.arm_limits import operation_of
@@ -57,29 +57,37 @@ def emulator_endpoint(url: str, ca_bundle: str) -> CloudEndpoint:
     return CloudEndpoint(url, ca_bundle, f"{EMULATOR_CLOUD}{port}")
 
 
-class RemainingBudgetPolicy(HTTPPolicy):  # type: ignore[type-arg]
+class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     """Pace calls by ARM's `x-ms-ratelimit-remaining-subscription-*` headers, before ARM throttles them.
 
     Each response's remaining budget is recorded on the reconcile's `SubscriptionThrottle`; a call whose
     budget is nearly spent waits (at most `max_pace_s`) for tokens to come back. A 429 that still
     happens goes to `cloud.common.call`, which sets the subscription's cool-down from Retry-After.
     Header names: Microsoft Learn, "Understand how Azure Resource Manager throttles requests".
+
+    A sans-I/O policy: azure-ai-ml shares one instance among the service clients it builds, and
+    azure-core runs a sans-I/O policy in a runner of each pipeline's own, whereas an `HTTPPolicy`
+    instance has one `next` (the last pipeline's), so a shared one sent other clients' requests past
+    their own policies (a long-running delete's poller then failed on a 202).
     """
 
-    def send(self, request: PipelineRequest) -> PipelineResponse:  # type: ignore[type-arg]
-        """Wait when the budget is low, send, and record what the response says is left."""
+    def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+        """Wait when the budget is low."""
         scope = CURRENT.get()
-        operation = operation_of(request.http_request.method)
         if scope is not None:
-            wait = scope.throttle.pace_s(scope.subscription, operation)
+            wait = scope.throttle.pace_s(scope.subscription, operation_of(request.http_request.method))
             if wait > 0:
                 time.sleep(wait)
-        response = self.next.send(request)
-        if scope is not None:
-            value = response.http_response.headers.get(f"x-ms-ratelimit-remaining-subscription-{operation}")
-            if value is not None and value.strip().lstrip("-").isdigit():
-                scope.throttle.observe(scope.subscription, operation, int(value))
-        return response
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:  # type: ignore[type-arg]
+        """Record what the response says is left."""
+        scope = CURRENT.get()
+        if scope is None:
+            return
+        operation = operation_of(request.http_request.method)
+        value = response.http_response.headers.get(f"x-ms-ratelimit-remaining-subscription-{operation}")
+        if value is not None and value.strip().lstrip("-").isdigit():
+            scope.throttle.observe(scope.subscription, operation, int(value))
 
 
 class Clients:
