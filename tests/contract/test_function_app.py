@@ -267,10 +267,16 @@ def test_the_last_try_raises_so_that_service_bus_dead_letters_the_message(functi
         }
 
     onboarding(_sb(body, f"m-11/retry-{tries - 2}", properties=attempt(tries - 1)))  # one try left: a copy
-    assert container.bus.counts("onboarding")["scheduled"] == 1
+    assert _waiting(container, "onboarding") == 1
     with pytest.raises(TransientError, match="did not answer"):  # none left: abandoned, for Service Bus to dead-letter
         onboarding(_sb(body, f"m-11/retry-{tries - 1}", properties=attempt(tries)))
-    assert container.bus.counts("onboarding")["scheduled"] == 1
+    assert _waiting(container, "onboarding") == 1
+
+
+def _waiting(container: Any, queue: str) -> int:
+    """Count the queue's messages not yet taken, due or not (a scheduled copy may fall due while a test runs)."""
+    counts = container.bus.counts(queue)
+    return int(counts["active"] + counts["scheduled"])
 
 
 def test_a_callback_on_its_last_try_is_recorded_failed_and_completed(function_app: ModuleType) -> None:
@@ -287,11 +293,11 @@ def test_a_callback_on_its_last_try_is_recorded_failed_and_completed(function_ap
         container.store.update_request(finished)
         message = json.dumps({"request_id": record.id}).encode()
         notifications(_sb(message, f"{record.id}/notify"))  # try 1: 503, a copy is scheduled
-        assert container.bus.counts("notifications")["scheduled"] == 1
+        assert _waiting(container, "notifications") == 1
         last = {"original_message_id": f"{record.id}/notify", "delivery_attempt": "15"}
         notifications(_sb(message, f"{record.id}/notify/retry-14", properties=last))  # 503 on the last try
         assert len(cap.received) == 2
     note = container.store.get_request(record.id).notification
     assert note is not None and note.status == "failed" and note.error and "answered 503" in note.error
     assert "gave up after the last try" in note.error
-    assert container.bus.counts("notifications")["scheduled"] == 1  # only try 1's copy: none after the last
+    assert _waiting(container, "notifications") == 1  # only try 1's copy: none after the last
