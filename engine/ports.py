@@ -287,7 +287,7 @@ class StepContext:
 
     request_id: str
     names: ResourceNames
-    attempt: int
+    attempt: int  # the step's attempt within the current run: 1 the first time this run works on it
     step_started_at: datetime | None = None
     dependency_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -42,6 +42,7 @@ def opened(step: StepRecord, *, run: int, action: StepAction, depends_on: list[s
     return step.model_copy(
         update={
             "run": run,
+            "opened_attempt": step.attempt,
             "action": action,
             "depends_on": depends_on,
             "status": StepStatus.PENDING,
@@ -87,8 +88,8 @@ def to_open(record: RequestRecord, steps: list[StepRecord], *, now: datetime) ->
         if s is None or s.run == record.run:
             continue
         action = plan_step.action
-        if action == StepAction.KEEP and s.status != StepStatus.SUCCEEDED:
-            action = StepAction.APPLY  # a keep needs a success to keep: otherwise the run applies it
+        if action == StepAction.KEEP and (s.status != StepStatus.SUCCEEDED or s.action == StepAction.DELETE):
+            action = StepAction.APPLY  # a keep needs a made resource to keep: otherwise the run applies it
         out.append(opened(s, run=record.run, action=action, depends_on=plan_step.depends_on, now=now))
     return out
 

@@ -177,7 +177,7 @@ class StepEngine:
         ctx = StepContext(
             request_id=record.id,
             names=plan.names,
-            attempt=step.attempt,
+            attempt=step.attempt - step.opened_attempt,
             step_started_at=step.started_at,
             dependency_outputs=_dependency_outputs(plan_step, step, steps, all_steps),
         )

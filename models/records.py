@@ -229,5 +229,6 @@ class StepRecord(BaseModel):
     status_reason: str | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
     run: int = Field(1, ge=1, description="The request's run this record last took part in.")
+    opened_attempt: int = Field(0, ge=0, description="Its attempt number when that run opened it.")
     action: StepAction = Field(StepAction.APPLY, description="What that run does with the step's resource.")
     version: int = 0
