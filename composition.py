@@ -263,6 +263,7 @@ class Container:
             key = self.settings.slack_signing_secret
             return Chat(
                 intake=self.intake,
+                lifecycle=self.lifecycle,
                 store=self.store,
                 policy=lambda: self.policy,
                 signing_key=key.get_secret_value().encode() if key else self.callback_secret,

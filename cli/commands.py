@@ -1,5 +1,7 @@
 """The CLI's commands. They talk to the API over HTTP, except `onboard`, which writes to the bus.
 
+The lifecycle commands (update, delete, cancel, retry, extend, drift, revisions) are in `cli.lifecycle`.
+
 Every API call sends `Authorization: Bearer <token>` when the CLI has one: the token `login` got
 from the devhost's embedded issuer and remembered (in the data directory, mode 0600, until it
 expires; only for the service it came from), or, with `--as USER`, a fresh one for that directory
@@ -25,12 +27,34 @@ import httpx
 import jwt
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from cli.views import lifecycle_lines
 from models.identity import LOCAL_ISSUER_PATH, AccessTokenClaims, OpenIdConfiguration, TokenResponse
 
-TERMINAL = {"succeeded", "failed", "rejected"}
+TERMINAL = {"succeeded", "failed", "rejected", "cancelled", "deleted"}  # settled: nothing moves until asked
 LOGIN_FILE = "cli-token.json"
 EXPIRY_MARGIN = timedelta(seconds=30)  # a token about to expire is not sent: it would expire on the way
-MARK = {"succeeded": "✔", "failed": "✘", "skipped": "–", "running": "▶", "waiting": "…", "queued": "·", "pending": " "}
+MARK = {
+    "succeeded": "✔",
+    "failed": "✘",
+    "skipped": "–",
+    "cancelled": "⊘",
+    "running": "▶",
+    "waiting": "…",
+    "queued": "·",
+    "pending": " ",
+}
+STATUSES = [
+    "accepted",
+    "provisioning",
+    "succeeded",
+    "failed",
+    "rejected",
+    "updating",
+    "cancelling",
+    "cancelled",
+    "deleting",
+    "deleted",
+]
 
 
 class CliError(Exception):
@@ -42,7 +66,8 @@ def _url() -> str:
     return os.environ.get("VENDING_URL", f"http://127.0.0.1:{port}")
 
 
-def _load(path: str) -> Any:
+def load_json(path: str) -> Any:
+    """Read a JSON file, or raise a `CliError` saying why it cannot be read."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -173,6 +198,10 @@ class Api:
 def _step_line(step: dict[str, Any]) -> str:
     mark = MARK.get(step["status"], "?")
     extra = ""
+    if step.get("action") == "keep":
+        extra = "  (kept as it is)"
+    elif step.get("action") == "delete" and step["status"] == "succeeded":
+        extra = "  (deleted)"
     if step.get("error"):
         extra = f"  {step['error']['message']}"
     elif step.get("status_reason") and step["status"] not in ("succeeded",):
@@ -214,27 +243,30 @@ def follow(api: Api, request_id: str, out: TextIO, *, interval: float = 0.5, tim
         time.sleep(interval)
 
 
-def _summary(view: dict[str, Any], out: TextIO) -> None:
+def summary(view: dict[str, Any], out: TextIO) -> None:
+    """Show how a request stands: its error or problems, its outputs, expiry, drift and teardown report."""
     out.write(f"\n{view['id']}: {view['status']}\n")
     if view.get("error"):
         out.write(f"  {view['error']['message']}\n")
     for p in view.get("problems") or []:
         out.write(f"  - {p['field']}: {p['message']}\n")
     outputs = view.get("outputs") or {}
-    if outputs.get("studio_url"):
+    if outputs.get("studio_url") and view["status"] not in ("deleting", "deleted"):
         out.write(f"  Studio:      {outputs['studio_url']}\n")
         out.write(f"  config.json: {json.dumps(outputs.get('config_json'))}\n")
+    if view["status"] != "rejected":
+        out.write("".join(f"  {line}\n" for line in lifecycle_lines(view, datetime.now(UTC))))
 
 
 def cmd_submit(args: argparse.Namespace, api: Api, out: TextIO) -> int:
-    body = _load(args.file)
+    body = load_json(args.file)
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     accepted = api.call("POST", "/api/workspaces", json=body, headers=headers)
     out.write(f"accepted: {accepted['id']} ({accepted['links']['self']})\n")
     if not args.wait:
         return 0
     view = follow(api, accepted["id"], out)
-    _summary(view, out)
+    summary(view, out)
     return 0 if view["status"] == "succeeded" else 1
 
 
@@ -266,7 +298,7 @@ def cmd_status(args: argparse.Namespace, api: Api, out: TextIO) -> int:
         out.write("\ntimeline:\n")
         for e in events:
             out.write(timeline_line(e) + "\n")
-    _summary(view, out)
+    summary(view, out)
     return 0
 
 
@@ -285,7 +317,7 @@ def cmd_list(args: argparse.Namespace, api: Api, out: TextIO) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, api: Api, out: TextIO) -> int:
-    plan = api.call("POST", "/api/plan", json=_load(args.file))
+    plan = api.call("POST", "/api/plan", json=load_json(args.file))
     names = plan["names"]
     out.write(
         f"subscription {names['subscription_id']}  resource group {names['resource_group']}  region {names['location']}\n"
@@ -308,7 +340,7 @@ def cmd_onboard(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     from handlers.queues import SENDER_PROPERTY
     from models.settings import Settings
 
-    body = _load(args.file)
+    body = load_json(args.file)
     token = api.bearer()
     if token is None:
         raise CliError(
@@ -475,14 +507,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="show live per-step progress until it finishes")
     s.add_argument("--idempotency-key", default=None)
     s.set_defaults(run=cmd_submit)
-    s = sub.add_parser("status", help="show a request, its steps and its timeline")
+    s = sub.add_parser(
+        "status", help="show a request: steps, timeline, operation, revision, expiry, drift and teardown report"
+    )
     s.add_argument("id")
     s.add_argument("--json", action="store_true")
     s.add_argument("--wait", action="store_true")
     s.set_defaults(run=cmd_status)
     s = sub.add_parser("list", help="list requests, newest first")
     s.add_argument("--team")
-    s.add_argument("--status", choices=["accepted", "provisioning", "succeeded", "failed", "rejected"])
+    s.add_argument("--status", choices=STATUSES)
     s.add_argument("--limit", type=int, default=20)
     s.set_defaults(run=cmd_list)
     s = sub.add_parser("plan", help="show what a request would create, creating nothing")
@@ -500,12 +534,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("message_id", nargs="?")
     s.add_argument("--sequence", type=int, default=None, help="which letter, when several share the message id")
     s.set_defaults(run=cmd_deadletters)
+    # Imported here: the lifecycle commands use this module's client and rendering.
+    from cli.lifecycle import add_lifecycle_commands
+
+    add_lifecycle_commands(sub)
     return p
 
 
-def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
-    """Run one command."""
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout, stdin: TextIO | None = None) -> int:
+    """Run one command; `stdin` is where a confirmation is read (the terminal by default)."""
     args = build_parser().parse_args(argv)
+    args.stdin = stdin if stdin is not None else sys.stdin
     api = Api((args.url or _url()).rstrip("/"), credentials=_credentials(args))
     try:
         return int(args.run(args, api, out))

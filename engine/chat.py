@@ -7,10 +7,14 @@ formats for one of them. Commands:
     plan   (the same arguments)
     status <request id>
     list   [team]
+    delete <request id> [purge]
+    extend <request id> <days>
     help
 
-Arguments are key=value, in any order, with "quoted values" when they hold spaces. `create` first
-shows the plan; Slack confirms it with a button, Teams by sending the same command with `confirm=yes`.
+Arguments are key=value, in any order, with "quoted values" when they hold spaces. `create` and
+`delete` first show what they would do; Slack confirms it with a button, Teams by sending the same
+command with `confirm=yes`. `delete` and `extend` are acts of `engine.lifecycle.Lifecycle`, which
+decides who may do them (a confirmation is decided again when it is used).
 
 Who asks (DESIGN section 9): a chat user is the Entra principal the policy maps them to
 (`chat_users`), acting with the app roles listed there (`Workspaces.Request` unless it says more),
@@ -18,7 +22,8 @@ since a chat platform sends no Entra token. Their teams are never taken from the
 section: the caller is built with its groups unknown, so the one authorisation function asks the
 membership port whether the principal is in each team's Entra groups, for every command (`plan`,
 `create`, `list`, `status`, a status button) and again when a sealed confirmation is used. Every
-decision goes to the `audit` callable with the caller's oid.
+decision goes to the `audit` callable with the caller's oid (the lifecycle's own decisions go to the
+service's audit through its guard).
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from uuid import UUID
 
+from engine import revise
 from engine.authz import Act, Authority, Authorizer, Decision
 from engine.intake import Intake
 from engine.ports import Store
@@ -49,9 +55,14 @@ from models.errors import (
     TransientError,
 )
 from models.identity import Caller
+from models.lifecycle import Revision
+from models.plan import StepAction
 from models.policy import ChatUser, Policy
 from models.records import ChatConversation, RequestRecord, RequestStatus, StepRecord, StepStatus
 from models.request import parse_request
+
+if TYPE_CHECKING:
+    from engine.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +75,30 @@ CHAT_PREFLIGHT_BUDGET_S = 1.5  # chat doors answer within seconds (Slack: 3 s)
 # this is generous for people and tight for a script looping on a command.
 CHAT_SUBMISSIONS = 10
 CHAT_SUBMISSION_WINDOW_S = 600.0
+MAX_EXTEND_DAYS = 3650.0  # the REST API's bound too (models.api.Extension); policy's max_days is usually far less
+YES = ("yes", "y", "true")
+# The lifecycle's refusals of an act the request's state does not allow now (engine/lifecycle.py).
+NOT_NOW = frozenset(
+    {
+        "RequestInFlight",
+        "RequestDeleted",
+        "RequestRejected",
+        "NothingToCancel",
+        "NothingToRetry",
+        "NotSucceeded",
+        "RequestChanged",
+    }
+)
+SHOWN = 10  # list at most this many items in one reply (findings, names, steps)
 
 USAGE = """\
 `create team=<team> env=<dev|test|prod> region=<region> [profile=<name>] [name=<workspace>] [<tag>=<value>]`
     plans a workspace and asks you to confirm it
 `plan <same arguments>`    shows what would be created, creates nothing
-`status <request id>`      where a request stands, step by step
+`status <request id>`      where a request stands: its steps, expiry and drift
 `list [team]`              the newest requests (of a team)
+`delete <request id> [purge]`  tears the workspace down, after you confirm it
+`extend <request id> <days>`   moves its expiry to that many days from now
 `help`                     this text
 Values with spaces go in quotes: `cost-center="CC 1042"`."""
 
@@ -80,7 +108,7 @@ class Button:
     """An action offered with a reply (a Slack button; Teams users type the command instead)."""
 
     label: str
-    action: Literal["confirm_create", "refresh_status", "cancel"]
+    action: Literal["confirm_create", "confirm_delete", "refresh_status", "cancel"]
     value: str
     style: Literal["primary", "danger"] | None = None
 
@@ -174,8 +202,56 @@ def refusal(exc: Refused, *, usage: bool = False) -> Reply:
     if isinstance(exc, NotFoundError):
         return Reply("I cannot find that.", lines=[str(exc)], ok=False)
     if isinstance(exc, ConflictError):
+        if exc.code in NOT_NOW:
+            return Reply("That cannot be done to this request now.", lines=[str(exc)], ok=False)
         return Reply("That workspace is taken.", lines=[str(exc)], ok=False)
     return Reply("I cannot do that right now.", lines=[f"{exc} Try again in a minute."], ok=False)
+
+
+def _at(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN]) or "none"
+    return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+def _current_steps(record: RequestRecord, steps: list[StepRecord]) -> list[StepRecord]:
+    """Return the steps of the request's current run, in plan order (the records keep earlier runs too)."""
+    if record.plan is None:
+        return steps
+    by_id = {s.step_id: s for s in steps if s.run == record.run}
+    return [by_id[p.id] for p in record.plan.steps if p.id in by_id]
+
+
+def _revision(record: RequestRecord) -> Revision | None:
+    return next((r for r in record.revisions if r.number == record.revision), None)
+
+
+def _last_applied(record: RequestRecord) -> int:
+    """Return the number of the newest revision before the current one that was applied (1: the create)."""
+    return max((r.number for r in record.revisions if r.status == "applied" and r.number < record.revision), default=1)
+
+
+def _drift(record: RequestRecord) -> tuple[str, list[str]]:
+    """Say what the last drift check found: a field's value, and a line per finding."""
+    report = record.drift
+    if report is None:
+        return "not checked yet", []
+    asked = "; a check is asked for" if report.requested else ""
+    lines = [f"Drift: {f.message}" for f in report.findings[:SHOWN]]
+    if report.error:
+        lines.append(f"The drift check did not finish: {report.error}")
+    if not report.findings:
+        return f"none found at {_at(report.checked_at)}{asked}", lines
+    if report.repaired_run:
+        lines.append(f"Repaired by run {report.repaired_run}.")
+    return f"{_count(len(report.findings), 'finding')} at {_at(report.checked_at)}{asked}", lines
 
 
 def chat_caller(user: ChatUser, *, tenant: UUID) -> Caller:
@@ -281,6 +357,7 @@ class Chat:
         self,
         *,
         intake: Intake,
+        lifecycle: Lifecycle,
         store: Store,
         policy: Callable[[], Policy],
         signing_key: bytes,
@@ -290,8 +367,12 @@ class Chat:
         audit: ChatAudit = no_audit,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Build the commands; `authorizer` decides every command (without one, no team has members)."""
+        """Build the commands; `authorizer` decides every command (without one, no team has members).
+
+        `lifecycle` does (and decides) what happens to a request after its create: delete, extend.
+        """
         self.intake = intake
+        self.lifecycle = lifecycle
         self.store = store
         self._policy = policy
         self._key = hashlib.sha256(b"chat-confirm:" + signing_key).digest()
@@ -315,15 +396,19 @@ class Chat:
             verb, args, rest = parse_command(text)
             if verb == "help":
                 return Reply("Workspace Vending: what I can do", usage=True)
-            if verb not in ("status", "list", "plan", "create"):
+            if verb not in ("status", "list", "plan", "create", "delete", "extend"):
                 raise InvalidInputError([Problem("(command)", f"'{verb}' is not a command I know.")])
             asking = self._asking(who, verb)
             if verb == "status":
                 return self._status(asking, rest, args)
             if verb == "list":
                 return self._list(asking, rest, args)
+            if verb == "delete":
+                return self._delete(asking, rest, args)
+            if verb == "extend":
+                return self._extend(asking, rest, args)
             request = self._request(asking, args, rest)
-            if verb == "create" and args.get("confirm", "").lower() in ("yes", "y", "true"):
+            if verb == "create" and args.get("confirm", "").lower() in YES:
                 return self._submit(asking, request=request, reply_to=reply_to, traceparent=traceparent)
             return self._plan(asking, request, offer=verb == "create")
         except (InvalidInputError, ConflictError, TransientError, ForbiddenError, NotFoundError) as exc:
@@ -333,10 +418,24 @@ class Chat:
         """Create what a confirmed plan showed (the Slack button), if its asker may still ask for that team."""
         try:
             asking = self._asking(who, "confirm")
-            request = self._open(token, asking)
+            request = self._open(token, asking, kind="create").get("r")
+            if not isinstance(request, dict):
+                raise InvalidInputError([Problem("(button)", "this confirmation is not valid; run `create` again.")])
             # Decided again now: a plan sealed while its asker was in the team creates nothing after they left.
             self._decide(asking, Act.REQUEST, str(request.get("team", ""))).enforce()
             return self._submit(asking, request=request, reply_to=reply_to, traceparent=traceparent, token=token)
+        except (InvalidInputError, ConflictError, TransientError, ForbiddenError, NotFoundError) as exc:
+            return refusal(exc)
+
+    def confirm_delete(self, *, who: Who, token: str) -> Reply:
+        """Tear down what a confirmed `delete` showed (the Slack button); the lifecycle decides again, now."""
+        try:
+            asking = self._asking(who, "confirm_delete")
+            sealed = self._open(token, asking, kind="delete")
+            request_id, purge = sealed.get("d"), sealed.get("purge")
+            if not isinstance(request_id, str) or not isinstance(purge, bool | None):
+                raise InvalidInputError([Problem("(button)", "this confirmation is not valid; run `delete` again.")])
+            return self._tear_down(asking, request_id, purge=purge)
         except (InvalidInputError, ConflictError, TransientError, ForbiddenError, NotFoundError) as exc:
             return refusal(exc)
 
@@ -348,40 +447,180 @@ class Chat:
             return refusal(exc)
 
     def result(self, record: RequestRecord, steps: list[StepRecord]) -> Reply:
-        """Describe a request's state as a reply: ready (with its Studio link), failed (step and fix), or in progress."""
-        done = sum(1 for s in steps if s.status == StepStatus.SUCCEEDED)
+        """Describe how a request's run ended (or stands): made, updated, failed, cancelled, deleted; or expiring.
+
+        This is the message posted when a run ends, and (with the drift added) what `status` answers.
+        """
+        if record.notification is not None and record.notification.about == "expiry":
+            return self._expiring(record)
+        return self._state(record, steps)
+
+    def _state(self, record: RequestRecord, steps: list[StepRecord]) -> Reply:
+        steps = _current_steps(record, steps)
+        status = record.status
+        if status == RequestStatus.SUCCEEDED:
+            return self._updated(record) if record.operation == "update" else self._ready(record, steps)
+        if status == RequestStatus.DELETED:
+            return self._deleted(record)
+        if status == RequestStatus.CANCELLED:
+            return self._cancelled(record, steps)
+        if status in (RequestStatus.FAILED, RequestStatus.REJECTED):
+            return self._failed(record, steps)
+        return self._in_progress(record, steps)
+
+    def _fields(self, record: RequestRecord) -> list[tuple[str, str]]:
         fields = [("team", record.team), ("environment", record.environment), ("request", record.id)]
-        if record.status == RequestStatus.SUCCEEDED:
-            studio = str(record.outputs.get("studio_url") or "")
-            return Reply(
-                f"Workspace {record.workspace_name} is ready.",
-                lines=[f"All {len(steps)} steps succeeded."],
-                fields=fields,
-                link=("Open in Azure ML Studio", studio) if studio else None,
-                public=True,
-            )
-        if record.status in (RequestStatus.FAILED, RequestStatus.REJECTED):
-            failed = next((s for s in steps if s.status == StepStatus.FAILED), None)
-            lines = []
-            if failed is not None:
-                lines.append(f"Step `{failed.step_id}` failed: {failed.error.message if failed.error else 'no detail'}")
-            elif record.error is not None:
-                lines.append(record.error.message)
-            lines += [f"{p['field']}: {p['message']}" for p in record.problems]
-            lines.append(f"After fixing the cause, ask again, or replay: `python -m cli status {record.id}`.")
-            return Reply(
-                f"Workspace {record.workspace_name or ''} could not be provisioned.".replace("  ", " "),
-                lines=lines,
-                fields=fields,
-                ok=False,
-                public=True,
-            )
-        running = [s.step_id for s in steps if s.status in (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.QUEUED)]
+        if record.revision > 1 or record.operation == "update":
+            fields.append(("revision", str(record.revision)))
+        if record.expires_at is not None and record.status != RequestStatus.DELETED:
+            fields.append(("expires", _at(record.expires_at)))
+        return fields
+
+    def _studio(self, record: RequestRecord) -> tuple[str, str] | None:
+        studio = str(record.outputs.get("studio_url") or "")
+        return ("Open in Azure ML Studio", studio) if studio else None
+
+    def _ready(self, record: RequestRecord, steps: list[StepRecord]) -> Reply:
         return Reply(
-            f"Workspace {record.workspace_name} is being provisioned: {done} of {len(steps)} steps done.",
+            f"Workspace {record.workspace_name} is ready.",
+            lines=[f"All {len(steps)} steps succeeded."],
+            fields=self._fields(record),
+            link=self._studio(record),
+            public=True,
+        )
+
+    def _updated(self, record: RequestRecord) -> Reply:
+        drift = record.drift
+        if drift is not None and drift.repaired_run == record.run:
+            return Reply(
+                f"Workspace {record.workspace_name} is repaired.",
+                lines=[
+                    f"What had drifted ({_count(len(drift.findings), 'finding')}) was applied again as revision "
+                    f"{record.revision} asks."
+                ],
+                fields=self._fields(record),
+                link=self._studio(record),
+                public=True,
+            )
+        revision = _revision(record)
+        return Reply(
+            f"Workspace {record.workspace_name} is updated: revision {record.revision}.",
+            lines=[f"Changed: {revision.summary}." if revision and revision.summary else "Applied."],
+            fields=self._fields(record),
+            link=self._studio(record),
+            public=True,
+        )
+
+    def _failed(self, record: RequestRecord, steps: list[StepRecord]) -> Reply:
+        name = record.workspace_name or ""
+        failed = next((s for s in steps if s.status == StepStatus.FAILED), None)
+        lines = []
+        if failed is not None:
+            lines.append(f"Step `{failed.step_id}` failed: {failed.error.message if failed.error else 'no detail'}")
+        elif record.error is not None:
+            lines.append(record.error.message)
+        lines += [f"{p['field']}: {p['message']}" for p in record.problems]
+        retry = f"`python -m cli retry {record.id}`"
+        if record.status == RequestStatus.REJECTED:
+            title = f"Workspace {name} could not be provisioned."
+            lines.append("Nothing was made. Fix the request and ask again.")
+        elif record.operation == "delete":
+            title = f"Workspace {name} could not be torn down."
+            remaining = record.teardown.remaining if record.teardown else []
+            lines += [f"Still there: {r.resource_id} ({r.reason})" for r in remaining[:SHOWN]]
+            lines.append(
+                f"Remove the cause (a lock, say), then go on from where it stopped: {retry}; or `delete {record.id}` "
+                "here again (with `purge` to free the names)."
+            )
+        elif record.operation == "update":
+            title = f"Workspace {name} could not be updated to revision {record.revision}."
+            lines.append(
+                f"What exists is what revision {_last_applied(record)} made, plus what this run got to. "
+                f"After fixing the cause, retry it: {retry}; or change it again."
+            )
+        else:
+            title = f"Workspace {name} could not be provisioned."
+            lines.append(
+                f"After fixing the cause, retry it ({retry}: what succeeded is not made again), or ask again; "
+                f"what happened: `python -m cli status {record.id}`."
+            )
+        return Reply(title.replace("  ", " "), lines=lines, fields=self._fields(record), ok=False, public=True)
+
+    def _cancelled(self, record: RequestRecord, steps: list[StepRecord]) -> Reply:
+        teardown = record.operation == "delete"
+        steps = [s for s in steps if s.action != StepAction.KEEP]  # a revision's kept steps were not part of it
+        done = [s.step_id for s in steps if s.status == StepStatus.SUCCEEDED]
+        left = [s.step_id for s in steps if s.status != StepStatus.SUCCEEDED]
+        what = {"create": "provisioning", "update": f"revision {record.revision}", "delete": "teardown"}
+        lines = [
+            f"{'Deleted' if teardown else 'Done'} before it stopped ({len(done)} of {len(steps)} steps): "
+            f"{_names(done)}.",
+            f"Not done: {_names(left)}.",
+        ]
+        if teardown and record.teardown is not None and record.teardown.remaining:
+            lines.append(f"Still there: {_names([r.resource_id for r in record.teardown.remaining])}.")
+        lines.append(
+            f"Finish it with `python -m cli retry {record.id}`, or tear down what exists: `delete {record.id}` here."
+        )
+        return Reply(
+            f"Workspace {record.workspace_name}: the {what[record.operation]} was cancelled.",
+            lines=lines,
+            fields=self._fields(record),
+            ok=False,
+            public=True,
+        )
+
+    def _deleted(self, record: RequestRecord) -> Reply:
+        report = record.teardown
+        lines: list[str] = []
+        if report is not None:
+            lines.append(f"{_count(len(report.deleted), 'resource')} deleted.")
+            lines += [f"Kept: {k.resource_id} ({k.reason})" for k in report.kept[:SHOWN]]
+            for held in report.soft_deleted[:SHOWN]:
+                until = f"until {_at(held.until)}" if held.until else "for Azure's retention"
+                lines.append(
+                    f"`{held.name}` ({held.kind}) is held by soft-delete {until}: nobody can make it again before. "
+                    f"To free it now: {held.purge}"
+                )
+            if not report.soft_deleted:
+                lines.append("No name is held: they can be used again at once.")
+        return Reply(
+            f"Workspace {record.workspace_name} is deleted.", lines=lines, fields=self._fields(record), public=True
+        )
+
+    def _in_progress(self, record: RequestRecord, steps: list[StepRecord]) -> Reply:
+        done = sum(1 for s in steps if s.status == StepStatus.SUCCEEDED)
+        running = [s.step_id for s in steps if s.status in (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.QUEUED)]
+        name = record.workspace_name
+        title = {
+            RequestStatus.UPDATING: f"Workspace {name} is being updated to revision {record.revision}: "
+            f"{done} of {len(steps)} steps done.",
+            RequestStatus.DELETING: f"Workspace {name} is being torn down: {done} of {len(steps)} resources deleted.",
+            RequestStatus.CANCELLING: f"Workspace {name} is being cancelled: {done} of {len(steps)} steps done; "
+            "the running ones finish their current call.",
+        }.get(record.status, f"Workspace {name} is being provisioned: {done} of {len(steps)} steps done.")
+        return Reply(
+            title,
             lines=[f"Working on: {', '.join(running)}"] if running else [],
-            fields=fields,
+            fields=self._fields(record),
             buttons=[Button("Refresh status", "refresh_status", record.id)],
+        )
+
+    def _expiring(self, record: RequestRecord) -> Reply:
+        assert record.expires_at is not None
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        days = (record.expires_at - now).total_seconds() / 86400
+        rules = self._policy().lifecycle.expiry.get(record.environment)  # type: ignore[call-overload]
+        most = f" (at most {rules.max_days:g} days from now)" if rules is not None and rules.max_days else ""
+        return Reply(
+            f"Workspace {record.workspace_name} expires at {_at(record.expires_at)}.",
+            lines=[
+                f"That is in {max(days, 0):.1f} days; then it is torn down and what it holds is deleted.",
+                f"To keep it longer, send `extend {record.id} <days>` here{most}, or run "
+                f"`python -m cli extend {record.id} --days <days>`.",
+            ],
+            fields=self._fields(record),
+            public=True,
         )
 
     # ----- who asks, and what they may do -------------------------------------------------------
@@ -527,7 +766,7 @@ class Chat:
         if asking.who.door == "teams":
             lines.append("To create it, send the same command with `confirm=yes`.")
             return Reply(f"Create {n.workspace}?", lines=lines, fields=fields)
-        token = self._seal(request, asking)
+        token = self._seal(asking, kind="create", what={"r": request})
         return Reply(
             f"Create {n.workspace}?",
             lines=lines,
@@ -541,12 +780,129 @@ class Chat:
             raise InvalidInputError([Problem("id", "give one request id: `status 01J…`.")])
         return self._show(asking, ids[0])
 
-    def _show(self, asking: _Asking, request_id: str) -> Reply:
+    def _readable(self, asking: _Asking, request_id: str) -> RequestRecord:
+        """Return a request the asker may read; another team's is answered exactly as one that does not exist."""
         record = self.store.get_request(request_id)
-        # Another team's request is answered exactly as one that does not exist: ids reveal nothing.
         if record is None or not self._decide(asking, Act.READ, record.team, request_id=request_id).allowed:
             raise InvalidInputError([Problem("id", f"there is no request '{request_id}'; `list` shows recent ones.")])
-        return self.result(record, self.store.get_steps(request_id))
+        return record
+
+    def _show(self, asking: _Asking, request_id: str) -> Reply:
+        record = self._readable(asking, request_id)
+        reply = self._state(record, self.store.get_steps(request_id))
+        if record.expires_at is None and record.status.live:
+            reply.fields.append(("expires", "never"))
+        if record.status in (RequestStatus.SUCCEEDED, RequestStatus.UPDATING) or record.drift is not None:
+            drift, lines = _drift(record)
+            reply.fields.append(("drift", drift))
+            reply.lines += lines
+        return reply
+
+    # ----- the lifecycle: delete, extend --------------------------------------------------------
+
+    def _one_id(self, rest: list[str], args: dict[str, str], example: str) -> tuple[str, list[str]]:
+        named = [v for k, v in args.items() if k in ("id", "request")]
+        ids, more = (named, rest) if named else (rest[:1], rest[1:])
+        if len(ids) != 1:
+            raise InvalidInputError([Problem("id", f"give one request id: `{example}`.")])
+        return ids[0], more
+
+    def _delete(self, asking: _Asking, rest: list[str], args: dict[str, str]) -> Reply:
+        request_id, more = self._one_id(rest, args, "delete 01J… [purge]")
+        unknown = [w for w in more if w.lower() != "purge"] + [k for k in args if k not in ("id", "request", "confirm")]
+        if unknown:
+            raise InvalidInputError(
+                [Problem("(command)", f"'{w}' is not an argument of delete: `delete <id> [purge]`.") for w in unknown]
+            )
+        purge = True if any(w.lower() == "purge" for w in more) else None
+        if args.get("confirm", "").lower() in YES:
+            return self._tear_down(asking, request_id, purge=purge)
+        record = self._readable(asking, request_id)
+        # Decided here only so that nobody is offered a button they may not use; using it decides again.
+        self._decide(asking, Act.CHANGE, record.team, request_id=record.id).enforce()
+        name = record.workspace_name or record.id
+        if record.status in (RequestStatus.DELETING, RequestStatus.DELETED):
+            return self._state(record, self.store.get_steps(record.id))
+        if record.status.in_flight or record.status == RequestStatus.REJECTED:
+            why = "it made nothing" if record.status == RequestStatus.REJECTED else "wait for its run to end"
+            return Reply(
+                f"Workspace {name} cannot be torn down now.",
+                lines=[f"It is {record.status.value}: {why}."],
+                fields=self._fields(record),
+                ok=False,
+            )
+        return self._offer_delete(asking, record, purge=purge)
+
+    def _offer_delete(self, asking: _Asking, record: RequestRecord, *, purge: bool | None) -> Reply:
+        assert record.plan is not None
+        purging = self._policy().lifecycle.purge_on_delete if purge is None else purge
+        plan, kept = revise.teardown_plan(record.applied, record.plan, purge=purging)
+        n = record.plan.names
+        name = record.workspace_name or n.workspace
+        lines = [
+            f"This deletes {_count(len(plan.steps), 'resource')} the service made for it, in the reverse order of "
+            f"creation, in resource group {n.resource_group}.",
+            "Its workspace and key vault are purged: their names are free at once."
+            if purging
+            else f"Azure keeps its workspace and key vault soft-deleted, holding their names; add `purge` to free "
+            f"them: `delete {record.id} purge`.",
+        ]
+        lines += [f"Kept: {s.resource_name} ({s.kind}), brought by the team or there before" for s in kept[:SHOWN]]
+        fields = self._fields(record)
+        if asking.who.door == "teams":
+            lines.append(f"To delete it, send `delete {record.id}{' purge' if purge else ''} confirm=yes`.")
+            return Reply(f"Delete {name}?", lines=lines, fields=fields)
+        token = self._seal(asking, kind="delete", what={"d": record.id, "purge": purge})
+        return Reply(
+            f"Delete {name}?",
+            lines=lines,
+            fields=fields,
+            buttons=[Button("Delete it", "confirm_delete", token, "danger"), Button("Keep it", "cancel", "delete")],
+        )
+
+    def _tear_down(self, asking: _Asking, request_id: str, *, purge: bool | None) -> Reply:
+        """Ask the lifecycle to tear the request down: it decides whether the asker may, now."""
+        done = self.lifecycle.delete(request_id, caller=asking.caller, door=asking.who.door, purge=purge)
+        record = done.record
+        if not done.started:
+            return self._state(record, self.store.get_steps(record.id))
+        told = (
+            "I will post in the conversation it was asked for in when it is done."
+            if record.reply_to is not None
+            else f"`status {record.id}` shows how it goes, what was kept and which names soft-delete holds."
+        )
+        steps = len(record.plan.steps) if record.plan else 0
+        return Reply(
+            f"Tearing down {record.workspace_name} has started.",
+            lines=[f"Request `{record.id}`: {_count(steps, 'resource')} to delete. {told}"],
+            fields=self._fields(record),
+            buttons=[Button("Refresh status", "refresh_status", record.id)],
+            public=True,
+        )
+
+    def _extend(self, asking: _Asking, rest: list[str], args: dict[str, str]) -> Reply:
+        request_id, more = self._one_id(rest, args, "extend 01J… 30")
+        given = more + [v for k, v in args.items() if k == "days"]
+        usage = Problem("days", "give the number of days from now it should expire: `extend 01J… 30`.")
+        if len(given) != 1 or [k for k in args if k not in ("id", "request", "days")]:
+            raise InvalidInputError([usage])
+        try:
+            days = float(given[0])
+        except ValueError:
+            raise InvalidInputError([usage]) from None
+        if not 0 < days <= MAX_EXTEND_DAYS:  # NaN compares false: refused too
+            raise InvalidInputError(
+                [Problem("days", f"give a number of days above 0 and at most {MAX_EXTEND_DAYS:g}.")]
+            )
+        when = datetime.fromtimestamp(self.clock(), UTC) + timedelta(days=days)
+        record = self.lifecycle.extend(request_id, caller=asking.caller, door=asking.who.door, expires_at=when)
+        lines = [f"That is {days:g} days from now; then it is torn down unless it is extended again."]
+        rules = self._policy().lifecycle.expiry.get(record.environment)  # type: ignore[call-overload]
+        if record.reply_to is not None and rules is not None:
+            lines.append(f"I will remind you {rules.remind_days:g} days before, where the workspace was asked for.")
+        return Reply(
+            f"Workspace {record.workspace_name} now expires at {_at(when)}.", lines=lines, fields=self._fields(record)
+        )
 
     def _list(self, asking: _Asking, rest: list[str], args: dict[str, str]) -> Reply:
         team = (rest[0] if rest else None) or args.get("team")
@@ -591,13 +947,15 @@ class Chat:
         lines = [f"`{r.id}`  {r.status.value:<12} {r.team}  {r.environment}  {r.workspace_name or ''}" for r in items]
         return Reply(title, lines=lines or ["none yet"])
 
-    # A confirmation carries the planned request, who may confirm it (chat identity and principal)
-    # and until when, sealed with a key derived from the signing secret: the button cannot be forged
-    # or used by someone else. Whether its asker may still ask for the team is decided when it is used.
-    def _seal(self, request: dict[str, Any], asking: _Asking) -> str:
+    # A confirmation carries what it confirms (the planned request, or the request to tear down), who
+    # may confirm it (chat identity and principal) and until when, sealed with a key derived from the
+    # signing secret: the button cannot be forged, used by someone else, or used for another kind of
+    # act. Whether its asker may still do it is decided when it is used.
+    def _seal(self, asking: _Asking, *, kind: Literal["create", "delete"], what: dict[str, Any]) -> str:
         body = json.dumps(
             {
-                "r": request,
+                **what,
+                "k": kind,
                 "u": asking.who.label,
                 "p": asking.caller.oid,
                 "exp": int(self.clock()) + CONFIRM_TTL_S,
@@ -608,7 +966,7 @@ class Chat:
         mac = hmac.new(self._key, raw, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(mac + raw).decode()
 
-    def _open(self, token: str, asking: _Asking) -> dict[str, Any]:
+    def _open(self, token: str, asking: _Asking, *, kind: Literal["create", "delete"]) -> dict[str, Any]:
         try:
             data = base64.urlsafe_b64decode(token.encode())
             mac, raw = data[:16], data[16:]
@@ -616,17 +974,17 @@ class Chat:
             sealed = json.loads(raw) if ok else None
         except (ValueError, json.JSONDecodeError):
             sealed = None
-        if not isinstance(sealed, dict):
-            raise InvalidInputError([Problem("(button)", "this confirmation is not valid; run `create` again.")])
+        # A create confirmation sealed before kinds were sealed names none: it is a create.
+        if not isinstance(sealed, dict) or sealed.get("k", "create") != kind:
+            raise InvalidInputError([Problem("(button)", f"this confirmation is not valid; run `{kind}` again.")])
         if sealed.get("u") != asking.who.label:
-            raise InvalidInputError([Problem("(button)", "only the person who asked can confirm this plan.")])
+            raise InvalidInputError([Problem("(button)", f"only the person who asked can confirm this {kind}.")])
         if sealed.get("p") != asking.caller.oid:
             raise InvalidInputError(
-                [Problem("(button)", "who you act as has changed since this plan was made; run `create` again.")]
+                [Problem("(button)", f"who you act as has changed since this was asked; run `{kind}` again.")]
             )
         if int(sealed.get("exp", 0)) < self.clock():
-            raise InvalidInputError([Problem("(button)", "this plan is more than 15 minutes old; run `create` again.")])
-        request = sealed.get("r")
-        if not isinstance(request, dict):
-            raise InvalidInputError([Problem("(button)", "this confirmation is not valid; run `create` again.")])
-        return request
+            raise InvalidInputError(
+                [Problem("(button)", f"this confirmation is more than 15 minutes old; run `{kind}` again.")]
+            )
+        return sealed

@@ -2,8 +2,9 @@
 
 Each endpoint checks its platform's signature before reading anything, refuses a request it has
 seen before (the replay guard is kept in the store: every instance shares it, and it survives a
-restart), answers within the platform's deadline (the work is a plan, or a submission whose pre-flight is bounded to 1.5 s), and
-answers 503 with a clear message when its secret is not configured. The replies come from
+restart), answers within the platform's deadline (the work is a plan, a submission whose pre-flight
+is bounded to 1.5 s, or a lifecycle act that writes the request and queues its run's first steps),
+and answers 503 with a clear message when its secret is not configured. The replies come from
 `engine.chat`; `adapters.slack` and `adapters.teams` render them.
 """
 
@@ -142,10 +143,13 @@ async def _command(c: Container, who: Who, text: str, reply_to: ChatConversation
 def _interaction(c: Container, who: Who, action: str, value: str, reply_to: ChatConversation) -> Reply:
     if action == "confirm_create":
         return c.chat.confirm(who=who, token=value, reply_to=reply_to, traceparent=c.telemetry.current_traceparent())
+    if action == "confirm_delete":
+        return c.chat.confirm_delete(who=who, token=value)
     if action == "refresh_status":
         return c.chat.status(who=who, request_id=value)
     if action == "cancel":
-        return Reply("Cancelled: nothing was created.")
+        # The value says what the offer was: a delete kept, or a create not made.
+        return Reply("Kept: nothing was deleted." if value == "delete" else "Cancelled: nothing was created.")
     return Reply("That button is not one I know.", ok=False)
 
 

@@ -21,7 +21,7 @@ from adapters.slack import SlackVerifier, message
 from adapters.sqlite_store import SqliteStore
 from composition import Container
 from engine.authz import Act, Authorizer, Decision
-from engine.chat import Chat, Reply, SubmissionLimit, Who, parse_command
+from engine.chat import USAGE, Chat, Reply, SubmissionLimit, Who, parse_command
 from models.errors import InvalidInputError
 from models.identity import AppRole, Caller
 from models.policy import ChatUser, Policy, TeamAccess
@@ -260,6 +260,7 @@ class Bed:
 def make_chat(container: Container, policy: Policy, **options: Any) -> Chat:
     return Chat(
         intake=container.intake,
+        lifecycle=container.lifecycle,
         store=container.store,
         policy=lambda: policy,
         signing_key=b"chat-test-key",
@@ -475,3 +476,18 @@ def test_replies_render_for_both_chats() -> None:
         "title": "Open",
         "url": "https://ml.azure.com/x",
     }
+
+
+def test_the_lifecycle_verbs_are_in_the_usage_and_need_one_request_id(bed: Bed) -> None:
+    usage = bed.chat.handle(who=bed.who(), text="help", reply_to=SLACK_HERE)
+    assert usage.usage
+    assert "`delete <request id> [purge]`" in USAGE and "`extend <request id> <days>`" in USAGE
+    none = bed.chat.handle(who=bed.who(), text="delete", reply_to=SLACK_HERE)
+    assert not none.ok and "give one request id: `delete 01J… [purge]`" in none.problems[0].message
+    extra = bed.chat.handle(who=bed.who(), text="delete 01J0ABC everything", reply_to=SLACK_HERE)
+    assert "'everything' is not an argument of delete" in extra.problems[0].message
+    days = bed.chat.handle(who=bed.who(), text="extend 01J0ABC", reply_to=SLACK_HERE)
+    assert "number of days" in days.problems[0].message
+    # A stranger is told to ask the platform team before anything is looked up.
+    stranger = bed.chat.handle(who=bed.who(None, slack="U999"), text="delete 01J0ABC", reply_to=SLACK_HERE)
+    assert stranger.title == "I do not know you yet."
