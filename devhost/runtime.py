@@ -81,11 +81,11 @@ class Runtime:
 
     def _lifecycle_loop(self) -> None:
         while not self._stop.wait(self.settings.lifecycle_interval_s):
-            try:
-                self.container.lifecycle.expire_due()
-                self.container.lifecycle.check_drift()
-            except Exception:
-                log.exception("lifecycle timer failed")
+            for tick in (self.container.lifecycle.expire_due, self.container.lifecycle.check_drift):
+                try:
+                    tick()
+                except Exception:
+                    log.exception("lifecycle timer failed")
 
     def stop(self) -> None:
         """Stop workers, sweeper and emulator."""

@@ -42,7 +42,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from uuid import UUID
 
-from engine import revise
 from engine.authz import Act, Authority, Authorizer, Decision
 from engine.intake import Intake
 from engine.ports import Store
@@ -836,7 +835,7 @@ class Chat:
     def _offer_delete(self, asking: _Asking, record: RequestRecord, *, purge: bool | None) -> Reply:
         assert record.plan is not None
         purging = self._policy().lifecycle.purge_on_delete if purge is None else purge
-        plan, kept = revise.teardown_plan(record.applied, record.plan, purge=purging)
+        plan, kept = self.lifecycle.teardown_preview(record, purge=purging)
         n = record.plan.names
         name = record.workspace_name or n.workspace
         lines = [
@@ -847,7 +846,7 @@ class Chat:
             else f"Azure keeps its workspace and key vault soft-deleted, holding their names; add `purge` to free "
             f"them: `delete {record.id} purge`.",
         ]
-        lines += [f"Kept: {s.resource_name} ({s.kind}), brought by the team or there before" for s in kept[:SHOWN]]
+        lines += [f"Kept: {s.resource_name} ({s.kind}): {why}" for s, why in kept[:SHOWN]]
         fields = self._fields(record)
         if asking.who.door == "teams":
             lines.append(f"To delete it, send `delete {record.id}{' purge' if purge else ''} confirm=yes`.")

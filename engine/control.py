@@ -63,14 +63,14 @@ class RunControl:
         A step that is running finishes its current call to the cloud; its next message (or its
         outcome, for a success) finds the request cancelling and starts nothing new.
         """
-        if record.status.in_flight and record.status != RequestStatus.CANCELLING:
+        for _ in range(5):
+            if not record.status.in_flight or record.status == RequestStatus.CANCELLING:
+                break
             written = self.writes.request(record, status=RequestStatus.CANCELLING)
-            if written is None:
-                fresh = self.host.store.get_request(record.id)
-                if fresh is None or fresh.status != RequestStatus.CANCELLING:
-                    return fresh or record
-                written = fresh
-            record = written
+            fresh = written or self.host.store.get_request(record.id)
+            if fresh is None:
+                return record
+            record = fresh
         if record.status != RequestStatus.CANCELLING:
             return record
         steps = self.steps_of(record)

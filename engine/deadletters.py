@@ -157,7 +157,9 @@ class DeadLetters:
                 log.error("dead letter %s on %s is not a step message; remove it", letter.message_id, letter.queue)
                 return 0
             error = ErrorInfo(code="DeadLettered", message=f"step '{msg.step_id}' stopped: {self._why(letter)}")
-            return int(self.engine.fail_step(request_id=msg.request_id, step_id=msg.step_id, error=error))
+            return int(
+                self.engine.fail_step(request_id=msg.request_id, step_id=msg.step_id, error=error, attempt=msg.attempt)
+            )
         if view.kind == "onboarding":
             return self._record_onboarding(letter)
         request_id = view.request_id or json.loads(letter.body).get("request_id")

@@ -37,9 +37,15 @@ class Dispatcher:
 
     def dispatch_ready(self, record: RequestRecord, steps: list[StepRecord]) -> int:
         """Claim and send every pending step whose prerequisites have all succeeded (none while cancelling)."""
+        return self.dispatch_counting(record, steps)[0]
+
+    def dispatch_counting(self, record: RequestRecord, steps: list[StepRecord]) -> tuple[int, int]:
+        """Dispatch the ready steps; return how many were sent and how many another writer changed first."""
         if record.status == RequestStatus.CANCELLING:
-            return 0
-        return sum(self.dispatch(record, step) for step in graph.ready(steps))
+            return 0, 0
+        ready = graph.ready(steps)
+        sent = sum(self.dispatch(record, step) for step in ready)
+        return sent, len(ready) - sent
 
     def dispatch(self, record: RequestRecord, step: StepRecord) -> int:
         """Queue one pending step; 0 when another finisher dispatched it first."""

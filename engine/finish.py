@@ -89,10 +89,12 @@ class Finisher:
                 code=first.error.code if first.error else "StepFailed",
                 message=f"step '{first.step_id}' failed: {first.error.message if first.error else 'unknown error'}",
             )
+            assert current.plan is not None
             done = self.writes.request(
                 current,
                 status=RequestStatus.FAILED,
                 error=error,
+                applied=revise.made(current.applied, current.plan, run_steps),
                 revisions=_revision_status(current, "failed"),
                 **self._notify(current),
             )
@@ -107,7 +109,7 @@ class Finisher:
                     error_code=error.code,
                     message=error.message,
                 )
-            return done is not None
+            return done is not None or self._again(current)
         assert current.plan is not None
         outputs = self._outputs(current, steps)
         done = self.writes.request(
@@ -115,7 +117,7 @@ class Finisher:
             status=RequestStatus.SUCCEEDED,
             outputs=outputs,
             error=None,
-            applied=revise.desired_of(current.plan),
+            applied=revise.made(current.applied, current.plan, run_steps),
             revisions=_revision_status(current, "applied"),
             **self._notify(current),
         )
@@ -130,7 +132,14 @@ class Finisher:
                 duration_ms=_request_ms(done) if not revision else None,
                 message=done.revisions[-1].summary if revision and done.revisions else None,
             )
-        return done is not None
+        return done is not None or self._again(current)
+
+    def _again(self, record: RequestRecord) -> bool:
+        """Decide the run's end again from the request as it now is: a cancel came in between, say."""
+        fresh = self.host.store.get_request(record.id)
+        if fresh is None or not fresh.status.in_flight or fresh.run != record.run or fresh.status == record.status:
+            return False
+        return self.finish_if_done(fresh)
 
     def _cancelled(self, record: RequestRecord, run_steps: list[StepRecord]) -> bool:
         made = [s.step_id for s in run_steps if s.status == StepStatus.SUCCEEDED]
@@ -148,6 +157,7 @@ class Finisher:
         }
         if record.operation != "delete":
             update["outputs"] = self._outputs(record, run_steps)
+            update["applied"] = revise.made(record.applied, record.plan, run_steps)
         else:
             update["teardown"] = teardown_report(record, run_steps)
         done = self.writes.request(record, **update, **self._notify(record))
@@ -177,7 +187,7 @@ class Finisher:
                 self.emit(
                     done, EventName.DELETE_FAILED, None, status="failed", error_code=error.code, message=error.message
                 )
-            return done is not None
+            return done is not None or self._again(record)
         held = ", ".join(f"{s.name} until {s.until:%Y-%m-%d}" if s.until else s.name for s in report.soft_deleted)
         done = self.writes.request(
             record, status=RequestStatus.DELETED, error=None, teardown=report, **self._notify(record)
@@ -192,7 +202,7 @@ class Finisher:
                 status="deleted",
                 message=f"torn down; names held by soft-delete: {held}" if held else "torn down; no name is held",
             )
-        return done is not None
+        return done is not None or self._again(record)
 
     def _notify(self, record: RequestRecord) -> dict[str, Any]:
         # Marked pending in the same write that finishes the run, so the sweeper can resend it.
@@ -267,10 +277,7 @@ def _run_s(record: RequestRecord) -> float:
 
 def _revision_status(record: RequestRecord, status: Literal["applied", "failed", "cancelled"]) -> list[Revision]:
     """Return the record's revisions with the one its current run applies marked `status`."""
-    return [
-        r.model_copy(update={"status": status}) if r.run == record.run and r.status == "applying" else r
-        for r in record.revisions
-    ]
+    return [r.model_copy(update={"status": status}) if r.run == record.run else r for r in record.revisions]
 
 
 def teardown_report(record: RequestRecord, run_steps: list[StepRecord]) -> TeardownReport:
@@ -291,8 +298,10 @@ def teardown_report(record: RequestRecord, run_steps: list[StepRecord]) -> Teard
                 result = DeleteResult(deleted=True)
             if result.kept:
                 kept.append(Remaining(step_id=s.step_id, kind=s.kind, resource_id=step.resource_id, reason=result.kept))
-                continue
-            if result.deleted:
+                if not result.soft_deleted_until:
+                    continue  # kept in place; a vault purge protection kept from purging is deleted and held
+                deleted.append(step.resource_id)
+            elif result.deleted:
                 deleted.append(step.resource_id)
             if s.kind in revise.SOFT_DELETING and not result.purged and (result.deleted or result.soft_deleted_until):
                 soft.append(

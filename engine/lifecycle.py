@@ -16,20 +16,20 @@ from typing import Any
 
 from engine import revise
 from engine.audit import Guard
-from engine.authz import Act
-from engine.confinement import Confinement
+from engine.authz import Act, Decision
+from engine.confinement import Confinement, ConfinementError
 from engine.events import EventFanout, status_event
 from engine.expiry import expiry_of, expiry_problems
 from engine.notify_message import notification_message
 from engine.planner import plan as make_plan
-from engine.policy import POLICY_REFUSAL, admit, team_vcpus
+from engine.policy import POLICY_REFUSAL, admit, team_vcpus, vcpu_limit_problem
 from engine.ports import Cloud, Sender, StepContext, Store
 from engine.steps import StepEngine, utcnow
-from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem, StaleWriteError, TransientError
+from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem, StaleWriteError
 from models.events import EventName
 from models.identity import Caller
 from models.lifecycle import DriftFinding, DriftReport, PlanDiff, Remaining, Revision, TeardownReport
-from models.plan import Plan
+from models.plan import Plan, Step
 from models.policy import Policy
 from models.records import Notification, RequestRecord, RequestStatus
 from models.request import WorkspaceRequest, parse_request
@@ -145,6 +145,18 @@ class Lifecycle:
             )
         # The profile was expanded when the request was accepted: its compute and datastores are in the
         # request now, so a patch can remove them (a patch that names a profile again adds its presets).
+        url = patch.get("callback_url")
+        if isinstance(url, str) and url.rstrip("/").endswith("/***"):
+            raise InvalidInputError(
+                [
+                    Problem(
+                        "callback_url",
+                        "this is the masked URL GET shows, not the callback itself: send the full URL, or leave "
+                        "callback_url out of the patch to keep the one the request has.",
+                        "MaskedValue",
+                    )
+                ]
+            )
         base_request = {k: v for k, v in record.request.items() if k != "profile"}
         merged = merge_patch(base_request, patch)
         new = parse_request(merged)
@@ -160,11 +172,55 @@ class Lifecycle:
         now = self.clock()
         expires_at = record.expires_at
         if "expires_at" in patch:
-            expires_at = expiry_of(resolved, self.policy, now=now) if resolved.expires_at else None
-        self.confinement.check(plan=desired, request=resolved)
+            # A removed expiry falls back to the environment's default: never further than policy allows.
+            expires_at = expiry_of(resolved, self.policy, now=now)
+        self._confine(record, desired, resolved, caller=caller)
         records = {s.step_id: s for s in self.store.get_steps(record.id)}
         changes = revise.diff(base, desired, records).model_copy(update={"revision": record.revision + 1})
         return Revised(request=resolved, plan=desired, base=base, changes=changes, expires_at=expires_at)
+
+    def _confine(self, record: RequestRecord, plan: Plan, request: WorkspaceRequest, *, caller: Caller) -> None:
+        """Hold a revision to its team's scopes as a new request is, and record a refusal as a decision."""
+        try:
+            self.confinement.check(plan=plan, request=request)
+        except ConfinementError as exc:
+            self.guard.audit.decided(
+                caller=caller,
+                decision=Decision(False, exc.rule, str(exc)),
+                act=Act.CHANGE,
+                team=record.team,
+                door="rest",
+                request_id=record.id,
+            )
+            raise
+
+    def _reclaim(self, record: RequestRecord, vcpus: int) -> None:
+        """Refuse to make a failed or cancelled request live again over another's name, or over the team's limit.
+
+        A request that is not live has given its workspace name and vCPUs back; while it was not,
+        another request may have taken the name. Checked here before the write (not atomically with it).
+        """
+        if record.status.live:
+            return
+        holder = next(
+            (
+                r
+                for r in self.store.live_requests(team=record.team)
+                if r.id != record.id and r.workspace_key == record.workspace_key
+            ),
+            None,
+        )
+        if holder is not None:
+            raise ConflictError(
+                f"workspace '{record.workspace_name}' is now held by request {holder.id}; this request cannot "
+                "take it back. Delete this one (DELETE removes what it made), or change that one.",
+                code="WorkspaceNameTaken",
+                existing_id=holder.id,
+            )
+        in_use = self.store.team_vcpus(record.team)
+        if vcpus and in_use + vcpus > self.policy.max_team_vcpus:
+            problem = vcpu_limit_problem(team=record.team, asked=vcpus, in_use=in_use, limit=self.policy.max_team_vcpus)
+            raise InvalidInputError([problem], title=POLICY_REFUSAL)
 
     def preview(self, request_id: str, patch: Mapping[str, Any], *, caller: Caller, door: str) -> PlanDiff:
         """Say what a merge patch would change, resource by resource; nothing is created, changed or deleted."""
@@ -191,11 +247,23 @@ class Lifecycle:
         record = self._own(request_id, caller, door=door)
         self._revisable(record)
         revised = self.revise(record, patch, caller=caller)
-        if revised.changes.empty and revised.expires_at == record.expires_at:
+        request = revised.request.model_dump(mode="json")
+        if revised.changes.empty and request == record.request and revised.expires_at == record.expires_at:
             return Changed(record, False, revised.changes)
         if revised.changes.empty:
-            # Only the expiry changes: no run is needed.
-            return Changed(self._extended(record, revised.expires_at, caller=caller.oid), False, revised.changes)
+            # Nothing in Azure changes (the expiry, the callback URL): written without a run.
+            written = self._write(
+                record,
+                request=request,
+                expires_at=revised.expires_at,
+                **({"reminded_at": None} if revised.expires_at != record.expires_at else {}),
+            )
+            if revised.expires_at != record.expires_at:
+                when = revised.expires_at.isoformat() if revised.expires_at else "never"
+                self._emit(written, EventName.EXPIRY_EXTENDED, written.status.value, caller=caller.oid, message=when)
+            return Changed(written, False, revised.changes)
+        vcpus = team_vcpus(revised.request, self.policy)
+        self._reclaim(record, vcpus)
         now = self.clock()
         run = record.run + 1
         number = record.revision + 1
@@ -222,8 +290,9 @@ class Lifecycle:
             request=revised.request.model_dump(mode="json"),
             plan=plan,
             applied=revised.base,
-            vcpus=team_vcpus(revised.request, self.policy),
+            vcpus=vcpus,
             expires_at=revised.expires_at,
+            **({"reminded_at": None} if revised.expires_at != record.expires_at else {}),
             error=None,
             notification=None,
         )
@@ -266,6 +335,7 @@ class Lifecycle:
                 f"request {record.id} is {record.status.value}: only a failed or cancelled request is retried.",
                 code="NothingToRetry",
             )
+        self._reclaim(record, record.vcpus)
         self._emit(
             record, EventName.RETRY_REQUESTED, "retrying", caller=caller.oid, message=f"run {record.run} resumed"
         )
@@ -278,6 +348,22 @@ class Lifecycle:
         record = self._own(request_id, caller, door=door)
         return self._teardown(record, by=caller.oid, purge=purge)
 
+    def _shared(self, record: RequestRecord) -> dict[str, str]:
+        """Return the resources (lowercased ids) the team's other live requests use, with which request."""
+        found: dict[str, str] = {}
+        for other in self.store.live_requests(team=record.team):
+            if other.id == record.id:
+                continue
+            for plan in (other.applied, other.plan):
+                for rid in revise.resource_ids(plan) if plan else set():
+                    found.setdefault(rid, other.id)
+        return found
+
+    def teardown_preview(self, record: RequestRecord, *, purge: bool) -> tuple[Plan, list[tuple[Step, str]]]:
+        """Return the plan a teardown of the request would run now, and what it would keep and why."""
+        assert record.plan is not None
+        return revise.teardown_plan(record.applied, record.plan, purge=purge, shared=self._shared(record))
+
     def _teardown(self, record: RequestRecord, *, by: str, purge: bool | None, reason: str | None = None) -> Changed:
         if record.status in (RequestStatus.DELETING, RequestStatus.DELETED):
             return Changed(record, False)
@@ -289,20 +375,10 @@ class Lifecycle:
             )
         assert record.plan is not None
         purge = self.policy.lifecycle.purge_on_delete if purge is None else purge
-        plan, kept = revise.teardown_plan(record.applied, record.plan, purge=purge)
+        plan, kept = self.teardown_preview(record, purge=purge)
         report = TeardownReport(
             purge=purge,
-            kept=[
-                Remaining(
-                    step_id=s.id,
-                    kind=s.kind,
-                    resource_id=s.resource_id,
-                    reason="brought by the team: the service never deletes it"
-                    if getattr(s.spec, "existing", False)
-                    else "the resource group was there before the service: it is not deleted",
-                )
-                for s in kept
-            ],
+            kept=[Remaining(step_id=s.id, kind=s.kind, resource_id=s.resource_id, reason=why) for s, why in kept],
         )
         applied = record.applied or (revise.desired_of(record.plan) if record.operation != "delete" else None)
         written = self._write(
@@ -358,13 +434,14 @@ class Lifecycle:
                     self._teardown(record, by=SERVICE, purge=None, reason=f"expired at {record.expires_at.isoformat()}")
                     self._emit(record, EventName.EXPIRED, "deleting", caller=SERVICE)
                     acted += 1
-                elif record.status == RequestStatus.SUCCEEDED and record.reminded_at is None:
+                elif record.reminded_at is None:
                     rules = self.policy.lifecycle.expiry.get(record.environment)  # type: ignore[call-overload]
                     ahead = timedelta(days=rules.remind_days if rules else 3.0)
-                    if record.expires_at - ahead <= now:
+                    pending = record.notification is not None and not record.notification.done
+                    if record.expires_at - ahead <= now and not pending:  # a result not yet told goes first
                         self._remind(record, now=now)
                         acted += 1
-            except (ConflictError, StaleWriteError, TransientError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one request that cannot be acted on must not stop the rest
                 log.warning("expiry of %s deferred: %s", record.id, exc)
         return acted
 
@@ -426,7 +503,10 @@ class Lifecycle:
                 forced = record.drift is not None and record.drift.requested
                 if not forced and (interval <= 0 or (now - last).total_seconds() < interval):
                     continue
-                self.check_one(record)
+                try:
+                    self.check_one(record)
+                except Exception as exc:  # noqa: BLE001 - one request that cannot be checked must not stop the rest
+                    log.warning("drift check of %s failed: %s", record.id, exc)
                 checked += 1
             if page.next_cursor is None:
                 break

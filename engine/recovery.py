@@ -6,11 +6,12 @@ import logging
 from datetime import timedelta
 
 from engine import graph, runs, transitions
+from engine.control import RUN_STATUS
 from engine.dispatch import Dispatcher
 from engine.finish import Finisher
 from engine.step_store import StepHost, StepWrites
 from models.errors import StaleWriteError
-from models.records import ErrorInfo, RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.records import ErrorInfo, RequestRecord, StepRecord, StepStatus
 
 log = logging.getLogger("engine.steps")
 
@@ -100,13 +101,19 @@ class Recovery:
                 repaired += self.dispatcher.dispatch_ready(record, steps)
         return repaired
 
-    def fail_step(self, *, request_id: str, step_id: str, error: ErrorInfo) -> bool:
-        """Fail an unfinished step from outside (its message was dead-lettered); skip dependents, finish."""
+    def fail_step(self, *, request_id: str, step_id: str, error: ErrorInfo, attempt: int | None = None) -> bool:
+        """Fail an unfinished step from outside (its message was dead-lettered); skip dependents, finish.
+
+        With `attempt` (the dead letter's), only that attempt of the step is failed: a letter of an
+        earlier attempt, or of an earlier run, leaves the step as it is.
+        """
         store = self.host.store
         for _ in range(5):
             record = store.get_request(request_id)
             step = store.get_step(request_id, step_id)
             if record is None or step is None or step.status.terminal:
+                return False
+            if attempt is not None and (step.attempt != attempt or step.run != record.run):
                 return False
             try:
                 return self.finisher.fail(record, step, error)
@@ -128,7 +135,8 @@ class Recovery:
             if s.step_id in downstream and s.status == StepStatus.SKIPPED:
                 self.writes.step(transitions.reopened(s, now=now))
         if record.status.terminal:
-            record = self.writes.request(record, status=RequestStatus.PROVISIONING, error=None) or record
+            status = RUN_STATUS[record.operation]
+            record = self.writes.request(record, status=status, error=None) or record
         self.dispatcher.advance(
             record,
             step,

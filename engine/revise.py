@@ -12,7 +12,17 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from models.errors import Problem
 from models.lifecycle import Change, FieldChange, PlanDiff, ResourceChange
-from models.plan import KeyVaultSpec, Plan, ResourceGroupSpec, Step, StepAction, StepKind, StorageSpec, WorkspaceSpec
+from models.plan import (
+    AccessSpec,
+    KeyVaultSpec,
+    Plan,
+    ResourceGroupSpec,
+    Step,
+    StepAction,
+    StepKind,
+    StorageSpec,
+    WorkspaceSpec,
+)
 from models.records import StepRecord, StepStatus
 from models.request import WorkspaceRequest
 
@@ -69,6 +79,9 @@ def fixed_field_problems(old: WorkspaceRequest, new: WorkspaceRequest, old_plan:
         was = old_compute.get(c.name.lower())
         if was is None:
             continue
+        if was.name != c.name:
+            problems.append(_renamed(f"compute[{i}].name", "compute", was.name, c.name))
+            continue
         for field in FIXED_COMPUTE:
             before, after = getattr(was, field), getattr(c, field)
             same = (
@@ -89,7 +102,9 @@ def fixed_field_problems(old: WorkspaceRequest, new: WorkspaceRequest, old_plan:
     old_stores = {d.name.lower(): d for d in old.datastores}
     for i, d in enumerate(new.datastores):
         was_store = old_stores.get(d.name.lower())
-        if was_store is not None and was_store.kind != d.kind:
+        if was_store is not None and was_store.name != d.name:
+            problems.append(_renamed(f"datastores[{i}].name", "datastore", was_store.name, d.name))
+        elif was_store is not None and was_store.kind != d.kind:
             problems.append(
                 Problem(
                     f"datastores[{i}].kind",
@@ -100,6 +115,16 @@ def fixed_field_problems(old: WorkspaceRequest, new: WorkspaceRequest, old_plan:
             )
     problems += _storage_problems(old_plan, new_plan)
     return problems
+
+
+def _renamed(field: str, what: str, before: str, after: str) -> Problem:
+    # Azure names ignore case: '{after}' is the same resource as '{before}', and the service's step ids do not.
+    return Problem(
+        field,
+        f"{what} '{before}' cannot be renamed to '{after}': Azure names ignore case, so both name one {what}. "
+        f"Keep '{before}', or add one with a different name and remove '{before}'.",
+        "ImmutableField",
+    )
 
 
 def _storage_problems(old_plan: Plan, new_plan: Plan) -> list[Problem]:
@@ -252,6 +277,30 @@ def desired_of(plan: Plan) -> Plan:
     )
 
 
+def made(base: Plan | None, plan: Plan, records: Iterable[StepRecord]) -> Plan:
+    """Return what exists after a run of `plan` over `base`: the base, plus what the run made or tried, less what it deleted.
+
+    A step the run worked on (succeeded, failed, or cancelled after it had started) may have made
+    its resource, so it counts: a later revision applies or deletes it, a teardown deletes it.
+    """
+    by_id = {r.step_id: r for r in records}
+    found: dict[str, Step] = {s.id: s for s in (base.steps if base else [])}
+    for s in plan.steps:
+        r = by_id.get(s.id)
+        if s.action == StepAction.DELETE:
+            if r is not None and r.status == StepStatus.SUCCEEDED:
+                found.pop(s.id, None)
+            continue
+        worked = r is not None and (
+            r.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
+            or (r.status == StepStatus.CANCELLED and r.started_at is not None)
+        )
+        if worked or s.action == StepAction.KEEP:
+            found[s.id] = s.model_copy(update={"action": StepAction.APPLY})
+    order = [s.id for s in plan.steps] + [i for i in found if i not in {s.id for s in plan.steps}]
+    return plan.model_copy(update={"steps": [found[i] for i in order if i in found]})
+
+
 def known_steps(*plans: Plan | None) -> list[Step]:
     """Return every step any of the plans names, the later plan's version winning (as it is newest)."""
     found: dict[str, Step] = {}
@@ -261,17 +310,43 @@ def known_steps(*plans: Plan | None) -> list[Step]:
     return list(found.values())
 
 
-def teardown_plan(applied: Plan | None, current: Plan, *, purge: bool) -> tuple[Plan, list[Step]]:
+def teardown_plan(
+    applied: Plan | None, current: Plan, *, purge: bool, shared: Mapping[str, str] | None = None
+) -> tuple[Plan, list[tuple[Step, str]]]:
     """Return the teardown's plan (every resource the service made, deleted in the reverse order of creation).
 
-    `applied` is what the last applied revision made and `current` the latest run's plan (a failed
-    update may have made some of its steps): every step either names is deleted. The second value is
-    what is kept on purpose: what the team brought and a resource group the service did not create.
+    `applied` is what the request has made and `current` the latest run's plan: every step either
+    names is deleted, except what is kept, returned with the reason: what the team brought, a
+    resource group the service did not create, and what another live request uses too (`shared`:
+    lowercased resource id to that request's id), such as the storage account two workspaces of
+    one team and environment share, with the role assignments on it.
     """
+    shared = shared or {}
     steps = known_steps(applied, current)
-    kept = [s for s in steps if not _deletable(s)]
-    deleting = [_with_purge(s, purge) for s in steps if _deletable(s)]
+    kept: list[tuple[Step, str]] = []
+    deleting: list[Step] = []
+    for s in steps:
+        if getattr(s.spec, "existing", False):
+            kept.append((s, "brought by the team: the service never deletes it"))
+        elif isinstance(s.spec, ResourceGroupSpec) and not s.spec.create:
+            kept.append((s, "the resource group was there before the service: it is not deleted"))
+        elif (other := _shared_with(s, shared)) is not None:
+            kept.append((s, f"request {other} uses it too: it goes with the last of them"))
+        else:
+            deleting.append(_with_purge(s, purge))
     return current.model_copy(update={"steps": _reversed(deleting, steps)}), kept
+
+
+def _shared_with(step: Step, shared: Mapping[str, str]) -> str | None:
+    ids = [step.resource_id]
+    if isinstance(step.spec, AccessSpec):
+        ids += [g.scope for g in step.spec.assignments]
+    return next((shared[i.lower()] for i in ids if i.lower() in shared), None)
+
+
+def resource_ids(plan: Plan) -> set[str]:
+    """Return the ids of the resources a plan makes (its role assignments aside), lowercased: what another may share."""
+    return {s.resource_id.lower() for s in plan.steps if _deletable(s) and not isinstance(s.spec, AccessSpec)}
 
 
 def _with_purge(step: Step, purge: bool) -> Step:

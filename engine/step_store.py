@@ -36,7 +36,7 @@ class StepWrites:
         return self.host.store.update_step(step)
 
     def request(self, record: RequestRecord, **update: Any) -> RequestRecord | None:
-        """Conditionally update the request; None when another writer got there first."""
+        """Conditionally update the request; None when another writer changed its run or status first."""
         store = self.host.store
         now = self.host.clock()
         for _ in range(5):
@@ -44,7 +44,9 @@ class StepWrites:
                 return store.update_request(record.model_copy(update={**update, "updated_at": now}))
             except StaleWriteError:
                 fresh = store.get_request(record.id)
-                if fresh is None or fresh.status.terminal or fresh.status == update.get("status"):
+                # Written again only over a change that decided nothing: same run, same status (a
+                # notification's outcome, say). A cancel, a new run or an end is never overwritten.
+                if fresh is None or fresh.run != record.run or fresh.status != record.status:
                     return None
                 record = fresh
         return None

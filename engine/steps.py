@@ -97,9 +97,9 @@ class StepEngine:
         """Move the request to succeeded or failed once every step is finished; exactly once."""
         return self._finisher.finish_if_done(record, steps)
 
-    def fail_step(self, *, request_id: str, step_id: str, error: ErrorInfo) -> bool:
+    def fail_step(self, *, request_id: str, step_id: str, error: ErrorInfo, attempt: int | None = None) -> bool:
         """Fail an unfinished step from outside (its message was dead-lettered); skip dependents, finish."""
-        return self._recovery.fail_step(request_id=request_id, step_id=step_id, error=error)
+        return self._recovery.fail_step(request_id=request_id, step_id=step_id, error=error, attempt=attempt)
 
     def resume_step(self, *, request_id: str, step_id: str) -> bool:
         """Run a failed step again (an operator fixed the cause); the dependents it skipped wait again."""
@@ -272,7 +272,11 @@ class StepEngine:
             steps = graph.with_step(steps, step)
             if not graph.dependents_decided(steps, step):
                 steps = runs.current(record, self.store.get_steps(record.id)) or []
-            self._dispatcher.dispatch_ready(record, steps)
+            _, lost = self._dispatcher.dispatch_counting(record, steps)
+            if lost:
+                # A dependent changed under us (a cancel cancelled it): finish from what is stored now.
+                self._finisher.finish_if_done(record, runs.current(record, self.store.get_steps(record.id)) or [])
+                return
         else:
             step = self._writes.step(
                 transitions.failed(step, error=ErrorInfo(code=outcome.code, message=outcome.error), now=now)

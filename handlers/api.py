@@ -329,8 +329,6 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
             raise NotFoundError(missing)
         return record
 
-    add_lifecycle_routes(api, container, PROBLEM_RESPONSES)
-
     def operator(c: Container, caller: Caller) -> None:
         c.guard.require(caller, Act.OPERATE, team=None, door=OPERATOR_DOOR)
 
@@ -399,6 +397,8 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         response = problem(429, f"Too many {what}", detail=reason, instance=path, rule="SubmissionRateLimit")
         response.headers["Retry-After"] = _retry_after(wait)
         return response
+
+    add_lifecycle_routes(api, container, PROBLEM_RESPONSES, too_many)
 
     @api.get("/api/workspaces/{request_id}", response_model=RequestView, responses=PROBLEM_RESPONSES)
     def get_workspace(request_id: str, request: Request, caller: CurrentCaller) -> RequestView:

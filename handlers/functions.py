@@ -110,7 +110,10 @@ def sweep(timer: func.TimerRequest, container: Container) -> None:
 
 def lifecycle(timer: func.TimerRequest, container: Container) -> None:
     """Remind of and carry out expiries, then compare due workspaces with the cloud."""
-    expired = container.lifecycle.expire_due()
-    checked = container.lifecycle.check_drift()
+    expired = checked = 0
+    try:
+        expired = container.lifecycle.expire_due()
+    finally:
+        checked = container.lifecycle.check_drift()  # drift is looked at even when expiry could not be
     if expired or checked:
         log.info("lifecycle: %d expiries acted on, %d workspaces checked for drift", expired, checked)

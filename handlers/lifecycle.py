@@ -35,15 +35,33 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def add_lifecycle_routes(api: FastAPI, container: Callable[[], Container], responses: dict[int | str, Any]) -> None:
-    """Add update, plan-of-a-change, revisions, cancel, retry, delete, extend and drift routes to the API."""
+def add_lifecycle_routes(
+    api: FastAPI, container: Callable[[], Container], responses: dict[int | str, Any], too_many: Callable[..., Any]
+) -> None:
+    """Add update, plan-of-a-change, revisions, cancel, retry, delete, extend and drift routes to the API.
+
+    A change and its preview read ARM (confinement), so each takes from the caller's allowance as a
+    submission and a plan do; `too_many` answers 429 as the other routes do.
+    """
+
+    def limited(c: Container, caller: Any, request_id: str, path: str, *, plan: bool) -> Any:
+        wait = c.plans(caller) if plan else c.submissions(caller)
+        if wait is None:
+            return None
+        record = c.store.get_request(request_id)
+        team = record.team if record is not None else ""
+        if plan:
+            return too_many(c, caller, team, wait, path, what="plans", allowed=c.settings.plans_per_window)
+        return too_many(c, caller, team, wait, path)
 
     @api.patch("/api/workspaces/{request_id}", status_code=202, response_model=Changed, responses=responses)
     def update_workspace(
         request_id: str, body: PatchBody, request: Request, response: Response, caller: CurrentCaller
-    ) -> Changed:
+    ) -> Any:
         """Change a workspace: add, resize or remove compute, datastores, members, tags; applied as a new revision."""
         c = container()
+        if (refused := limited(c, caller, request_id, request.url.path, plan=False)) is not None:
+            return refused
         done = c.lifecycle.update(request_id, body, caller=caller, door=DOOR)
         response.headers["Location"] = f"{_base(request)}/api/workspaces/{request_id}"
         if not done.started:
@@ -51,9 +69,12 @@ def add_lifecycle_routes(api: FastAPI, container: Callable[[], Container], respo
         return Changed.of(done.record, _base(request), started=done.started, changes=done.changes)
 
     @api.post("/api/workspaces/{request_id}/plan", response_model=PlanDiff, responses=responses)
-    def plan_change(request_id: str, body: PatchBody, caller: CurrentCaller) -> PlanDiff:
+    def plan_change(request_id: str, body: PatchBody, request: Request, caller: CurrentCaller) -> Any:
         """Show what a merge patch would change (create, update, delete, unchanged per resource); nothing is done."""
-        return container().lifecycle.preview(request_id, body, caller=caller, door=DOOR)
+        c = container()
+        if (refused := limited(c, caller, request_id, request.url.path, plan=True)) is not None:
+            return refused
+        return c.lifecycle.preview(request_id, body, caller=caller, door=DOOR)
 
     @api.get("/api/workspaces/{request_id}/revisions", response_model=RevisionList, responses=responses)
     def list_revisions(request_id: str, caller: CurrentCaller) -> RevisionList:

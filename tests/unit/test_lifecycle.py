@@ -296,3 +296,77 @@ def test_drift_is_recorded_and_repaired_when_policy_says_so(service: Service, fa
     repaired = _settled(container, record.id)
     assert repaired.status == RequestStatus.SUCCEEDED and fake_cloud.changed == {}
     assert container.lifecycle.check_one(repaired).findings == []
+
+
+def test_teardown_keeps_what_another_live_workspace_of_the_team_shares(service: Service, fake_cloud: FakeCloud) -> None:
+    container, _ = service
+    first = _made(container)
+    second = container.intake.submit(
+        request=parse_request(example("cpu-small.json") | {"workspace_name": "mlw-fraud-second"}),
+        caller=PLATFORM,
+        source="test",
+    )
+    assert _settled(container, second.record.id).status == RequestStatus.SUCCEEDED
+    container.lifecycle.delete(second.record.id, caller=PLATFORM, door="test", purge=True)
+    gone = _settled(container, second.record.id)
+    assert gone.status == RequestStatus.DELETED and gone.teardown is not None
+    kept = {k.step_id: k.reason for k in gone.teardown.kept}
+    assert {"storage", "key-vault", "insights", "resource-group"} <= set(kept)
+    assert first.id in kept["storage"]
+    mine = [r for r in fake_cloud.resources if r.startswith(f"{first.id}:")]
+    assert any("storageAccounts" in r for r in mine)  # the first workspace's storage is untouched
+
+
+def test_a_patch_removing_the_expiry_gets_the_policy_default(service: Service) -> None:
+    container, _ = service
+    record = _made(container)
+    assert record.expires_at is not None  # the shipped policy: dev workspaces expire after 30 days
+    done = container.lifecycle.update(record.id, {"expires_at": None}, caller=PLATFORM, door="test")
+    assert done.record.expires_at is not None
+    assert done.record.expires_at - datetime.now(UTC) <= timedelta(days=30, minutes=1)
+
+
+def test_retry_refuses_a_name_another_request_took_meanwhile(service: Service, fake_cloud: FakeCloud) -> None:
+    container, _ = service
+    fake_cloud.fail["key-vault"] = Fail("the vault name is held elsewhere", "VaultNameTaken")
+    failed = container.intake.submit(request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test")
+    assert _settled(container, failed.record.id).status == RequestStatus.FAILED
+    del fake_cloud.fail["key-vault"]
+    _made(container)  # the name was given back when the first failed: another request takes it
+    with pytest.raises(ConflictError) as refused:
+        container.lifecycle.retry(failed.record.id, caller=PLATFORM, door="test")
+    assert refused.value.code == "WorkspaceNameTaken"
+
+
+def test_what_a_failed_revision_made_is_torn_down(service: Service, fake_cloud: FakeCloud) -> None:
+    container, _ = service
+    record = _made(container)
+    fake_cloud.fail["datastore:more"] = Fail("no", "Nope")
+    extra = {"name": "extra", "vm_size": "Standard_DS3_v2", "max_nodes": 2}
+    patch = {
+        "compute": [*_compute(record), extra],
+        "datastores": [*record.request["datastores"], {"name": "more", "kind": "blob", "container": "more"}],
+    }
+    container.lifecycle.update(record.id, patch, caller=PLATFORM, door="test")
+    failed = _settled(container, record.id)
+    assert failed.status == RequestStatus.FAILED and failed.applied is not None
+    assert "compute:extra" in {s.id for s in failed.applied.steps}  # what the failed run made counts as made
+    del fake_cloud.fail["datastore:more"]
+    container.lifecycle.delete(record.id, caller=PLATFORM, door="test")
+    assert _settled(container, record.id).status == RequestStatus.DELETED
+    assert not any("/computes/extra" in r for r in fake_cloud.resources)
+
+
+def test_the_masked_callback_and_a_case_only_rename_are_refused(service: Service) -> None:
+    container, _ = service
+    record = _made(container)
+    with pytest.raises(InvalidInputError) as masked:
+        container.lifecycle.update(
+            record.id, {"callback_url": "https://hooks.example.com/***"}, caller=PLATFORM, door="test"
+        )
+    assert masked.value.problems[0].code == "MaskedValue"
+    compute = _compute(record)
+    compute[0] = {**compute[0], "name": compute[0]["name"].upper()}
+    with pytest.raises(InvalidInputError) as renamed:
+        container.lifecycle.update(record.id, {"compute": compute}, caller=PLATFORM, door="test")
+    assert renamed.value.problems[0].field == "compute[0].name"
