@@ -307,13 +307,19 @@ def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: T
     la_what = f"Log Analytics workspace '{la_name}'"
     la_ops = clients.log_analytics(sub).workspaces
     la = get_or_none(f"reading {la_what}", lambda: la_ops.get(rg, la_name))
-    if la is None or _failed(la):
+    kept_tags = dict(la.tags or {}) if la is not None and not _failed(la) else None
+    retagged = kept_tags is not None and tags_differ(kept_tags, spec.tags)
+    if la is None or _failed(la) or retagged:
+        # A revision's tags go in the same PUT (Workspaces_CreateOrUpdate creates or updates, long-running:
+        # operationalinsights/.../OperationalInsights/stable/2025-07-01), with the tags it has kept.
         params = Workspace(
             location=spec.location,
-            tags=spec.tags,
+            tags={**(kept_tags or {}), **spec.tags},
             properties=WorkspaceProperties(sku=WorkspaceSku(name="PerGB2018"), retention_in_days=30),
         )
         call(f"creating {la_what}", lambda: la_ops.begin_create_or_update(rg, la_name, params, polling=False))
+        if retagged:
+            return Wait(timing.poll_s, f"{la_what} tags are being updated")
         if la is not None:
             return _applied_again(la_what, la, timing)
         return Wait(timing.poll_s, f"{la_what} is being created")
@@ -353,14 +359,19 @@ def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: T
                 "Check container_registry_id.",
                 "LinkedResourceNotFound",
             )
-    elif registry is None or _failed(registry):
+    elif registry is None or _failed(registry) or tags_differ(registry.tags, spec.tags):
+        retagged = registry is not None and not _failed(registry)
+        # A revision's tags go in the same PUT (Registries_Create creates or updates, long-running:
+        # containerregistry/.../Registry, examples/2025-11-01/RegistryCreate.json), with the tags it has kept.
         params = Registry(
             location=spec.location,
-            tags=spec.tags,
+            tags={**((registry.tags or {}) if retagged else {}), **spec.tags},
             sku=Sku(name=spec.sku),
             properties=RegistryProperties(admin_user_enabled=False),
         )
         call(f"creating {what}", lambda: ops.begin_create(rg, name, params, polling=False))
+        if retagged:
+            return Wait(timing.poll_s, f"{what} tags are being updated")
         if registry is not None:
             return _applied_again(what, registry, timing)
         return Wait(timing.poll_s, f"{what} is being created")
