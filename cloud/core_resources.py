@@ -19,6 +19,8 @@ from models.plan import InsightsSpec, KeyVaultSpec, RegistrySpec, ResourceGroupS
 from models.request import ARM_ID
 
 FAILED = {"failed", "canceled"}
+CREATED_BY = "vending-created-by"
+"""The tag the service writes on a resource group it creates, naming the request: written by the create only."""
 
 
 def _failed(resource: Any) -> bool:
@@ -52,9 +54,13 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
     what = f"resource group '{n.resource_group}'"
     group = get_or_none(f"reading {what}", lambda: ops.get(n.resource_group))
     # Whether the service made the group: only such a group may be deleted at teardown. Kept across
-    # re-applies from the step's own earlier outputs; a crash between the create and this answer
-    # leaves it False, which keeps the group (the safe side).
-    created = group is None or ctx.dependency_outputs.get(step.id, {}).get("created") is True
+    # re-applies from the step's own earlier outputs, and across a crash between the create and this
+    # answer by the tag only the create writes (naming this request).
+    created = (
+        group is None
+        or ctx.dependency_outputs.get(step.id, {}).get("created") is True
+        or (group.tags or {}).get(CREATED_BY) == ctx.request_id
+    )
     if group is None:
         if not spec.create:
             return Fail(
@@ -64,7 +70,10 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
             )
         group = call(
             f"creating {what}",
-            lambda: ops.create_or_update(n.resource_group, ResourceGroup(location=spec.location, tags=spec.tags)),
+            lambda: ops.create_or_update(
+                n.resource_group,
+                ResourceGroup(location=spec.location, tags={**spec.tags, CREATED_BY: ctx.request_id}),
+            ),
         )
     elif spec.create and tags_differ(group.tags, spec.tags):
         merged = {**(group.tags or {}), **spec.tags}
