@@ -19,6 +19,8 @@ from models.plan import InsightsSpec, KeyVaultSpec, RegistrySpec, ResourceGroupS
 from models.request import ARM_ID
 
 FAILED = {"failed", "canceled"}
+CREATED_BY = "vending-created-by"
+"""The tag the service writes on a resource group it creates, naming the request: written by the create only."""
 
 
 def _failed(resource: Any) -> bool:
@@ -52,9 +54,13 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
     what = f"resource group '{n.resource_group}'"
     group = get_or_none(f"reading {what}", lambda: ops.get(n.resource_group))
     # Whether the service made the group: only such a group may be deleted at teardown. Kept across
-    # re-applies from the step's own earlier outputs; a crash between the create and this answer
-    # leaves it False, which keeps the group (the safe side).
-    created = group is None or ctx.dependency_outputs.get(step.id, {}).get("created") is True
+    # re-applies from the step's own earlier outputs, and across a crash between the create and this
+    # answer by the tag only the create writes (naming this request).
+    created = (
+        group is None
+        or ctx.dependency_outputs.get(step.id, {}).get("created") is True
+        or (group.tags or {}).get(CREATED_BY) == ctx.request_id
+    )
     if group is None:
         if not spec.create:
             return Fail(
@@ -64,7 +70,10 @@ def reconcile_resource_group(step: Step, ctx: StepContext, clients: Clients, tim
             )
         group = call(
             f"creating {what}",
-            lambda: ops.create_or_update(n.resource_group, ResourceGroup(location=spec.location, tags=spec.tags)),
+            lambda: ops.create_or_update(
+                n.resource_group,
+                ResourceGroup(location=spec.location, tags={**spec.tags, CREATED_BY: ctx.request_id}),
+            ),
         )
     elif spec.create and tags_differ(group.tags, spec.tags):
         merged = {**(group.tags or {}), **spec.tags}
@@ -307,13 +316,19 @@ def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: T
     la_what = f"Log Analytics workspace '{la_name}'"
     la_ops = clients.log_analytics(sub).workspaces
     la = get_or_none(f"reading {la_what}", lambda: la_ops.get(rg, la_name))
-    if la is None or _failed(la):
+    kept_tags = dict(la.tags or {}) if la is not None and not _failed(la) else None
+    retagged = kept_tags is not None and tags_differ(kept_tags, spec.tags)
+    if la is None or _failed(la) or retagged:
+        # A revision's tags go in the same PUT (Workspaces_CreateOrUpdate creates or updates, long-running:
+        # operationalinsights/.../OperationalInsights/stable/2025-07-01), with the tags it has kept.
         params = Workspace(
             location=spec.location,
-            tags=spec.tags,
+            tags={**(kept_tags or {}), **spec.tags},
             properties=WorkspaceProperties(sku=WorkspaceSku(name="PerGB2018"), retention_in_days=30),
         )
         call(f"creating {la_what}", lambda: la_ops.begin_create_or_update(rg, la_name, params, polling=False))
+        if retagged:
+            return Wait(timing.poll_s, f"{la_what} tags are being updated")
         if la is not None:
             return _applied_again(la_what, la, timing)
         return Wait(timing.poll_s, f"{la_what} is being created")
@@ -353,14 +368,19 @@ def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: T
                 "Check container_registry_id.",
                 "LinkedResourceNotFound",
             )
-    elif registry is None or _failed(registry):
+    elif registry is None or _failed(registry) or tags_differ(registry.tags, spec.tags):
+        retagged = registry is not None and not _failed(registry)
+        # A revision's tags go in the same PUT (Registries_Create creates or updates, long-running:
+        # containerregistry/.../Registry, examples/2025-11-01/RegistryCreate.json), with the tags it has kept.
         params = Registry(
             location=spec.location,
-            tags=spec.tags,
+            tags={**((registry.tags or {}) if retagged else {}), **spec.tags},
             sku=Sku(name=spec.sku),
             properties=RegistryProperties(admin_user_enabled=False),
         )
         call(f"creating {what}", lambda: ops.begin_create(rg, name, params, polling=False))
+        if retagged:
+            return Wait(timing.poll_s, f"{what} tags are being updated")
         if registry is not None:
             return _applied_again(what, registry, timing)
         return Wait(timing.poll_s, f"{what} is being created")

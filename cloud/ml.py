@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud.clients import Clients
-from cloud.common import TRANSITIONAL, Timing, call, get_or_none, progress, state_of
+from cloud.common import TRANSITIONAL, Timing, call, get_or_none, progress, state_of, tags_differ
 from cloud.errors import ErrorDetail, classify, classify_wrapped
 from engine.ports import StepContext
 from models.errors import PermanentError, VendingError
@@ -92,6 +92,8 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
                 f"{linked['storage']}; a workspace's storage cannot change. Choose another workspace_name.",
                 "WorkspaceLinkedElsewhere",
             )
+        if tags_differ(workspace.tags, spec.tags):
+            return _retag_workspace(step, ctx, clients, timing, {**(workspace.tags or {}), **spec.tags}, what)
         ident = workspace.identity
         extra = (
             {"soft_delete_action": "purged"} if (workspace.tags or {}).get("vending-soft-delete") == "purged" else {}
@@ -145,6 +147,27 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
     )
     call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
     return again or Wait(timing.poll_s, f"{what} deployment started")
+
+
+def _retag_workspace(
+    step: Step, ctx: StepContext, clients: Clients, timing: Timing, tags: dict[str, str], what: str
+) -> Wait:
+    """Send a revision's tags to an existing workspace; the next attempt reads it again.
+
+    Workspaces_Update (PATCH, WorkspaceUpdateParameters.tags; long-running, 200 or 202), specification/
+    machinelearningservices/resource-manager/Microsoft.MachineLearningServices/stable/2024-04-01/workspaceRP.json.
+    azure-ai-ml's `begin_update` sends every field of the workspace it is given; a tags-only PATCH changes nothing else.
+    """
+    from azure.mgmt.resource.resources.models import GenericResource
+
+    ops = clients.resources(ctx.names.subscription_id).resources
+    call(
+        f"tagging {what}",
+        lambda: ops.begin_update_by_id(
+            step.resource_id, GenericResource(tags=tags), api_version="2024-04-01", polling=False
+        ),
+    )
+    return Wait(timing.poll_s, f"{what} tags are being updated")
 
 
 def _provisioning_state(step: Step, ctx: StepContext, clients: Clients, what: str) -> str:

@@ -24,6 +24,8 @@ RUN_STATUS = {"create": RequestStatus.PROVISIONING, "update": RequestStatus.UPDA
 
 CANCELLABLE = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
 RETRIED = (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED)
+RESUMED = ("failed", "cancelled")
+"""The statuses of a revision whose run a retry resumes."""
 
 
 class RunControl:
@@ -117,7 +119,12 @@ class RunControl:
                     self.writes.step(transitions.retried(s, now=now))
                 except StaleWriteError:
                     continue  # another retry reopened it
-        written = self.writes.request(record, status=RUN_STATUS[record.operation], error=None)
+        # The run's revision is being applied again: the run's end says whether it was (finish.py).
+        revisions = [
+            r.model_copy(update={"status": "applying"}) if r.run == record.run and r.status in RESUMED else r
+            for r in record.revisions
+        ]
+        written = self.writes.request(record, status=RUN_STATUS[record.operation], error=None, revisions=revisions)
         if written is None:
             return self.host.store.get_request(record.id) or record
         return self.start(written)

@@ -14,6 +14,7 @@ from engine.step_store import StepHost, StepWrites
 from models.errors import StaleWriteError
 from models.events import EventName
 from models.lifecycle import DeleteResult, Remaining, Revision, SoftDeleted, TeardownReport
+from models.plan import StepKind
 from models.records import ErrorInfo, Notification, RequestRecord, RequestStatus, StepRecord, StepStatus
 
 log = logging.getLogger("engine.steps")
@@ -299,9 +300,10 @@ def teardown_report(record: RequestRecord, run_steps: list[StepRecord]) -> Teard
             if result.kept:
                 kept.append(Remaining(step_id=s.step_id, kind=s.kind, resource_id=step.resource_id, reason=result.kept))
                 if not result.soft_deleted_until:
-                    continue  # kept in place; a vault purge protection kept from purging is deleted and held
-                deleted.append(step.resource_id)
-            elif result.deleted:
+                    continue
+                # Deleted, and kept soft-deleted (a vault under purge protection): its name is held, say until when.
+            # An access step deletes role assignments at its resource's scope, not the resource itself.
+            if result.deleted and s.kind != StepKind.ACCESS and step.resource_id not in deleted:
                 deleted.append(step.resource_id)
             if s.kind in revise.SOFT_DELETING and not result.purged and (result.deleted or result.soft_deleted_until):
                 soft.append(

@@ -161,6 +161,7 @@ def test_cancel_stops_new_steps_and_retry_finishes_the_rest(service: Service, fa
     assert all(s.status == StepStatus.CANCELLED for k, s in steps.items() if k.startswith(("compute:", "datastore:")))
     assert not any("/computes/" in r for r in fake_cloud.resources)  # nothing after the workspace started
     assert record.error is not None and "retry" in record.error.message
+    assert [r.status for r in record.revisions] == ["cancelled"]
     storage_calls = fake_cloud.calls[f"{rid}/storage"]
 
     gate.set()
@@ -169,6 +170,7 @@ def test_cancel_stops_new_steps_and_retry_finishes_the_rest(service: Service, fa
     done = _settled(container, rid)
     assert done.status == RequestStatus.SUCCEEDED
     assert fake_cloud.calls[f"{rid}/storage"] == storage_calls  # succeeded steps are not run again
+    assert [r.status for r in done.revisions] == ["applied"]  # the retried run applied the revision after all
     assert all(n == 1 for n in fake_cloud.creates.values())
     with pytest.raises(ConflictError):
         container.lifecycle.retry(rid, caller=PLATFORM, door="test")  # a succeeded request has nothing to retry
