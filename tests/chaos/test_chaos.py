@@ -171,9 +171,11 @@ class ChaosWorkers:
             thread.join(5)
 
 
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWorkers, ChaosCloud]]:
-    emulator = EmulatorServer(data_dir=tmp_path, config=Config(latency_s=0.2, quota=QUOTA), faults=FAULTS).start()
+@contextlib.contextmanager
+def chaos_running(
+    tmp_path: Path, emulator: EmulatorServer, *, seed: int, preflight: bool = True
+) -> Iterator[tuple[Container, ChaosWorkers, ChaosCloud]]:
+    """Run a service against `emulator` with chaos workers and cloud and a sweeper; stop it all after the block."""
     settings = Settings(
         data_dir=tmp_path,
         emulator_url=emulator.url,
@@ -190,9 +192,9 @@ def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWork
     )
     container = Container(settings, authorizer=PermitAll(), confinement=Unconfined())
     policy = container.policy
-    # Pre-flight off: the quota failures must reach the compute step instead of being refused at the door.
-    policy = policy.model_copy(update={"preflight": policy.preflight.model_copy(update={"enabled": False})})
-    rng = random.Random(20261128)
+    if not preflight:
+        policy = policy.model_copy(update={"preflight": policy.preflight.model_copy(update={"enabled": False})})
+    rng = random.Random(seed)
     cloud = ChaosCloud(container.cloud, rng)
     container.swap(cloud=cloud, policy=policy)
     workers = ChaosWorkers(container, threads=8, rng=rng)
@@ -210,10 +212,20 @@ def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWork
     sweeper = threading.Thread(target=sweep, daemon=True)
     sweeper.start()
     try:
-        yield container, emulator, workers, cloud
+        yield container, workers, cloud
     finally:
         stop_sweeper.set()
         workers.stop()
+
+
+@pytest.fixture
+def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWorkers, ChaosCloud]]:
+    emulator = EmulatorServer(data_dir=tmp_path, config=Config(latency_s=0.2, quota=QUOTA), faults=FAULTS).start()
+    try:
+        # Pre-flight off: the quota failures must reach the compute step instead of being refused at the door.
+        with chaos_running(tmp_path, emulator, seed=20261128, preflight=False) as (container, workers, cloud):
+            yield container, emulator, workers, cloud
+    finally:
         emulator.stop()
 
 

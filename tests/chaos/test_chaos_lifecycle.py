@@ -16,10 +16,7 @@ Size: `VENDING_CHAOS_LIFECYCLE_REQUESTS` (CI: 8; e.g. 60 for a larger run).
 
 from __future__ import annotations
 
-import logging
 import os
-import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -35,9 +32,8 @@ from emulator.state import AZURE_AI_ADMINISTRATOR, Config, parse_path
 from models.errors import ConflictError
 from models.records import RequestRecord, RequestStatus, StepStatus
 from models.request import parse_request
-from models.settings import Settings
-from tests.callers import PLATFORM, PermitAll, Unconfined
-from tests.chaos.test_chaos import FAULTS, ChaosCloud, ChaosWorkers
+from tests.callers import PLATFORM
+from tests.chaos.test_chaos import FAULTS, ChaosCloud, ChaosWorkers, chaos_running
 from tests.conftest import example, poll
 
 REQUESTS = int(os.environ.get("VENDING_CHAOS_LIFECYCLE_REQUESTS", "8"))
@@ -114,43 +110,10 @@ def _patch(record: RequestRecord, i: int) -> dict[str, Any]:
 @pytest.fixture
 def chaos(tmp_path: Path) -> Iterator[tuple[Container, EmulatorServer, ChaosWorkers, ChaosCloud]]:
     emulator = EmulatorServer(data_dir=tmp_path, config=Config(latency_s=0.2), faults=[*FAULTS, *DELETE_FAULTS]).start()
-    settings = Settings(
-        data_dir=tmp_path,
-        emulator_url=emulator.url,
-        emulator_ca_bundle=emulator.ca_bundle,
-        poll_s=0.2,
-        retry_base_s=0.1,
-        retry_cap_s=1.0,
-        message_retry_base_s=0.1,
-        message_retry_cap_s=1.0,
-        step_max_retries=30,
-        bus_lock_s=3.0,
-        sweep_grace_s=2.0,
-        callback_timeout_s=2.0,
-    )
-    container = Container(settings, authorizer=PermitAll(), confinement=Unconfined())
-    rng = random.Random(20261205)
-    cloud = ChaosCloud(container.cloud, rng)
-    container.swap(cloud=cloud)
-    workers = ChaosWorkers(container, threads=8, rng=rng)
-    workers.start()
-    stop_sweeper = threading.Event()
-
-    def sweep() -> None:
-        while not stop_sweeper.wait(1.0):
-            try:
-                container.engine.sweep()
-                container.deadletters.process()
-            except Exception:
-                logging.getLogger(__name__).exception("sweep failed")
-
-    sweeper = threading.Thread(target=sweep, daemon=True)
-    sweeper.start()
     try:
-        yield container, emulator, workers, cloud
+        with chaos_running(tmp_path, emulator, seed=20261205) as (container, workers, cloud):
+            yield container, emulator, workers, cloud
     finally:
-        stop_sweeper.set()
-        workers.stop()
         emulator.stop()
 
 
