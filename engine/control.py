@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from engine import graph, runs, transitions
+from engine import runs, transitions
 from engine.dispatch import Dispatcher
 from engine.finish import Finisher
 from engine.step_store import StepHost, StepWrites
@@ -93,14 +93,16 @@ class RunControl:
             except StaleWriteError:
                 step = self.host.store.get_step(record.id, step.step_id)
 
-    def cancel_step(self, record: RequestRecord, step: StepRecord, steps: list[StepRecord]) -> str:
+    def cancel_step(self, record: RequestRecord, step: StepRecord) -> str:
         """Cancel one step whose message came while its request is cancelling; finish the run if it was the last."""
         reason = "cancelled before it started"
         try:
-            done = self.writes.step(transitions.cancelled(step, reason=reason, now=self.host.clock()))
+            self.writes.step(transitions.cancelled(step, reason=reason, now=self.host.clock()))
         except StaleWriteError:
             return "dropped: the step changed while it was being cancelled"
-        self.finisher.finish_if_done(record, graph.with_step(steps, done), reread=False)
+        # Read again: the cancel may have cancelled the others after this message's steps were read,
+        # and finished nothing then because this step was still waiting.
+        self.finisher.finish_if_done(record)
         return "cancelled: the request is being cancelled"
 
     def retry(self, record: RequestRecord) -> RequestRecord:

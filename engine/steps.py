@@ -139,7 +139,7 @@ class StepEngine:
         if steps is None or step.run != record.run:
             return StepResult("dropped: the step is not part of the request's current run")
         if record.status == RequestStatus.CANCELLING:
-            return StepResult(self._control.cancel_step(record, step, steps))
+            return StepResult(self._control.cancel_step(record, step))
         # How long the message waited between being due and being worked on (queue latency).
         queued_ms = max(0.0, (now - (step.due_at or step.updated_at)).total_seconds() * 1000)
         try:
