@@ -207,7 +207,7 @@ class Finisher:
 
     def _notify(self, record: RequestRecord) -> dict[str, Any]:
         # Marked pending in the same write that finishes the run, so the sweeper can resend it.
-        wanted = record.request.get("callback_url") or record.reply_to
+        wanted = record.callback_url or record.reply_to
         return {"notification": Notification()} if wanted else {}
 
     def announce(self, record: RequestRecord) -> None:

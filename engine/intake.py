@@ -163,7 +163,7 @@ class Intake:
             requester=caller.oid,
             requester_name=caller.name,
             source=source,
-            request=resolved.model_dump(mode="json"),
+            request=resolved,
             plan=plan,
             idempotency_key=idempotency_key,
             body_hash=digest,
@@ -172,11 +172,7 @@ class Intake:
             warnings=[w.as_dict() for w in warnings],
             vcpus=team_vcpus(resolved, self.policy),
             expires_at=expires_at,
-            revisions=[
-                Revision(
-                    number=1, request=resolved.model_dump(mode="json"), by=caller.oid, at=now, run=1, summary="created"
-                )
-            ],
+            revisions=[Revision(number=1, request=resolved, by=caller.oid, at=now, run=1, summary="created")],
             created_at=now,
             updated_at=now,
         )
@@ -266,7 +262,7 @@ class Intake:
             environment=str(env)[:16],
             requester=requester,
             source=source,
-            request={"raw": redact(text[:32768])},
+            raw=redact(text[:32768]),
             problems=[{k: redact(v) for k, v in p.as_dict().items()} for p in problems],
             idempotency_key=idempotency_key,
             body_hash=digest or hashlib.sha256(text.encode()).hexdigest(),

@@ -157,10 +157,11 @@ class Lifecycle:
                     )
                 ]
             )
-        base_request = {k: v for k, v in record.request.items() if k != "profile"}
+        assert record.request is not None  # rejected requests are refused before (`_own`)
+        base_request = {k: v for k, v in record.request.model_dump(mode="json").items() if k != "profile"}
         merged = merge_patch(base_request, patch)
         new = parse_request(merged)
-        old = WorkspaceRequest.model_validate(record.request)
+        old = record.request
         in_use = self.store.team_vcpus(record.team) - (record.vcpus if record.status.live else 0)
         resolved = admit(new, self.policy, team_vcpus_in_use=max(0, in_use))
         desired = make_plan(resolved, self.policy)
@@ -247,7 +248,7 @@ class Lifecycle:
         record = self._own(request_id, caller, door=door)
         self._revisable(record)
         revised = self.revise(record, patch, caller=caller)
-        request = revised.request.model_dump(mode="json")
+        request = revised.request
         if revised.changes.empty and request == record.request and revised.expires_at == record.expires_at:
             return Changed(record, False, revised.changes)
         if revised.changes.empty:
@@ -271,7 +272,7 @@ class Lifecycle:
         plan = revise.revision_plan(revised.base, revised.plan, revised.changes)
         revision = Revision(
             number=number,
-            request=revised.request.model_dump(mode="json"),
+            request=revised.request,
             by=caller.oid,
             at=now,
             run=run,
@@ -287,7 +288,7 @@ class Lifecycle:
             run=run,
             revision=number,
             revisions=[*earlier, revision],
-            request=revised.request.model_dump(mode="json"),
+            request=revised.request,
             plan=plan,
             applied=revised.base,
             vcpus=vcpus,
@@ -458,7 +459,7 @@ class Lifecycle:
         return sorted(found, key=lambda r: r.expires_at or self.clock())
 
     def _remind(self, record: RequestRecord, *, now: datetime) -> None:
-        wanted = record.request.get("callback_url") or record.reply_to
+        wanted = record.callback_url or record.reply_to
         written = self._write(
             record, reminded_at=now, **({"notification": Notification(about="expiry")} if wanted else {})
         )

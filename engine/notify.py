@@ -71,7 +71,7 @@ def deliver(
     delivery_id = notify_message.delivery_id(record)
     steps = store.get_steps(request_id)
     targets: list[tuple[Literal["callback", "chat"], Callable[[], None]]] = []
-    url = str(record.request.get("callback_url") or "")
+    url = record.callback_url or ""
     if url:
         targets.append(("callback", lambda: notifier.post(url, payload(record, steps), delivery_id)))
     if record.reply_to and chat is not None and result is not None:

@@ -15,7 +15,7 @@ from fastapi import Body, FastAPI, Query, Request, Response
 
 from composition import Container
 from handlers.identity import CurrentCaller
-from models.api import Changed, Extension, Links, RequestView, RevisionList, links, masked_request
+from models.api import Changed, Extension, Links, RequestView, RevisionList, RevisionView, links
 from models.errors import InvalidInputError, Problem
 from models.lifecycle import DriftReport, PlanDiff
 
@@ -80,7 +80,7 @@ def add_lifecycle_routes(
     def list_revisions(request_id: str, caller: CurrentCaller) -> RevisionList:
         """List the request's revisions, oldest first: what each asked for, who asked, and what became of it."""
         _, revisions = container().lifecycle.revisions(request_id, caller=caller, door=DOOR)
-        return RevisionList(items=[r.model_copy(update={"request": masked_request(r.request)}) for r in revisions])
+        return RevisionList(items=[RevisionView.of(r) for r in revisions])
 
     @api.post("/api/workspaces/{request_id}/cancel", status_code=202, response_model=Changed, responses=responses)
     def cancel_workspace(request_id: str, request: Request, response: Response, caller: CurrentCaller) -> Changed:

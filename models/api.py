@@ -135,7 +135,7 @@ class RequestView(RequestSummary):
         steps = [s for s in steps if s.run == r.run and s.step_id in ids] if r.plan else steps
         return cls(
             **RequestSummary.of(r, base).model_dump(),
-            request=masked_request(r.request),
+            request=masked_request(r.request.model_dump(mode="json")) if r.request else {"raw": r.raw or ""},
             names=r.plan.names if r.plan else None,
             problems=r.problems,
             warnings=r.warnings,
@@ -178,10 +178,29 @@ class Changed(BaseModel):
         )
 
 
+class RevisionView(BaseModel):
+    """One revision as the requester sees it (its callback URL cut to where it goes)."""
+
+    number: int
+    request: dict[str, Any]
+    by: str
+    at: datetime
+    run: int
+    summary: str
+    status: str
+
+    @classmethod
+    def of(cls, r: Revision) -> RevisionView:
+        """Build the view of a revision."""
+        return cls(
+            **{**r.model_dump(exclude={"request"}), "request": masked_request(r.request.model_dump(mode="json"))}
+        )
+
+
 class RevisionList(BaseModel):
     """A request's revisions, oldest first."""
 
-    items: list[Revision]
+    items: list[RevisionView]
 
 
 class Extension(BaseModel):

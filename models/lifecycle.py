@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.request import WorkspaceRequest
+
 
 class Change(StrEnum):
     """What a revision does to one resource."""
@@ -73,7 +75,7 @@ class Revision(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     number: int = Field(ge=1)
-    request: dict[str, object] = Field(description="The resolved request of this revision (WorkspaceRequest JSON).")
+    request: WorkspaceRequest = Field(description="The resolved request of this revision.")
     by: str = Field(description="The Entra object id of who asked for it.")
     at: datetime
     run: int = Field(ge=1, description="The run that applied it.")

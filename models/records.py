@@ -6,10 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.lifecycle import DriftReport, Revision, TeardownReport
 from models.plan import Plan, StepAction, StepKind
+from models.request import WorkspaceRequest
 
 
 class RequestStatus(StrEnum):
@@ -172,7 +173,8 @@ class RequestRecord(BaseModel):
     requester: str = Field("anonymous", description="Who asked: the caller's Entra object id (oid).")
     requester_name: str | None = Field(None, description="The caller's display name when it asked; display only.")
     source: str = Field("rest", description="Which door it came through: rest, queue, slack, teams.")
-    request: dict[str, Any] = Field(default_factory=dict, description="The validated request (or raw input).")
+    request: WorkspaceRequest | None = Field(None, description="The validated, resolved request (none when rejected).")
+    raw: str | None = Field(None, description="Rejected input as it came (secrets masked), when it did not validate.")
     plan: Plan | None = None
     problems: list[dict[str, str]] = Field(default_factory=list, description="Why it was rejected.")
     warnings: list[dict[str, str]] = Field(default_factory=list, description="What pre-flight noticed but let pass.")
@@ -202,6 +204,19 @@ class RequestRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     version: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_request(cls, data: Any) -> Any:
+        # Records stored before the request was typed kept rejected input as {"raw": ...} (and {} for none).
+        if isinstance(data, dict) and isinstance(req := data.get("request"), dict) and set(req) <= {"raw"}:
+            return {**data, "request": None, "raw": data.get("raw") or req.get("raw")}
+        return data
+
+    @property
+    def callback_url(self) -> str | None:
+        """The URL the requester asked to be told at, if any."""
+        return str(self.request.callback_url) if self.request and self.request.callback_url else None
 
 
 class StepRecord(BaseModel):

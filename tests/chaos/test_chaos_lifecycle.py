@@ -101,7 +101,7 @@ def _body(i: int) -> dict[str, Any]:
 
 def _patch(record: RequestRecord, i: int) -> dict[str, Any]:
     """A revision: a compute added, the first one removed (every other request), a tag changed."""
-    compute = list(record.request["compute"])
+    compute = list(record.request.model_dump(mode="json")["compute"])
     extra = {"name": "cpu-extra", "vm_size": "Standard_DS3_v2", "min_nodes": 0, "max_nodes": 2}
     kept = compute[1:] if i % 2 == 0 else compute
     return {"compute": [*kept, extra], "tags": {"cost-center": f"CC-{7000 + i}"}}

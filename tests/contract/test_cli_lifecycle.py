@@ -109,12 +109,15 @@ def test_update_with_a_merge_patch_file_shows_the_change_per_resource_and_applie
     assert f"{rid}: succeeded" in ran.out
     after = bed.record(rid)
     assert after.revision == 2 and after.status == RequestStatus.SUCCEEDED
-    assert after.request["tags"] == {"cost-center": "CC-1042", "project": "fraud"}  # merged, not replaced
+    assert after.request.model_dump(mode="json")["tags"] == {
+        "cost-center": "CC-1042",
+        "project": "fraud",
+    }  # merged, not replaced
 
 
 def test_update_with_set_patches_list_elements_of_the_current_request(bed: Bed) -> None:
     rid = made(bed)
-    [cluster] = bed.record(rid).request["compute"]
+    [cluster] = bed.record(rid).request.model_dump(mode="json")["compute"]
     members = write(bed, "members.json", [{"object_id": FRAUD_DETECTION_GROUP, "type": "Group"}])
 
     # [1] is one past the end of the list: a new compute; the first one is sent as it is.
@@ -137,17 +140,23 @@ def test_update_with_set_patches_list_elements_of_the_current_request(bed: Bed) 
     assert added.code == 0, added.out + added.err
     assert "+ create  compute:extra" in added.out
     record = bed.record(rid)
-    assert record.request["compute"][0] == cluster
-    assert record.request["compute"][1]["name"] == "extra" and record.request["compute"][1]["max_nodes"] == 2
-    assert record.request["tags"]["project"] == "churn" and record.request["tags"]["cost-center"] == "CC-1042"
-    assert [m["object_id"] for m in record.request["members"]] == [FRAUD_DETECTION_GROUP]
+    assert record.request.model_dump(mode="json")["compute"][0] == cluster
+    assert (
+        record.request.model_dump(mode="json")["compute"][1]["name"] == "extra"
+        and record.request.model_dump(mode="json")["compute"][1]["max_nodes"] == 2
+    )
+    assert (
+        record.request.model_dump(mode="json")["tags"]["project"] == "churn"
+        and record.request.model_dump(mode="json")["tags"]["cost-center"] == "CC-1042"
+    )
+    assert [m["object_id"] for m in record.request.model_dump(mode="json")["members"]] == [FRAUD_DETECTION_GROUP]
 
     resized = cli(bed, "update", rid, "--set", "compute[1].max_nodes=4", "--wait")
     assert resized.code == 0, resized.out + resized.err
     assert "~ update  compute:extra" in resized.out and "max_nodes: 2 → 4" in resized.out
     after = bed.record(rid)
     assert after.revision == 3
-    assert [c["max_nodes"] for c in after.request["compute"]] == [cluster["max_nodes"], 4]
+    assert [c["max_nodes"] for c in after.request.model_dump(mode="json")["compute"]] == [cluster["max_nodes"], 4]
 
 
 def test_update_plan_shows_the_change_and_changes_nothing(bed: Bed) -> None:

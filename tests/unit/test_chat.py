@@ -356,7 +356,7 @@ def test_a_plan_is_confirmed_only_by_its_asker_and_only_once(bed: Bed) -> None:
     assert len(bed.container.store.list_requests(team="vision").items) == 1
     record = bed.container.store.list_requests(team="vision").items[0]
     assert record.requester == str(ADA.principal) and record.reply_to == SLACK_HERE
-    assert record.request["owners"][0]["object_id"] == str(ADA.principal)
+    assert record.request.model_dump(mode="json")["owners"][0]["object_id"] == str(ADA.principal)
 
 
 def test_a_sealed_confirmation_creates_nothing_after_its_asker_left_the_team(bed: Bed) -> None:

@@ -307,7 +307,7 @@ def test_a_failed_revision_says_what_exists_and_how_to_retry(life: Life) -> None
     rid = life.made()
     life.cloud.fail["compute:cpu-cluster"] = Fail("the quota is used up", "QuotaExceeded")
     ada = chat_caller(ADA, tenant=life.bed.policy.tenant_id)
-    compute = [{**life.record(rid).request["compute"][0], "max_nodes": 2}]
+    compute = [{**life.record(rid).request.model_dump(mode="json")["compute"][0], "max_nodes": 2}]
     life.container.lifecycle.update(rid, {"compute": compute}, caller=ada, door="slack")
     assert life.settled(rid).status == RequestStatus.FAILED
 

@@ -42,7 +42,7 @@ def _made(container: Container, name: str = "cpu-small.json") -> RequestRecord:
 
 
 def _compute(record: RequestRecord) -> list[dict[str, Any]]:
-    return list(record.request["compute"])
+    return list(record.request.model_dump(mode="json")["compute"])
 
 
 def _events(container: Container, rid: str) -> Counter[str]:
@@ -347,7 +347,10 @@ def test_what_a_failed_revision_made_is_torn_down(service: Service, fake_cloud: 
     extra = {"name": "extra", "vm_size": "Standard_DS3_v2", "max_nodes": 2}
     patch = {
         "compute": [*_compute(record), extra],
-        "datastores": [*record.request["datastores"], {"name": "more", "kind": "blob", "container": "more"}],
+        "datastores": [
+            *record.request.model_dump(mode="json")["datastores"],
+            {"name": "more", "kind": "blob", "container": "more"},
+        ],
     }
     container.lifecycle.update(record.id, patch, caller=PLATFORM, door="test")
     failed = _settled(container, record.id)
