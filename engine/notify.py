@@ -57,7 +57,7 @@ def deliver(
     """Tell a finished request's destinations (its callback_url, its chat conversation) and record how it went.
 
     Each destination is marked when it has been told, so a redelivered message never tells it
-    twice; each attempt carries the same delivery id (`<request>:<status>`), so a receiver can drop
+    twice; each attempt carries the same delivery id (`notify_message.delivery_id`), so a receiver can drop
     a repeat that a crash between posting and recording lets through. A transient failure is raised
     (the message is tried again later) unless `gives_up` says this was the last try, when it is
     recorded as failed instead of going unrecorded.
