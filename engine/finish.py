@@ -39,23 +39,24 @@ class Finisher:
     def skip_dependents(self, record: RequestRecord, failed: StepRecord) -> list[StepRecord]:
         """Skip the pending steps the failed step blocks; return the request's steps as they now are.
 
-        The steps are read after the failure was written (so that of two steps finishing together
-        the later reader sees both); the skips are ours, so they are applied to that read, and only
-        a skip that lost a race makes the steps be read again.
+        The steps are read after the failure was written, and again after the skips are: a step that
+        succeeded meanwhile may have read them before the skips, so this later read is what sees
+        every step ended.
         """
         store = self.host.store
         steps = runs.current(record, store.get_steps(record.id)) or []
         blocked = graph.blocked_by(steps, failed.step_id)
         now = self.host.clock()
         reason = f"skipped because '{failed.step_id}' failed"
-        lost = False
         for s in steps:
             if s.step_id in blocked and s.status == StepStatus.PENDING:
                 try:
-                    steps = graph.with_step(steps, self.writes.step(transitions.skipped(s, reason=reason, now=now)))
+                    self.writes.step(transitions.skipped(s, reason=reason, now=now))
                 except StaleWriteError:
-                    lost = True
-        return (runs.current(record, store.get_steps(record.id)) or []) if lost else steps
+                    continue  # another finisher skipped it, or it was cancelled
+        # Read again after the skips: a step finishing meanwhile read the steps before they were written,
+        # so of the two this is the reader that sees every step end (else the request would stay unfinished).
+        return runs.current(record, store.get_steps(record.id)) or []
 
     # ----- finishing the request ------------------------------------------------------------
 

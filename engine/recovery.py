@@ -94,6 +94,11 @@ class Recovery:
                 if steps is None:
                     continue
                 repaired += 1
+            for failed in [s for s in steps if s.status == StepStatus.FAILED]:
+                if graph.blocked_by(steps, failed.step_id):
+                    # A failure whose blocked steps were never skipped (its handler died in between).
+                    steps = self.finisher.skip_dependents(record, failed)
+                    repaired += 1
             if self.finisher.finish_if_done(record, steps):
                 repaired += 1
             else:

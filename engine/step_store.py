@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from engine.events import EventFanout
 from engine.ports import Sender, Store
 from models.errors import StaleWriteError
-from models.records import RequestRecord, StepRecord
+from models.records import RequestRecord, RequestStatus, StepRecord
 from models.settings import Settings
 
 
@@ -44,9 +44,15 @@ class StepWrites:
                 return store.update_request(record.model_copy(update={**update, "updated_at": now}))
             except StaleWriteError:
                 fresh = store.get_request(record.id)
-                # Written again only over a change that decided nothing: same run, same status (a
-                # notification's outcome, say). A cancel, a new run or an end is never overwritten.
-                if fresh is None or fresh.run != record.run or fresh.status != record.status:
+                # Written again only over a change that decided nothing (accepted became provisioning, a
+                # notification's outcome): a cancel, a new run or an end is never overwritten.
+                if (
+                    fresh is None
+                    or fresh.status.terminal
+                    or fresh.status == update.get("status")
+                    or fresh.run != record.run
+                    or (fresh.status == RequestStatus.CANCELLING and record.status != RequestStatus.CANCELLING)
+                ):
                     return None
                 record = fresh
         return None
