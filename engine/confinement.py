@@ -30,13 +30,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from engine.authz import Act, Decision
 from engine.planner import derive_names
 from engine.ports import Membership
 from models.errors import ForbiddenError, Problem, TransientError
 from models.plan import Plan, ResourceNames
 from models.policy import Policy, TeamAccess
+
+if TYPE_CHECKING:
+    from engine.audit import Guard
+    from models.identity import Caller
 from models.request import ARM_ID, Principal, PrincipalType, WorkspaceRequest
 
 CONFINEMENT_REFUSAL = "The request reaches beyond what the platform policy gives its team."
@@ -473,3 +478,30 @@ WHERE_RULES = frozenset(
 def _already(found: list[Refusal], refusal: Refusal) -> bool:
     """Say whether a field is refused already (a workspace of another team is not also 'not made by the team')."""
     return any(r.field == refusal.field for r in found)
+
+
+def confine(
+    confinement: Confinement,
+    guard: Guard,
+    *,
+    plan: Plan,
+    request: WorkspaceRequest,
+    caller: Caller,
+    act: Act,
+    door: str,
+    budget_s: float | None = None,
+    request_id: str | None = None,
+) -> None:
+    """Hold a resolved request (a new one, or a revision) to its team's scopes, recording a refusal as a decision."""
+    try:
+        confinement.check(plan=plan, request=request, budget_s=budget_s)
+    except ConfinementError as exc:
+        guard.audit.decided(
+            caller=caller,
+            decision=Decision(False, exc.rule, str(exc)),
+            act=act,
+            team=request.team,
+            door=door,
+            request_id=request_id,
+        )
+        raise

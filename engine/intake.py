@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from ulid import ULID
 
 from engine.audit import Guard
-from engine.authz import Act, Decision
-from engine.confinement import Confinement, ConfinementError
+from engine.authz import Act
+from engine.confinement import Confinement, ConfinementError, confine
 from engine.events import EventFanout, status_event
 from engine.expiry import expiry_of
 from engine.planner import plan as make_plan
@@ -201,17 +201,16 @@ class Intake:
         ARM says of brought resources and of the workspace comes next, and every refusal is reported
         at once. Runs whatever the pre-flight settings say.
         """
-        try:
-            self.confinement.check(plan=plan, request=request, budget_s=budget_s)
-        except ConfinementError as exc:
-            self.guard.audit.decided(
-                caller=caller,
-                decision=Decision(False, exc.rule, str(exc)),
-                act=Act.REQUEST,
-                team=request.team,
-                door=source,
-            )
-            raise
+        confine(
+            self.confinement,
+            self.guard,
+            plan=plan,
+            request=request,
+            caller=caller,
+            act=Act.REQUEST,
+            door=source,
+            budget_s=budget_s,
+        )
 
     def _preflight(self, plan: Plan, request: WorkspaceRequest, *, budget_s: float | None = None) -> list[Problem]:
         """Check the plan against the cloud; refuse or warn as policy says."""

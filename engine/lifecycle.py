@@ -16,8 +16,8 @@ from typing import Any
 
 from engine import revise
 from engine.audit import Guard
-from engine.authz import Act, Decision
-from engine.confinement import Confinement, ConfinementError
+from engine.authz import Act
+from engine.confinement import Confinement, confine
 from engine.events import EventFanout, status_event
 from engine.expiry import expiry_of, expiry_problems
 from engine.notify_message import notification_message
@@ -175,25 +175,19 @@ class Lifecycle:
         if "expires_at" in patch:
             # A removed expiry falls back to the environment's default: never further than policy allows.
             expires_at = expiry_of(resolved, self.policy, now=now)
-        self._confine(record, desired, resolved, caller=caller)
+        confine(
+            self.confinement,
+            self.guard,
+            plan=desired,
+            request=resolved,
+            caller=caller,
+            act=Act.CHANGE,
+            door="rest",
+            request_id=record.id,
+        )
         records = {s.step_id: s for s in self.store.get_steps(record.id)}
         changes = revise.diff(base, desired, records).model_copy(update={"revision": record.revision + 1})
         return Revised(request=resolved, plan=desired, base=base, changes=changes, expires_at=expires_at)
-
-    def _confine(self, record: RequestRecord, plan: Plan, request: WorkspaceRequest, *, caller: Caller) -> None:
-        """Hold a revision to its team's scopes as a new request is, and record a refusal as a decision."""
-        try:
-            self.confinement.check(plan=plan, request=request)
-        except ConfinementError as exc:
-            self.guard.audit.decided(
-                caller=caller,
-                decision=Decision(False, exc.rule, str(exc)),
-                act=Act.CHANGE,
-                team=record.team,
-                door="rest",
-                request_id=record.id,
-            )
-            raise
 
     def _reclaim(self, record: RequestRecord, vcpus: int) -> None:
         """Refuse to make a failed or cancelled request live again over another's name, or over the team's limit.

@@ -27,6 +27,7 @@ from cloud.provider import AzureProvider
 from emulator.faults import Fault
 from emulator.server import EmulatorServer
 from emulator.state import Config, parse_path
+from tests.conftest import poll
 from tests.contract.conftest import SUB, VAULT_BODY
 
 LOCATION = "westeurope"
@@ -56,10 +57,10 @@ def _put(emulator: EmulatorServer, rid: str, body: dict[str, Any]) -> None:
     """Create a resource in the emulator and wait until it has Succeeded."""
     p = parse_path(rid)
     emulator.state.put(p, body)
-    deadline = time.monotonic() + 30
-    while (emulator.state.get(p).get("properties") or {}).get("provisioningState", "Succeeded") != "Succeeded":
-        assert time.monotonic() < deadline, f"{rid} was never created"
-        time.sleep(0.02)
+    poll(
+        lambda: (emulator.state.get(p).get("properties") or {}).get("provisioningState", "Succeeded") == "Succeeded",
+        what=f"{rid} to be created",
+    )
 
 
 def _estate(emulator: EmulatorServer, rg: str, suffix: str) -> dict[str, str]:
@@ -134,10 +135,7 @@ def _ml(provider: AzureProvider, group: str, workspace: str | None = None) -> An
 
 
 def _wait_gone(http: httpx.Client, rid: str, api: str) -> None:
-    deadline = time.monotonic() + 30
-    while http.get(f"{rid}?api-version={api}").status_code != 404:
-        assert time.monotonic() < deadline, f"{rid} was never deleted"
-        time.sleep(0.05)
+    poll(lambda: http.get(f"{rid}?api-version={api}").status_code == 404, every=0.05, what=f"{rid} to be deleted")
 
 
 # ----- resource groups: long-running, cascading, soft-deleting -----------------------------------------
@@ -166,13 +164,15 @@ def test_a_group_delete_is_long_running_and_takes_everything_in_it(
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "ResourceGroupBeingDeleted"
         again = http.delete(f"{ids['group']}?api-version={RG_API}")
         assert again.status_code == 202 and again.headers["Location"] == started.headers["Location"]
-        polls = []
-        deadline = time.monotonic() + 30
-        while (polled := http.get(started.headers["Location"])).status_code == 202:
+        polls: list[int] = []
+
+        def finished() -> httpx.Response | None:
+            polled = http.get(started.headers["Location"])
             polls.append(polled.status_code)
-            assert time.monotonic() < deadline, "the group delete never finished"
-            time.sleep(0.1)
-        assert polls and polled.status_code == 200
+            return polled if polled.status_code != 202 else None
+
+        polled = poll(finished, every=0.1, what="the group delete to finish")
+        assert 202 in polls and polled.status_code == 200
         assert http.get(f"{ids['group']}?api-version={RG_API}").status_code == 404
         gone = http.get(f"{ids['compute']}?api-version={COMPUTE_API}")
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "ResourceGroupNotFound"
@@ -472,10 +472,11 @@ def test_an_accepted_delete_can_end_failed(provider: AzureProvider, emulator: Em
     with _http(emulator) as http:
         kept = http.get(f"{ids['workspace']}?api-version={ML_API}")
         started = http.delete(f"{ids['group']}?api-version={RG_API}")
-        deadline = time.monotonic() + 30
-        while (polled := http.get(started.headers["Location"])).status_code == 202:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        polled = poll(
+            lambda: (r := http.get(started.headers["Location"])).status_code != 202 and r,
+            every=0.05,
+            what="the group delete to end",
+        )
         group = http.get(f"{ids['group']}?api-version={RG_API}")
     assert kept.status_code == 200 and kept.json()["properties"]["provisioningState"] == "Succeeded"
     assert ids["workspace"] not in emulator.state.soft_deleted_workspaces()

@@ -8,7 +8,6 @@ api-version 2026-05-15 as azure-mgmt-keyvault 14.1 sends).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from emulator.arm_errors import ArmError
 from emulator.server import EmulatorServer
 from emulator.state import parse_path
 from models.outcomes import Done
-from tests.conftest import example
+from tests.conftest import example, poll
 from tests.contract.conftest import SUB, VAULT_BODY, _plan, drive
 
 GROUP = f"/subscriptions/{SUB}/resourceGroups/rg-kv-fidelity"
@@ -32,10 +31,7 @@ def _vault(emulator: EmulatorServer, name: str, retention: int) -> Any:
         "properties": {**VAULT_BODY["properties"], "softDeleteRetentionInDays": retention},
     }
     emulator.state.put(p, body)
-    deadline = time.monotonic() + 30
-    while emulator.state.get(p)["properties"]["provisioningState"] != "Succeeded":
-        assert time.monotonic() < deadline, "the vault was never created"
-        time.sleep(0.02)
+    poll(lambda: emulator.state.get(p)["properties"]["provisioningState"] == "Succeeded", what="the vault")
     return p
 
 
@@ -84,9 +80,10 @@ def test_purge_is_a_long_running_post(provider: AzureProvider, emulator: Emulato
     assert started.status_code == 202 and started.headers.get("Retry-After")
     monitor = started.headers["Location"]
     assert emulator.state.deleted_vaults(SUB, name)  # still held while the purge runs
-    deadline = time.monotonic() + 30
-    while (polled := arm.send_request(HttpRequest("GET", monitor))).status_code == 202:
-        assert time.monotonic() < deadline, "the purge never finished"
-        time.sleep(0.1)
+    polled = poll(
+        lambda: (r := arm.send_request(HttpRequest("GET", monitor))).status_code != 202 and r,
+        every=0.1,
+        what="the purge to finish",
+    )
     assert polled.status_code == 200
     assert not emulator.state.deleted_vaults(SUB, name)

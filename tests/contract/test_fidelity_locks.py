@@ -10,7 +10,6 @@ lock and try again." (Azure/azure-cli#20232, Azure/apiops#606).
 from __future__ import annotations
 
 import ssl
-import time
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ import pytest
 from cloud.provider import AzureProvider
 from emulator.server import EmulatorServer
 from emulator.state import parse_path
+from tests.conftest import poll
 from tests.contract.conftest import SUB, VAULT_BODY
 
 LOCATION = "westeurope"
@@ -51,11 +51,10 @@ def _setup(emulator: EmulatorServer, rg: str, suffix: str) -> dict[str, str]:
     }
     for which, rid in ids.items():
         emulator.state.put(parse_path(rid), bodies[which])
-    deadline = time.monotonic() + 30
     for rid in ids.values():
-        while emulator.state.get(parse_path(rid))["properties"]["provisioningState"] != "Succeeded":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        poll(
+            lambda r=rid: emulator.state.get(parse_path(r))["properties"]["provisioningState"] == "Succeeded", what=rid
+        )
     return ids
 
 
