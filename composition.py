@@ -17,14 +17,17 @@ from engine.policy import load_policy
 from engine.ports import Bus, ChatPoster, Cloud, EventSink, Notifier, Preflight, Store
 from engine.steps import StepEngine, utcnow
 from models.policy import Policy
+from models.records import RequestRecord
 from models.redact import register
 from models.settings import Settings
 
 if TYPE_CHECKING:
+    from adapters.approvers import ApprovalPosters
     from adapters.auth import Authenticator
     from adapters.slack import SlackVerifier
     from cloud.preflight import ArmPreflight
     from devhost.identity import LocalIssuer
+    from engine.approvals import Approvals
     from engine.authz import Authority
     from engine.chat import Chat, SubmissionLimit
     from engine.confinement import Confinement, ResourceReader
@@ -306,6 +309,17 @@ class Container:
         return self._get("chat_poster", build)  # type: ignore[no-any-return]
 
     @property
+    def approval_announcer(self) -> ApprovalPosters:
+        """Asks approvers in their Slack and Teams channels, and updates the message once decided."""
+
+        def build() -> ApprovalPosters:
+            from adapters.approvers import ApprovalPosters
+
+            return ApprovalPosters(slack=None, teams=None)
+
+        return self._get("approval_announcer", build)  # type: ignore[no-any-return]
+
+    @property
     def auth_settings(self) -> AuthSettings:
         """How callers are authenticated (`VENDING_AUTH_*`, models/identity.py)."""
 
@@ -511,17 +525,18 @@ class Container:
                 confinement=self.confinement,
                 preflight=self.preflight,
                 clock=self.clock,
+                waiting=self._waiting,
             ),
         )
 
     @property
     def lifecycle(self) -> Lifecycle:
         """Revisions, cancel, retry, extend, teardown, expiry and drift (engine/lifecycle.py)."""
-        from engine.lifecycle import Lifecycle
 
-        return self._get(  # type: ignore[no-any-return]
-            "lifecycle",
-            lambda: Lifecycle(
+        def build() -> Lifecycle:
+            from engine.lifecycle import Lifecycle
+
+            lifecycle = Lifecycle(
                 store=self.store,
                 engine=self.engine,
                 policy=self.policy,
@@ -531,6 +546,35 @@ class Container:
                 cloud=lambda: self.cloud,
                 bus=self.bus,
                 settings=self.settings,
+                clock=self.clock,
+            )
+            lifecycle.approvals = self.approvals
+            return lifecycle
+
+        return self._get("lifecycle", build)  # type: ignore[no-any-return]
+
+    def _apply_pending(self, record: RequestRecord, by: str) -> RequestRecord:
+        return self.lifecycle.apply_pending(record, by)
+
+    def _waiting(self, record: RequestRecord, *, caller: str) -> None:
+        self.approvals.waiting(record, caller=caller)
+
+    @property
+    def approvals(self) -> Approvals:
+        """Approval gates (engine/approvals.py): who decides, what waits, what expires, where approvers are asked."""
+        from engine.approvals import Approvals
+
+        return self._get(  # type: ignore[no-any-return]
+            "approvals",
+            lambda: Approvals(
+                store=self.store,
+                engine=self.engine,
+                policy=self.policy,
+                events=self.events,
+                guard=self.guard,
+                bus=self.bus,
+                settings=self.settings,
+                apply_revision=self._apply_pending,
                 clock=self.clock,
             ),
         )

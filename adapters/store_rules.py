@@ -27,7 +27,10 @@ from models.records import IN_FLIGHT, SETTLED, RequestRecord, RequestStatus, Ste
 
 LIVE = tuple(s for s in RequestStatus if s.live)
 UNFINISHED = tuple(sorted(IN_FLIGHT, key=lambda s: s.value))
-FINISHED = tuple(sorted(SETTLED - {RequestStatus.REJECTED}, key=lambda s: s.value))
+# Where a notification may be pending: a run's end, and a request waiting for approval (its requester is told).
+FINISHED = tuple(
+    sorted((SETTLED - {RequestStatus.REJECTED}) | {RequestStatus.AWAITING_APPROVAL}, key=lambda s: s.value)
+)
 LIVE_SQL = sql_in(frozenset(LIVE))
 UNFINISHED_SQL = sql_in(IN_FLIGHT)
 FINISHED_SQL = sql_in(frozenset(FINISHED))
@@ -41,7 +44,7 @@ def due_of(step: StepRecord) -> datetime:
 
 
 def notification_pending(record: RequestRecord) -> bool:
-    """Return True when a finished request's callback has not been delivered yet."""
+    """Return True when a finished (or waiting) request's notification has not been delivered yet."""
     return record.status in FINISHED and record.notification is not None and record.notification.status == "pending"
 
 

@@ -81,7 +81,8 @@ class Runtime:
 
     def _lifecycle_loop(self) -> None:
         while not self._stop.wait(self.settings.lifecycle_interval_s):
-            for tick in (self.container.lifecycle.expire_due, self.container.lifecycle.check_drift):
+            c = self.container
+            for tick in (c.approvals.expire_due, c.lifecycle.expire_due, c.lifecycle.check_drift):
                 try:
                     tick()
                 except Exception:

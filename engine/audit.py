@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from engine.authz import Act, Authority, Decision
+from engine.authz import Act, ApprovalAsk, Authority, Decision
 from engine.events import EventFanout
 from models.events import EventName, StatusEvent
 from models.identity import Caller
@@ -97,10 +97,21 @@ class Guard:
         return self._authorizer()
 
     def decide(
-        self, caller: Caller, act: Act, *, team: str | None, door: str, request_id: str | None = None
+        self,
+        caller: Caller,
+        act: Act,
+        *,
+        team: str | None,
+        door: str,
+        request_id: str | None = None,
+        approval: ApprovalAsk | None = None,
     ) -> Decision:
         """Decide one act and record it; the caller acts on the decision."""
-        decision = self.authorizer.authorize(caller, act, team=team)
+        decision = (
+            self.authorizer.authorize(caller, act, team=team, approval=approval)
+            if approval is not None
+            else self.authorizer.authorize(caller, act, team=team)
+        )
         self.audit.decided(caller=caller, decision=decision, act=act, team=team, door=door, request_id=request_id)
         return decision
 

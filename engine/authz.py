@@ -10,7 +10,7 @@ that names the rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -28,6 +28,15 @@ class Act(StrEnum):
     CHANGE = "change"  # update, cancel, retry, extend or tear down a team's workspace: the same rule as request
     READ = "read"  # see a team's requests, steps, events and outputs
     OPERATE = "operate"  # dead letters, replay, sweeps: the service's own plumbing
+    APPROVE = "approve"  # approve or deny a team's request that an approval rule holds
+
+
+@dataclass(frozen=True)
+class ApprovalAsk:
+    """What an approval decision is about: who asked for the request, and each rule's approver groups."""
+
+    requester: str
+    rules: Mapping[str, Sequence[str]]  # rule name -> object ids of the groups that approve for it
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Decision:
     rule: str
     reason: str
     hide: bool = False  # refuse as "not found": the caller may not learn that the thing exists
+    rules: tuple[str, ...] = ()  # Act.APPROVE: the rules the caller may approve for
 
     def enforce(self) -> None:
         """Raise the refusal this decision stands for (nothing when allowed)."""
@@ -55,7 +65,9 @@ def _allow(rule: str) -> Decision:
 class Authority(Protocol):
     """What the doors ask: `Authorizer`, or a stand-in in tests about other things."""
 
-    def authorize(self, caller: Caller, act: Act, *, team: str | None = None) -> Decision:
+    def authorize(
+        self, caller: Caller, act: Act, *, team: str | None = None, approval: ApprovalAsk | None = None
+    ) -> Decision:
         """Decide one act."""
         ...
 
@@ -85,14 +97,44 @@ class Authorizer:
             found = frozenset(caller.groups)
         return frozenset(team for group, team in wanted if group in found)
 
+    def _member_of(self, caller: Caller, groups: Iterable[str]) -> frozenset[str]:
+        """Return which of these groups (object ids) the caller is a member of."""
+        wanted = sorted({g.lower() for g in groups})
+        if not wanted:
+            return frozenset()
+        if caller.groups_overage:
+            return frozenset(self.membership.member_groups(principal=caller.oid, groups=wanted))
+        return frozenset(g for g in wanted if g in caller.groups)
+
+    def approves_for(self, caller: Caller) -> frozenset[str] | None:
+        """Return the teams whose requests the caller approves (None: every team); empty without the role."""
+        if not caller.has_role(AppRole.APPROVE):
+            return frozenset()
+        platform = [str(g) for g in self.policy.approvals.approvers]
+        teams = {team: [str(g) for g in access.approvers] for team, access in self.policy.teams.items()}
+        found = self._member_of(caller, [*platform, *(g for gs in teams.values() for g in gs)])
+        if any(g.lower() in found for g in platform):
+            return None
+        return frozenset(team for team, groups in teams.items() if any(g.lower() in found for g in groups))
+
     def visible_teams(self, caller: Caller) -> frozenset[str] | None:
-        """Return the teams whose requests the caller may read; None for every team."""
+        """Return the teams whose requests the caller may read (approvers: those they approve for); None for every team."""
         if caller.has_role(AppRole.READ_ALL) or caller.has_role(AppRole.ADMIN):
             return None
-        return self.teams_of(caller)
+        approves = self.approves_for(caller)
+        if approves is None:
+            return None
+        return self.teams_of(caller) | approves
 
-    def authorize(self, caller: Caller, act: Act, *, team: str | None = None) -> Decision:
-        """Decide one act; `team` is the team acted for (required for request and read)."""
+    def authorize(
+        self, caller: Caller, act: Act, *, team: str | None = None, approval: ApprovalAsk | None = None
+    ) -> Decision:
+        """Decide one act; `team` is the team acted for (required for request, read and approve).
+
+        `approval` (with Act.APPROVE) says who asked for the request and which groups approve for
+        each rule it met: the caller must hold `Workspaces.Approve` (or `Vending.Admin`), must not be
+        who asked, and must be a member of a group of at least one rule; `Decision.rules` names those.
+        """
         if act == Act.OPERATE:
             if caller.has_role(AppRole.OPERATOR) or caller.has_role(AppRole.ADMIN):
                 return _allow("OperatorRole")
@@ -103,6 +145,8 @@ class Authorizer:
             )
         if team is None:
             raise ValueError(f"act {act.value} needs a team")
+        if act == Act.APPROVE:
+            return self._approve(caller, team, approval)
         if act == Act.READ:
             visible = self.visible_teams(caller)
             if visible is None or team in visible:
@@ -134,6 +178,36 @@ class Authorizer:
                 f"you are not a member of team '{team}': request workspaces for your own teams ({_listed(own)}).",
             )
         return _allow("TeamMember")
+
+    def _approve(self, caller: Caller, team: str, approval: ApprovalAsk | None) -> Decision:
+        if approval is None:
+            raise ValueError("act approve needs the approval asked about")
+        admin = caller.has_role(AppRole.ADMIN)
+        if not (admin or caller.has_role(AppRole.APPROVE)):
+            return Decision(
+                False,
+                "MissingRole",
+                f"approving requests needs the app role {AppRole.APPROVE.value}; ask the platform team to assign it "
+                "to you.",
+            )
+        if caller.oid == approval.requester.lower():
+            return Decision(
+                False,
+                "OwnRequest",
+                "you asked for this request, and nobody approves their own request: another approver must decide it.",
+            )
+        if admin:
+            return Decision(True, "AdminRole", "allowed", rules=tuple(sorted(approval.rules)))
+        found = self._member_of(caller, [g for groups in approval.rules.values() for g in groups])
+        rules = tuple(sorted(r for r, groups in approval.rules.items() if any(g.lower() in found for g in groups)))
+        if not rules:
+            return Decision(
+                False,
+                "NotApprover",
+                f"you are not an approver of team '{team}' for the rules this request met "
+                f"({', '.join(sorted(approval.rules))}); the policy names the approver groups.",
+            )
+        return Decision(True, "Approver", "allowed", rules=rules)
 
 
 def _listed(teams: Iterable[str]) -> str:

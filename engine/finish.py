@@ -279,7 +279,12 @@ def _run_s(record: RequestRecord) -> float:
 
 def _revision_status(record: RequestRecord, status: Literal["applied", "failed", "cancelled"]) -> list[Revision]:
     """Return the record's revisions with the one its current run applies marked `status`."""
-    return [r.model_copy(update={"status": status}) if r.run == record.run else r for r in record.revisions]
+    # A revision that waited for approval and was denied, expired or withdrawn named a run that never started.
+    dropped = ("denied", "expired", "withdrawn")
+    return [
+        r.model_copy(update={"status": status}) if r.run == record.run and r.status not in dropped else r
+        for r in record.revisions
+    ]
 
 
 def teardown_report(record: RequestRecord, run_steps: list[StepRecord]) -> TeardownReport:

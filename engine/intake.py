@@ -8,11 +8,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from ulid import ULID
 
+from engine.approval_rules import estimate
+from engine.approvals import ask
 from engine.audit import Guard
 from engine.authz import Act
 from engine.confinement import Confinement, ConfinementError, confine
@@ -22,6 +24,7 @@ from engine.planner import plan as make_plan
 from engine.policy import POLICY_REFUSAL, admit, team_vcpus, vcpu_limit_problem
 from engine.ports import Preflight, Store, VcpuLimit
 from engine.steps import StepEngine, utcnow
+from models.approvals import ApprovalState, CostEstimate
 from models.errors import (
     ConflictError,
     ForbiddenError,
@@ -36,7 +39,7 @@ from models.identity import AuthenticationError, Caller
 from models.lifecycle import Revision
 from models.plan import Plan
 from models.policy import Policy
-from models.records import ChatConversation, RequestRecord, RequestStatus, StepRecord
+from models.records import ChatConversation, Notification, RequestRecord, RequestStatus, StepRecord
 from models.redact import redact
 from models.request import TeamOnboarding, WorkspaceRequest, parse_request, problems_from
 
@@ -74,6 +77,23 @@ def body_hash(request: WorkspaceRequest) -> str:
 
 
 @dataclass(frozen=True)
+class Review:
+    """What a request would get: its plan, its estimated monthly cost, and the approval it would wait for."""
+
+    plan: Plan
+    estimate: CostEstimate | None
+    approval: ApprovalState | None
+
+
+class WaitHook(Protocol):
+    """Told when a new request starts waiting for approval (engine.approvals.Approvals.waiting)."""
+
+    def __call__(self, record: RequestRecord, *, caller: str) -> None:
+        """Announce the wait."""
+        ...
+
+
+@dataclass(frozen=True)
 class Submitted:
     """The result of a submission: the record, and whether this call created it."""
 
@@ -96,6 +116,7 @@ class Intake:
         preflight: Preflight | None = None,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = lambda: str(ULID()),
+        waiting: WaitHook | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -106,15 +127,22 @@ class Intake:
         self.preflight = preflight
         self.clock = clock
         self.new_id = new_id
+        self.waiting = waiting
 
     def plan(self, *, request: WorkspaceRequest, caller: Caller, source: str) -> Plan:
         """Return the plan a request would get, if the caller may ask for it; nothing is created."""
+        return self.review(request=request, caller=caller, source=source).plan
+
+    def review(self, *, request: WorkspaceRequest, caller: Caller, source: str) -> Review:
+        """Return the plan, the estimated cost and the approval a request would get; nothing is created."""
         self.guard.require(caller, Act.REQUEST, team=request.team, door=source)
         resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
-        expiry_of(resolved, self.policy, now=self.clock())
+        now = self.clock()
+        expiry_of(resolved, self.policy, now=now)
         plan = make_plan(resolved, self.policy)
         self._confine(resolved, plan, caller=caller, source=source)
-        return plan
+        approval = ask(resolved, self.policy, requested_by=caller.oid, now=now, operation="create")
+        return Review(plan=plan, estimate=estimate(resolved, self.policy), approval=approval)
 
     def submit(
         self,
@@ -152,10 +180,17 @@ class Intake:
         warnings = self._preflight(plan, resolved, budget_s=preflight_budget_s)
         now = self.clock()
         expires_at = expiry_of(resolved, self.policy, now=now)
+        # A request an approval rule catches is stored, planned and pre-flighted like any other, then waits:
+        # no step is sent until enough approvers say yes (engine/approvals.py).
+        approval = ask(resolved, self.policy, requested_by=caller.oid, now=now, operation="create")
+        told = approval is not None and bool(resolved.callback_url or reply_to)
         n = plan.names
         record = RequestRecord(
             id=self.new_id(),
-            status=RequestStatus.ACCEPTED,
+            status=RequestStatus.AWAITING_APPROVAL if approval else RequestStatus.ACCEPTED,
+            approval=approval,
+            estimate=approval.estimate if approval else estimate(resolved, self.policy),
+            notification=Notification(about="approval") if told else None,
             team=request.team,
             environment=request.environment.value,
             workspace_name=n.workspace,
@@ -172,7 +207,17 @@ class Intake:
             warnings=[w.as_dict() for w in warnings],
             vcpus=team_vcpus(resolved, self.policy),
             expires_at=expires_at,
-            revisions=[Revision(number=1, request=resolved, by=caller.oid, at=now, run=1, summary="created")],
+            revisions=[
+                Revision(
+                    number=1,
+                    request=resolved,
+                    by=caller.oid,
+                    at=now,
+                    run=1,
+                    summary="created",
+                    status="awaiting_approval" if approval else "applying",
+                )
+            ],
             created_at=now,
             updated_at=now,
         )
@@ -188,8 +233,12 @@ class Intake:
             problem = vcpu_limit_problem(team=exc.team, asked=exc.asked, in_use=exc.in_use, limit=exc.limit)
             raise InvalidInputError([problem], title=POLICY_REFUSAL) from exc
         if created:
-            self._emit(record, EventName.ACCEPTED, "accepted")
-            self.engine.dispatch_ready(record)
+            self._emit(record, EventName.ACCEPTED, record.status.value)
+            if record.status == RequestStatus.AWAITING_APPROVAL:
+                if self.waiting is not None:
+                    self.waiting(record, caller=caller.oid)
+            else:
+                self.engine.dispatch_ready(record)
         return Submitted(record, created)
 
     def _confine(

@@ -12,9 +12,11 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import revise
+from engine.approval_rules import estimate
+from engine.approvals import ask
 from engine.audit import Guard
 from engine.authz import Act
 from engine.confinement import Confinement, confine
@@ -25,6 +27,7 @@ from engine.planner import plan as make_plan
 from engine.policy import POLICY_REFUSAL, admit, team_vcpus, vcpu_limit_problem
 from engine.ports import Cloud, Sender, StepContext, Store
 from engine.steps import StepEngine, utcnow
+from models.approvals import ApprovalState, PendingRevision
 from models.errors import ConflictError, InvalidInputError, NotFoundError, Problem, StaleWriteError
 from models.events import EventName
 from models.identity import Caller
@@ -34,6 +37,9 @@ from models.policy import Policy
 from models.records import Notification, RequestRecord, RequestStatus
 from models.request import WorkspaceRequest, parse_request
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.approvals import Approvals
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +107,7 @@ class Lifecycle:
         self.bus = bus
         self.settings = settings
         self.clock = clock
+        self.approvals: Approvals | None = None  # set once both are built (composition.py): approvals start runs here
 
     # ----- whose request ------------------------------------------------------------------------
 
@@ -117,6 +124,14 @@ class Lifecycle:
             raise ConflictError(
                 f"request {record.id} was rejected and made nothing; submit a new request instead.",
                 code="RequestRejected",
+            )
+        ended = record.approval
+        if ended is not None and ended.operation == "create" and ended.outcome in ("denied", "expired", "withdrawn"):
+            # Never approved, nothing made: a retry or a revision must not provision it past its approvers.
+            raise ConflictError(
+                f"request {record.id} was {ended.outcome} before approval and made nothing; submit a new request "
+                "instead.",
+                code="RequestNotApproved",
             )
         return record
 
@@ -224,6 +239,12 @@ class Lifecycle:
         return self.revise(record, patch, caller=caller).changes
 
     def _revisable(self, record: RequestRecord) -> None:
+        if record.status == RequestStatus.AWAITING_APPROVAL:
+            raise ConflictError(
+                f"request {record.id} is waiting for approval: wait for the decision, or withdraw it "
+                f"(POST /api/workspaces/{record.id}/cancel), then send the change again.",
+                code="AwaitingApproval",
+            )
         if record.status.in_flight:
             raise ConflictError(
                 f"request {record.id} is {record.status.value}: wait for it to end, or cancel it "
@@ -260,41 +281,121 @@ class Lifecycle:
         vcpus = team_vcpus(revised.request, self.policy)
         self._reclaim(record, vcpus)
         now = self.clock()
-        run = record.run + 1
         number = record.revision + 1
-        summary = revised.changes.summary()
-        plan = revise.revision_plan(revised.base, revised.plan, revised.changes)
-        revision = Revision(
+        change = PendingRevision(
             number=number,
             request=revised.request,
+            plan=revise.revision_plan(revised.base, revised.plan, revised.changes),
+            base=revised.base,
+            changes=revised.changes,
+            expires_at=revised.expires_at,
+            vcpus=vcpus,
+            summary=revised.changes.summary(),
+            resume=record.status.value,  # type: ignore[arg-type]  # _revisable: succeeded, failed or cancelled
+        )
+        # A revision that raises what an approval rule measures waits, as a new request would (docs/approvals.md).
+        approval = ask(
+            revised.request,
+            self.policy,
+            requested_by=caller.oid,
+            now=now,
+            operation="update",
+            before=record.request,
+            round_=record.approval.round + 1 if record.approval else 1,
+        )
+        if approval is not None:
+            return Changed(
+                self._wait(record, approval.model_copy(update={"change": change}), caller=caller),
+                False,
+                revised.changes,
+            )
+        written = self._apply(record, change, by=caller.oid)
+        return Changed(self.engine.start_run(written), True, revised.changes)
+
+    def _wait(self, record: RequestRecord, approval: ApprovalState, *, caller: Caller) -> RequestRecord:
+        """Write a revision that waits for approval: the workspace stays as it is until approvers say yes."""
+        assert approval.change is not None
+        change = approval.change
+        revision = Revision(
+            number=change.number,
+            request=change.request,
             by=caller.oid,
+            at=approval.requested_at,
+            run=record.run + 1,
+            summary=change.summary,
+            status="awaiting_approval",
+        )
+        told = bool(record.callback_url or record.reply_to)
+        written = self._write(
+            record,
+            status=RequestStatus.AWAITING_APPROVAL,
+            approval=approval,
+            revisions=[*record.revisions, revision],
+            **({"notification": Notification(about="approval")} if told else {}),
+        )
+        self._emit(
+            written,
+            EventName.UPDATE_REQUESTED,
+            written.status.value,
+            caller=caller.oid,
+            message=f"revision {change.number}: {change.summary}; waits for approval",
+        )
+        if self.approvals is not None:
+            self.approvals.waiting(written, caller=caller.oid)
+        return written
+
+    def apply_pending(self, record: RequestRecord, by: str) -> RequestRecord:
+        """Start the run of the revision an approval waited for (the record carries the approval, now approved)."""
+        assert record.approval is not None
+        assert record.approval.change is not None
+        return self.engine.start_run(self._apply(record, record.approval.change, by=by))
+
+    def _apply(self, record: RequestRecord, change: PendingRevision, *, by: str) -> RequestRecord:
+        """Write a revision's run on the request (its run starts next)."""
+        now = self.clock()
+        run = record.run + 1
+        revision = Revision(
+            number=change.number,
+            request=change.request,
+            by=by if record.approval is None or record.approval.change is None else record.approval.requested_by,
             at=now,
             run=run,
-            summary=summary,
+            summary=change.summary,
         )
         earlier = [
-            r.model_copy(update={"status": "superseded"}) if r.status == "applying" else r for r in record.revisions
+            r.model_copy(update={"status": "superseded"}) if r.status == "applying" else r
+            for r in record.revisions
+            if r.status != "awaiting_approval"
         ]
         written = self._write(
             record,
             status=RequestStatus.UPDATING,
             operation="update",
             run=run,
-            revision=number,
+            revision=change.number,
             revisions=[*earlier, revision],
-            request=revised.request,
-            plan=plan,
-            applied=revised.base,
-            vcpus=vcpus,
-            expires_at=revised.expires_at,
-            **({"reminded_at": None} if revised.expires_at != record.expires_at else {}),
+            request=change.request,
+            plan=change.plan,
+            applied=change.base,
+            vcpus=change.vcpus,
+            estimate=estimate(change.request, self.policy),
+            expires_at=change.expires_at,
+            **({"reminded_at": None} if change.expires_at != record.expires_at else {}),
             error=None,
-            notification=None,
+            **(
+                {}
+                if record.notification is not None and record.notification.about == "approval"
+                else {"notification": None}
+            ),
         )
         self._emit(
-            written, EventName.UPDATE_REQUESTED, "updating", caller=caller.oid, message=f"revision {number}: {summary}"
+            written,
+            EventName.UPDATE_REQUESTED,
+            "updating",
+            caller=by,
+            message=f"revision {change.number}: {change.summary}",
         )
-        return Changed(self.engine.start_run(written), True, revised.changes)
+        return written
 
     def revisions(self, request_id: str, *, caller: Caller, door: str) -> tuple[RequestRecord, list[Revision]]:
         """Return the request's revisions, oldest first (readable by whoever may read the request)."""
@@ -311,6 +412,9 @@ class Lifecycle:
     def cancel(self, request_id: str, *, caller: Caller, door: str) -> Changed:
         """Stop a run in flight: nothing new starts, running steps finish their current call, then it is cancelled."""
         record = self._own(request_id, caller, door=door)
+        if record.status == RequestStatus.AWAITING_APPROVAL and self.approvals is not None:
+            # Withdrawn before approval: a create ends cancelled having made nothing; a revision is dropped.
+            return Changed(self.approvals.withdraw(record, caller=caller), False)
         if record.status in (RequestStatus.CANCELLING, RequestStatus.CANCELLED):
             return Changed(record, False)
         if not record.status.in_flight:
@@ -362,6 +466,12 @@ class Lifecycle:
     def _teardown(self, record: RequestRecord, *, by: str, purge: bool | None, reason: str | None = None) -> Changed:
         if record.status in (RequestStatus.DELETING, RequestStatus.DELETED):
             return Changed(record, False)
+        if record.status == RequestStatus.AWAITING_APPROVAL:
+            raise ConflictError(
+                f"request {record.id} is waiting for approval: withdraw it first "
+                f"(POST /api/workspaces/{record.id}/cancel), then DELETE it if it made anything.",
+                code="AwaitingApproval",
+            )
         if record.status.in_flight:
             raise ConflictError(
                 f"request {record.id} is {record.status.value}: cancel it first "

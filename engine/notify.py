@@ -22,10 +22,11 @@ from models.records import Notification, RequestRecord, StepRecord
 
 def payload(record: RequestRecord, steps: list[StepRecord]) -> dict[str, Any]:
     """Build what the callback receives: the outcome, the outputs, and each step's end state."""
-    expiry = record.notification is not None and record.notification.about == "expiry"
+    about = record.notification.about if record.notification is not None else "result"
+    approval = record.approval if about == "approval" else None
     return {
         "id": record.id,
-        "event": "expiry_reminder" if expiry else "result",
+        "event": {"expiry": "expiry_reminder", "approval": "approval"}.get(about, "result"),
         "status": record.status.value,
         "operation": record.operation,
         "run": record.run,
@@ -36,6 +37,22 @@ def payload(record: RequestRecord, steps: list[StepRecord]) -> dict[str, Any]:
         "environment": record.environment,
         "workspace_name": record.workspace_name,
         "outputs": record.outputs,
+        "approval": (
+            {
+                "round": approval.round,
+                "outcome": approval.outcome,
+                "operation": approval.operation,
+                "rules": [{"rule": t.rule, "reasons": t.reasons} for t in approval.rules],
+                "due_at": approval.due_at.isoformat(),
+                "estimate": approval.estimate.model_dump(mode="json") if approval.estimate else None,
+                "decisions": [
+                    {"by": d.by, "decision": d.decision, "reason": d.reason, "at": d.at.isoformat()}
+                    for d in approval.decisions
+                ],
+            }
+            if approval
+            else None
+        ),
         "error": record.error.model_dump() if record.error else None,
         "steps": [
             {"id": s.step_id, "status": s.status.value, "error": s.error.model_dump() if s.error else None}
@@ -63,7 +80,10 @@ def deliver(
     recorded as failed instead of going unrecorded.
     """
     record = store.get_request(request_id)
-    if record is None or not record.status.terminal:
+    if record is None:
+        return "nothing to notify"
+    approval = record.notification is not None and record.notification.about == "approval"
+    if not record.status.terminal and not approval:
         return "nothing to notify"
     state = record.notification or Notification()
     if state.done:

@@ -15,6 +15,8 @@ def notice_key(record: RequestRecord) -> str:
     """
     if record.notification is not None and record.notification.about == "expiry" and record.expires_at:
         return f"remind/{int(record.expires_at.timestamp())}"
+    if record.notification is not None and record.notification.about == "approval" and record.approval:
+        return f"approval/{record.approval.round}/{record.approval.outcome}"
     return "notify" if record.run == 1 else f"notify/{record.run}"
 
 
@@ -25,6 +27,8 @@ def delivery_id(record: RequestRecord) -> str:
         return f"{record.id}:{record.status.value}"
     if key.startswith("remind/"):
         return f"{record.id}:expiry:{key.removeprefix('remind/')}"
+    if key.startswith("approval/"):
+        return f"{record.id}:{key.replace('/', ':')}"
     return f"{record.id}:{record.run}:{record.status.value}"
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from models.approvals import ApprovalMessage, ApproverChannels
 from models.errors import Problem
 from models.events import StatusEvent
 from models.lifecycle import DriftFinding
@@ -270,6 +271,22 @@ class ChatPoster(Protocol):
 
     def post(self, reply_to: ChatConversation, reply: Any, delivery_id: str) -> None:
         """Post one reply; raise `TransientError` to be retried, `PermanentError` to give up."""
+        ...
+
+
+class ApprovalAnnouncer(Protocol):
+    """Where approvers are asked: the approvers' Slack channel and Teams channel (docs/approvals.md)."""
+
+    def announce(self, record: RequestRecord, channels: ApproverChannels, delivery_id: str) -> list[ApprovalMessage]:
+        """Post the approval message of a waiting request to each channel named; return what was posted.
+
+        Raise `TransientError` to be tried again (nothing is recorded until every channel took it: a
+        retry may post again, carrying the same `delivery_id`), `PermanentError` to give up.
+        """
+        ...
+
+    def settle(self, record: RequestRecord, message: ApprovalMessage) -> None:
+        """Update a posted approval message to show the outcome and who decided."""
         ...
 
 

@@ -18,6 +18,7 @@ from adapters.telemetry import TRACEPARENT
 from composition import Container
 from engine.authz import Act, Decision
 from engine.intake import rest_key
+from handlers.approvals import add_approval_routes
 from handlers.chat import add_chat_routes
 from handlers.identity import CurrentCaller, add_authentication, add_identity_routes
 from handlers.lifecycle import add_lifecycle_routes
@@ -86,6 +87,7 @@ def problem(
     existing_id: str | None = None,
     instance: str | None = None,
     rule: str | None = None,
+    code: str | None = None,
 ) -> JSONResponse:
     """Build an RFC 9457 problem+json response."""
     body = ProblemDetails(
@@ -96,6 +98,7 @@ def problem(
         errors=[p.as_dict() for p in errors] if errors is not None else None,  # type: ignore[misc]
         existing_id=existing_id,
         rule=rule,
+        code=code,
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
 
@@ -262,7 +265,9 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
 
     @api.exception_handler(ConflictError)
     async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
-        return problem(409, "Conflict", detail=str(exc), existing_id=exc.existing_id, instance=request.url.path)
+        return problem(
+            409, "Conflict", detail=str(exc), code=exc.code, existing_id=exc.existing_id, instance=request.url.path
+        )
 
     @api.exception_handler(ForbiddenError)
     async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
@@ -399,6 +404,7 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         return response
 
     add_lifecycle_routes(api, container, PROBLEM_RESPONSES, too_many)
+    add_approval_routes(api, container, PROBLEM_RESPONSES)
 
     @api.get("/api/workspaces/{request_id}", response_model=RequestView, responses=PROBLEM_RESPONSES)
     def get_workspace(request_id: str, request: Request, caller: CurrentCaller) -> RequestView:
@@ -521,7 +527,8 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
             return too_many(
                 c, caller, body.team, wait, request.url.path, what="plans", allowed=c.settings.plans_per_window
             )
-        plan = c.intake.plan(request=body, caller=caller, source="rest")
+        review = c.intake.review(request=body, caller=caller, source="rest")
+        plan = review.plan
         return PlanView(
             names=plan.names,
             steps=[
@@ -535,6 +542,8 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
                 for s in plan.steps
             ],
             tags=plan.tags,
+            estimate=review.estimate,
+            approval=review.approval.rules if review.approval else [],
         )
 
     unhealthy: set[str] = set()  # parts whose last check failed, so that their recovery is logged once

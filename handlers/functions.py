@@ -109,11 +109,19 @@ def sweep(timer: func.TimerRequest, container: Container) -> None:
 
 
 def lifecycle(timer: func.TimerRequest, container: Container) -> None:
-    """Remind of and carry out expiries, then compare due workspaces with the cloud."""
-    expired = checked = 0
+    """End approvals left waiting too long, remind of and carry out expiries, then compare due workspaces with the cloud."""
+    timed_out = expired = checked = 0
     try:
-        expired = container.lifecycle.expire_due()
+        timed_out = container.approvals.expire_due()
     finally:
-        checked = container.lifecycle.check_drift()  # drift is looked at even when expiry could not be
-    if expired or checked:
-        log.info("lifecycle: %d expiries acted on, %d workspaces checked for drift", expired, checked)
+        try:
+            expired = container.lifecycle.expire_due()
+        finally:
+            checked = container.lifecycle.check_drift()  # drift is looked at even when expiry could not be
+    if timed_out or expired or checked:
+        log.info(
+            "lifecycle: %d approvals expired, %d expiries acted on, %d workspaces checked for drift",
+            timed_out,
+            expired,
+            checked,
+        )

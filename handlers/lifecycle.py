@@ -18,6 +18,7 @@ from handlers.identity import CurrentCaller
 from models.api import Changed, Extension, Links, RequestView, RevisionList, RevisionView, links
 from models.errors import InvalidInputError, Problem
 from models.lifecycle import DriftReport, PlanDiff
+from models.records import RequestStatus
 
 DOOR = "rest"
 MERGE_PATCH = "application/merge-patch+json"
@@ -64,8 +65,8 @@ def add_lifecycle_routes(
             return refused
         done = c.lifecycle.update(request_id, body, caller=caller, door=DOOR)
         response.headers["Location"] = f"{_base(request)}/api/workspaces/{request_id}"
-        if not done.started:
-            response.status_code = 200
+        if not done.started and done.record.status != RequestStatus.AWAITING_APPROVAL:
+            response.status_code = 200  # nothing to run; a revision waiting for approval is accepted (202)
         return Changed.of(done.record, _base(request), started=done.started, changes=done.changes)
 
     @api.post("/api/workspaces/{request_id}/plan", response_model=PlanDiff, responses=responses)

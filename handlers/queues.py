@@ -195,9 +195,24 @@ def handle_notification(
     (`engine.redelivery`), not from the bus's delivery count: a retry copy is a new message.
     """
     try:
-        request_id = str(json.loads(body)["request_id"])
-    except (ValueError, KeyError, TypeError) as exc:
+        data = json.loads(body)
+        request_id = str(data["request_id"])
+        kind = data.get("kind")
+        round_ = int(data["approval"]) if kind is not None else 0
+        if kind not in (None, "announce", "settle"):
+            raise ValueError(f"unknown kind {kind!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidInputError([Problem("(body)", f"not a notification message: {exc}")]) from exc
+    if kind is not None:
+        # Approvers' messages (engine/approvals.py): asked in their channels, then told the outcome.
+        with container.telemetry.span(
+            f"approval-{kind}", parent=trace_context(properties), kind="consumer", request_id=request_id
+        ) as span:
+            act = container.approvals.announce if kind == "announce" else container.approvals.settle
+            result = act(request_id, round_, announcer=container.approval_announcer)
+            span.set(result=result, delivery_count=delivery_count)
+        log.info("approval %s for %s: %s", kind, request_id, result)
+        return result
     policy = RetryPolicy.from_settings(container.settings)
     attempt = DeliveryAttempt.of(
         message_id=message_id or f"{request_id}/notify", properties=properties, now=container.clock()

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from models.approvals import MAX_REASON, ApprovalState, CostEstimate, Triggered
 from models.events import StatusEvent
 from models.lifecycle import DriftReport, PlanDiff, Revision, TeardownReport
 from models.plan import ResourceNames, StepAction, StepKind
@@ -127,6 +128,10 @@ class RequestView(RequestSummary):
     expires_at: datetime | None = None
     drift: DriftReport | None = None
     teardown: TeardownReport | None = None
+    estimate: CostEstimate | None = Field(None, description="The estimated monthly cost, from the policy's prices.")
+    approval: ApprovalView | None = Field(
+        None, description="The latest approval: why it waits or waited, and the decisions."
+    )
 
     @classmethod
     def full(cls, r: RequestRecord, steps: list[StepRecord], base: str) -> RequestView:
@@ -148,7 +153,86 @@ class RequestView(RequestSummary):
             expires_at=r.expires_at,
             drift=r.drift,
             teardown=r.teardown,
+            estimate=r.estimate,
+            approval=ApprovalView.of(r.approval) if r.approval else None,
         )
+
+
+class ApprovalView(BaseModel):
+    """An approval as the API shows it: the rules met, what each still needs, the decisions, the due time."""
+
+    round: int
+    operation: Literal["create", "update"]
+    outcome: Literal["pending", "approved", "denied", "expired", "withdrawn"]
+    requested_by: str
+    requested_at: datetime
+    due_at: datetime
+    decided_at: datetime | None = None
+    rules: list[Triggered]
+    still_needed: dict[str, int] = Field(description="Per rule, how many more approvals it needs.")
+    decisions: list[dict[str, Any]]
+    estimate: CostEstimate | None = None
+    change: str | None = Field(None, description="An update: what the waiting revision changes, in one line.")
+
+    @classmethod
+    def of(cls, a: ApprovalState) -> ApprovalView:
+        """Build the view of a request's approval."""
+        return cls(
+            round=a.round,
+            operation=a.operation,
+            outcome=a.outcome,
+            requested_by=a.requested_by,
+            requested_at=a.requested_at,
+            due_at=a.due_at,
+            decided_at=a.decided_at,
+            rules=a.rules,
+            still_needed={t.rule: n for t, n in a.missing()} if a.outcome == "pending" else {},
+            decisions=[d.model_dump(mode="json") for d in a.decisions],
+            estimate=a.estimate,
+            change=a.change.summary if a.change else None,
+        )
+
+
+class ApprovalItem(RequestSummary):
+    """A request waiting for the caller's decision."""
+
+    approval: ApprovalView
+    names: ResourceNames | None = None
+
+    @classmethod
+    def of_record(cls, r: RequestRecord, base: str) -> ApprovalItem:
+        """Build the item of a waiting request."""
+        assert r.approval is not None
+        return cls(
+            **RequestSummary.of(r, base).model_dump(),
+            approval=ApprovalView.of(r.approval),
+            names=r.plan.names if r.plan else None,
+        )
+
+
+class ApprovalList(BaseModel):
+    """The requests waiting for approval that the caller may decide, soonest due first."""
+
+    items: list[ApprovalItem]
+
+
+class DecisionBody(BaseModel):
+    """An approver's decision: a reason is optional to approve and required to deny."""
+
+    model_config = {"extra": "forbid"}
+
+    reason: str | None = Field(None, max_length=MAX_REASON, description="Why; the requester is told it.")
+
+
+class DecisionResult(BaseModel):
+    """What a decision did, and where the request stands."""
+
+    id: str
+    status: RequestStatus
+    recorded: bool = Field(description="False when this caller's same decision was recorded before.")
+    outcome: Literal["pending", "approved", "denied", "expired", "withdrawn"]
+    still_needed: dict[str, int]
+    links: Links
 
 
 class Changed(BaseModel):
@@ -241,6 +325,10 @@ class PlanView(BaseModel):
     names: ResourceNames
     steps: list[PlannedStep]
     tags: dict[str, str]
+    estimate: CostEstimate | None = Field(None, description="The estimated monthly cost, from the policy's prices.")
+    approval: list[Triggered] = Field(
+        default_factory=list, description="The approval rules it meets: it would wait for their approvers."
+    )
 
 
 class FieldProblem(BaseModel):
@@ -262,6 +350,7 @@ class ProblemDetails(BaseModel):
     errors: list[FieldProblem] | None = None
     existing_id: str | None = None
     rule: str | None = Field(None, description="403: the authorisation or confinement rule that refused the request.")
+    code: str | None = Field(None, description="409: which conflict, e.g. WorkspaceNameTaken, AwaitingApproval.")
 
 
 class HealthCheck(BaseModel):

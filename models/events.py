@@ -35,6 +35,13 @@ class EventName(StrEnum):
     EXPIRED = "WorkspaceExpired"
     DRIFT_DETECTED = "WorkspaceDriftDetected"
     DRIFT_CLEARED = "WorkspaceDriftCleared"
+    # Approval (docs/approvals.md): every decision carries the approver's object id (caller) and reason (message).
+    APPROVAL_REQUESTED = "WorkspaceApprovalRequested"
+    APPROVAL_GIVEN = "WorkspaceApprovalGiven"  # one approver said yes; more may be needed
+    APPROVED = "WorkspaceApproved"  # every rule has its approvals: the run starts
+    DENIED = "WorkspaceApprovalDenied"
+    APPROVAL_EXPIRED = "WorkspaceApprovalExpired"
+    APPROVAL_WITHDRAWN = "WorkspaceApprovalWithdrawn"
     # Audit (DESIGN section 9): every authorisation decision and every operator action, with the caller.
     ACCESS_ALLOWED = "VendingAccessAllowed"
     ACCESS_REFUSED = "VendingAccessRefused"

@@ -80,7 +80,17 @@ class Revision(BaseModel):
     at: datetime
     run: int = Field(ge=1, description="The run that applied it.")
     summary: str = Field("", description="What it changed, in one line.")
-    status: Literal["applying", "applied", "failed", "cancelled", "superseded"] = "applying"
+    status: Literal[
+        "applying",
+        "applied",
+        "failed",
+        "cancelled",
+        "superseded",
+        "awaiting_approval",
+        "denied",
+        "expired",
+        "withdrawn",
+    ] = "applying"
 
 
 class SoftDeleted(BaseModel):

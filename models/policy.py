@@ -7,6 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.approvals import ApprovalPolicy, ApproverChannels, PriceTable
 from models.azure_names import name_problem
 from models.callbacks import CallbackPolicy
 from models.identity import AppRole
@@ -181,6 +182,14 @@ class TeamAccess(PolicyModel):
         description="Service principals the team's workspaces may grant roles to; none by default (users and "
         "groups only, and only the team's).",
     )
+    approvers: list[UUID] = Field(
+        default_factory=list,
+        description="Entra groups whose members (with Workspaces.Approve) approve this team's requests that "
+        "approval rules catch (rules with approvers: team); the platform's approvers may too.",
+    )
+    approval_channels: ApproverChannels | None = Field(
+        None, description="Where this team's approvers are asked; default: the platform's (approvals.channels)."
+    )
 
     def allowed_targets(self, environment: Environment) -> dict[str, set[str]]:
         """Return, for one environment, subscription (lowercase) -> the resource groups (lowercase) named here."""
@@ -257,6 +266,12 @@ class Policy(PolicyModel):
         default_factory=list,
         description="Chat users allowed to use the Slack and Teams commands: the Entra principal and app roles each acts with.",
     )
+    prices: PriceTable | None = Field(
+        None, description="What compute costs: every request's estimated monthly cost comes from it (no network call)."
+    )
+    approvals: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy, description="Which requests wait for a person's yes (docs/approvals.md)."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -315,6 +330,38 @@ class Policy(PolicyModel):
                     raise ValueError(
                         f"teams.{team}.targets.{env.value} names the service's own subscription "
                         "(service_subscription_id); provision into another one"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _rules_can_be_approved(self) -> Policy:
+        rules = self.approvals.rules
+        platform = bool(self.approvals.approvers)
+        for rule in rules:
+            if rule.approvers == "platform" and not platform:
+                raise ValueError(
+                    f"approval rule '{rule.name}' is approved by the platform, but approvals.approvers lists no group"
+                )
+            if rule.approvers == "team" and not platform:
+                lacking = sorted(t for t, access in self.teams.items() if not access.approvers)
+                if lacking:
+                    raise ValueError(
+                        f"approval rule '{rule.name}' is approved by each team's approvers, but teams {lacking} "
+                        "list none and approvals.approvers lists no group: nobody could approve their requests"
+                    )
+            if rule.min_monthly_cost is not None:
+                if self.prices is None:
+                    raise ValueError(f"approval rule '{rule.name}' uses min_monthly_cost, but the policy has no prices")
+                unpriced = sorted(v for v in self.vm_sizes if self.prices.hourly(v) is None)
+                if unpriced:
+                    raise ValueError(
+                        f"approval rule '{rule.name}' uses min_monthly_cost, but prices.vm_hourly has no price for "
+                        f"{unpriced}: a request using them would be estimated below its cost"
+                    )
+            for family in rule.vm_families:
+                if not any(v.family.lower() == family.lower() for v in self.vm_sizes.values()):
+                    raise ValueError(
+                        f"approval rule '{rule.name}' names VM family '{family}', which no size in vm_sizes is of"
                     )
         return self
 

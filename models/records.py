@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.approvals import ApprovalState, CostEstimate
 from models.lifecycle import DriftReport, Revision, TeardownReport
 from models.plan import Plan, StepAction, StepKind
 from models.request import WorkspaceRequest
@@ -26,6 +27,9 @@ class RequestStatus(StrEnum):
     CANCELLED = "cancelled"
     DELETING = "deleting"
     DELETED = "deleted"
+    AWAITING_APPROVAL = "awaiting_approval"
+    DENIED = "denied"
+    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
@@ -50,6 +54,8 @@ SETTLED = frozenset(
         RequestStatus.REJECTED,
         RequestStatus.CANCELLED,
         RequestStatus.DELETED,
+        RequestStatus.DENIED,
+        RequestStatus.EXPIRED,
     }
 )
 IN_FLIGHT = frozenset(
@@ -69,8 +75,10 @@ LIVE = frozenset(
         RequestStatus.UPDATING,
         RequestStatus.CANCELLING,
         RequestStatus.DELETING,
+        RequestStatus.AWAITING_APPROVAL,  # holds its name and vCPUs while approvers decide
     }
 )
+"""A request waiting for approval is neither settled nor in flight: no step runs, and no run has ended."""
 
 
 def sql_in(statuses: frozenset[RequestStatus]) -> str:
@@ -140,8 +148,10 @@ class Notification(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     status: Delivery = "pending"
-    about: Literal["result", "expiry"] = Field(
-        "result", description="result: how the current run ended; expiry: the workspace expires soon."
+    about: Literal["result", "expiry", "approval"] = Field(
+        "result",
+        description="result: how the current run ended; expiry: the workspace expires soon; approval: it waits "
+        "for approval, or was approved, denied, expired or withdrawn.",
     )
     callback: Literal["delivered", "failed"] | None = Field(None, description="The callback URL, once told.")
     chat: Literal["delivered", "failed"] | None = Field(None, description="The chat conversation, once told.")
@@ -201,6 +211,10 @@ class RequestRecord(BaseModel):
     reminded_at: datetime | None = Field(None, description="When the requester was told of the coming expiry.")
     drift: DriftReport | None = Field(None, description="What the last drift check found.")
     teardown: TeardownReport | None = Field(None, description="What teardown left: names still held, what remains.")
+    estimate: CostEstimate | None = Field(None, description="The estimated monthly cost of the request as it stands.")
+    approval: ApprovalState | None = Field(
+        None, description="The latest approval: why it waits or waited, and the decisions."
+    )
     created_at: datetime
     updated_at: datetime
     version: int = 0

@@ -1,0 +1,222 @@
+"""The approval routes over HTTP: who may decide, what waits, and what a decision does.
+
+Each refusal here fails if its check is removed: the requester approving their own request, a team
+member without the approve role, an approver of another team, an approval without a reason to deny.
+Nothing is sent to the step queue before approval: the fake cloud sees no call for a waiting request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from composition import Container
+from handlers.api import create_api
+from models.events import EventName, StatusEvent
+from models.records import RequestStatus
+from models.settings import Settings
+from tests.callers import bearer
+from tests.conftest import example, poll, running_steps, served
+from tests.fakes import FakeCloud
+
+
+class Seen(list[StatusEvent]):
+    """Every event, as emitted."""
+
+    def emit(self, event: StatusEvent) -> None:
+        self.append(event)
+
+
+def events(c: Container, rid: str) -> list[StatusEvent]:
+    seen = c.events.sinks[0]
+    assert isinstance(seen, Seen)
+    return [e for e in seen if e.request_id == rid]
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[tuple[Container, FakeCloud, httpx.Client]]:
+    cloud = FakeCloud()
+    container = Container(settings, cloud=cloud, sinks=[Seen()])
+    container.swap(preflight=None)
+    with (
+        running_steps(container),
+        served(create_api(lambda: container)) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        yield container, cloud, http
+
+
+def prod_gpu(team: str = "fraud-detection", name: str = "mlw-fraud-gpu") -> dict[str, Any]:
+    body = example("cpu-small.json") | {"team": team, "environment": "prod", "workspace_name": name}
+    body["compute"] = [{"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_nodes": 0, "max_nodes": 1}]
+    return body
+
+
+def _view(c: Container, http: httpx.Client, rid: str, user: str = "alice") -> dict[str, Any]:
+    got = http.get(f"/api/workspaces/{rid}", headers=bearer(c, user))
+    assert got.status_code == 200, got.text
+    body: dict[str, Any] = got.json()
+    return body
+
+
+def _waiting(c: Container, http: httpx.Client, user: str = "alice", **kw: Any) -> str:
+    made = http.post("/api/workspaces", json=prod_gpu(**kw), headers=bearer(c, user))
+    assert made.status_code == 202, made.text
+    assert made.json()["status"] == "awaiting_approval"
+    rid: str = made.json()["id"]
+    return rid
+
+
+def test_a_prod_gpu_request_waits_and_nothing_is_made(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    rid = _waiting(c, http)
+    view = _view(c, http, rid)
+    assert view["approval"]["rules"][0]["rule"] == "prod-gpu"
+    assert view["approval"]["still_needed"] == {"prod-gpu": 1}
+    gpu_line = next(line for line in view["estimate"]["lines"] if line["compute"] == "gpu")
+    assert gpu_line["monthly_max"] == pytest.approx(3.06 * 730, abs=0.01)
+    assert [s["status"] for s in view["steps"]] == ["pending"] * len(view["steps"])
+    assert not cloud.calls
+    # The plan says so before anything is asked.
+    plan = http.post("/api/plan", json=prod_gpu(name="mlw-other"), headers=bearer(c, "alice")).json()
+    assert [t["rule"] for t in plan["approval"]] == ["prod-gpu"]
+    assert plan["estimate"]["currency"] == "USD"
+
+
+def test_the_requester_cannot_approve_their_own(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    rid = _waiting(c, http, user="fiona")  # fiona approves for fraud-detection, and asked for this one
+    refused = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona"))
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["rule"] == "OwnRequest"
+    assert [r["id"] for r in http.get("/api/approvals", headers=bearer(c, "fiona")).json()["items"]] == []
+    assert _view(c, http, rid, "fiona")["status"] == "awaiting_approval"
+    assert not cloud.calls
+
+
+def test_who_may_not_approve(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, _, http = api
+    rid = _waiting(c, http)
+    # A member of the team without the approve role: 403 naming the role.
+    carol = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "carol"))
+    assert (carol.status_code, carol.json()["rule"]) == (403, "MissingRole")
+    # Another team's member: the request is not shown to exist.
+    bob = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "bob"))
+    assert bob.status_code == 404
+    # A reader of every team, not an approver.
+    platform = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "platform"))
+    assert (platform.status_code, platform.json()["rule"]) == (403, "MissingRole")
+    # No token.
+    assert http.post(f"/api/workspaces/{rid}/approve", json={}).status_code == 401
+    assert _view(c, http, rid)["status"] == "awaiting_approval"
+
+
+def test_an_approver_approves_and_it_provisions(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    rid = _waiting(c, http)
+    listed = http.get("/api/approvals", headers=bearer(c, "fiona")).json()["items"]
+    assert [i["id"] for i in listed] == [rid]
+    done = http.post(f"/api/workspaces/{rid}/approve", json={"reason": "budgeted"}, headers=bearer(c, "fiona"))
+    assert done.status_code == 200, done.text
+    assert done.json()["outcome"] == "approved"
+    poll(lambda: _view(c, http, rid)["status"] == "succeeded", what="the approved request to succeed")
+    assert cloud.calls
+    again = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona"))
+    assert (again.status_code, again.json()["recorded"]) == (200, False)
+    # Denying what is approved is a conflict, not a change.
+    late = http.post(f"/api/workspaces/{rid}/deny", json={"reason": "no"}, headers=bearer(c, "victor"))
+    assert (late.status_code, late.json()["code"]) == (409, "ApprovalSettled")
+    names = [e.name for e in events(c, rid)]
+    assert EventName.APPROVAL_REQUESTED in names and EventName.APPROVED in names
+    approved = next(e for e in events(c, rid) if e.name == EventName.APPROVED)
+    assert approved.caller == c.local_issuer.directory.find("fiona").object_id  # type: ignore[union-attr]
+
+
+def test_a_denial_needs_a_reason_and_ends_the_request(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    rid = _waiting(c, http)
+    no_reason = http.post(f"/api/workspaces/{rid}/deny", json={}, headers=bearer(c, "victor"))
+    assert no_reason.status_code == 422
+    denied = http.post(f"/api/workspaces/{rid}/deny", json={"reason": "no GPU budget"}, headers=bearer(c, "victor"))
+    assert denied.status_code == 200, denied.text
+    view = _view(c, http, rid)
+    assert view["status"] == "denied"
+    assert view["approval"]["decisions"][0]["reason"] == "no GPU budget"
+    assert view["error"]["code"] == "ApprovalDenied"
+    assert not cloud.calls
+    # The name is free again, and a denied request cannot be retried past its approvers.
+    retry = http.post(f"/api/workspaces/{rid}/retry", headers=bearer(c, "alice"))
+    assert (retry.status_code, retry.json()["code"]) == (409, "RequestNotApproved")
+    assert http.post("/api/workspaces", json=prod_gpu(), headers=bearer(c, "alice")).status_code == 202
+
+
+def test_two_approvers_for_a_costly_request(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, _, http = api
+    body = example("cpu-small.json") | {"team": "fraud-detection", "environment": "dev", "workspace_name": "mlw-big"}
+    body["compute"] = [{"name": "big", "vm_size": "Standard_NC24ads_A100_v4", "min_nodes": 0, "max_nodes": 3}]
+    made = http.post("/api/workspaces", json=body, headers=bearer(c, "alice")).json()
+    assert made["status"] == "awaiting_approval"
+    rid = made["id"]
+    # fiona approves for the team, but the costly rule is the platform's: she is no approver of it.
+    fiona = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona"))
+    assert (fiona.status_code, fiona.json()["rule"]) == (403, "NotApprover")
+    first = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "victor")).json()
+    assert (first["outcome"], first["still_needed"]) == ("pending", {"costly": 1})
+    second = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "wendy")).json()
+    assert second["outcome"] == "approved"
+
+
+def test_a_request_left_waiting_expires(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    rid = _waiting(c, http)
+    later = c.clock() + timedelta(hours=73)
+    c.approvals.clock = lambda: later
+    assert c.approvals.expire_due() == 1
+    view = _view(c, http, rid)
+    assert (view["status"], view["approval"]["outcome"]) == ("expired", "expired")
+    assert not cloud.calls
+    assert EventName.APPROVAL_EXPIRED in [e.name for e in events(c, rid)]
+
+
+def test_withdrawn_by_its_requester(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    rid = _waiting(c, http)
+    done = http.post(f"/api/workspaces/{rid}/cancel", headers=bearer(c, "alice"))
+    assert done.status_code == 200, done.text
+    assert _view(c, http, rid)["status"] == "cancelled"
+    late = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona"))
+    assert late.status_code == 409
+    assert not cloud.calls
+
+
+def test_a_revision_that_adds_a_gpu_waits_and_a_denial_keeps_the_workspace(
+    api: tuple[Container, FakeCloud, httpx.Client],
+) -> None:
+    c, _, http = api
+    body = example("cpu-small.json") | {"team": "fraud-detection", "environment": "prod", "workspace_name": "mlw-cpu"}
+    rid = http.post("/api/workspaces", json=body, headers=bearer(c, "alice")).json()["id"]
+    poll(lambda: _view(c, http, rid)["status"] == "succeeded", what="the CPU workspace")
+    before = _view(c, http, rid)["request"]["compute"]
+    gpu = [*before, {"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_nodes": 0, "max_nodes": 1}]
+    patched = http.patch(f"/api/workspaces/{rid}", json={"compute": gpu}, headers=bearer(c, "alice"))
+    assert patched.status_code == 202, patched.text
+    assert patched.json()["status"] == "awaiting_approval"
+    view = _view(c, http, rid)
+    assert view["approval"]["operation"] == "update" and view["revision"] == 1
+    denied = http.post(f"/api/workspaces/{rid}/deny", json={"reason": "not now"}, headers=bearer(c, "fiona"))
+    assert denied.status_code == 200, denied.text
+    view = _view(c, http, rid)
+    assert (view["status"], view["revision"]) == ("succeeded", 1)
+    assert view["request"]["compute"] == before
+    revisions = http.get(f"/api/workspaces/{rid}/revisions", headers=bearer(c, "alice")).json()["items"]
+    assert [r["status"] for r in revisions] == ["applied", "denied"]
+    # Asked again and approved, it applies.
+    http.patch(f"/api/workspaces/{rid}", json={"compute": gpu}, headers=bearer(c, "alice"))
+    ok = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona"))
+    assert ok.json()["outcome"] == "approved", ok.text
+    poll(lambda: _view(c, http, rid)["revision"] == 2 and _view(c, http, rid)["status"] == "succeeded", what="rev 2")
+    assert RequestStatus(_view(c, http, rid)["status"]) == RequestStatus.SUCCEEDED
