@@ -9,7 +9,7 @@ which allows every act, and `Unconfined`, which holds a request to nothing, and 
 from __future__ import annotations
 
 from composition import Container
-from engine.authz import Act, Decision
+from engine.authz import Act, ApprovalAsk, Decision
 from engine.confinement import Confinement
 from models.identity import AppRole, Caller
 from models.plan import Plan
@@ -33,9 +33,11 @@ PLATFORM = Caller(
 class PermitAll:
     """An authoriser that allows every act of every caller on every team (for tests about other things)."""
 
-    def authorize(self, caller: Caller, act: Act, *, team: str | None = None) -> Decision:
-        """Allow."""
-        return Decision(True, "PermitAll", "allowed")
+    def authorize(
+        self, caller: Caller, act: Act, *, team: str | None = None, approval: ApprovalAsk | None = None
+    ) -> Decision:
+        """Allow (an approval counts for every rule)."""
+        return Decision(True, "PermitAll", "allowed", rules=tuple(sorted(approval.rules)) if approval else ())
 
     def teams_of(self, caller: Caller) -> frozenset[str]:
         """No team in particular."""
