@@ -1,6 +1,7 @@
 """The CLI's commands. They talk to the API over HTTP, except `onboard`, which writes to the bus.
 
-The lifecycle commands (update, delete, cancel, retry, extend, drift, revisions) are in `cli.lifecycle`.
+The lifecycle commands (update, delete, cancel, retry, extend, drift, revisions) are in `cli.lifecycle`;
+the approval commands (approvals, approve, deny) are in `cli.approvals`.
 
 Every API call sends `Authorization: Bearer <token>` when the CLI has one: the token `login` got
 from the devhost's embedded issuer and remembered (in the data directory, mode 0600, until it
@@ -27,10 +28,19 @@ import httpx
 import jwt
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from cli.views import lifecycle_lines
+from cli.views import approval_lines, estimate_lines, lifecycle_lines, rule_lines
 from models.identity import LOCAL_ISSUER_PATH, AccessTokenClaims, OpenIdConfiguration, TokenResponse
 
-TERMINAL = {"succeeded", "failed", "rejected", "cancelled", "deleted"}  # settled: nothing moves until asked
+TERMINAL = {
+    "succeeded",
+    "failed",
+    "rejected",
+    "cancelled",
+    "deleted",
+    "denied",
+    "expired",
+}  # settled: nothing moves until asked
+WAITING = "awaiting_approval"  # nothing moves until an approver decides: following it would wait for a person
 LOGIN_FILE = "cli-token.json"
 EXPIRY_MARGIN = timedelta(seconds=30)  # a token about to expire is not sent: it would expire on the way
 MARK = {
@@ -54,6 +64,9 @@ STATUSES = [
     "cancelled",
     "deleting",
     "deleted",
+    "awaiting_approval",
+    "denied",
+    "expired",
 ]
 
 
@@ -89,6 +102,10 @@ def _check(resp: httpx.Response) -> Any:
     lines = [f"{body.get('title', 'error')} (HTTP {resp.status_code})"]
     if body.get("detail"):
         lines.append(f"  {body['detail']}")
+    if body.get("rule"):
+        lines.append(f"  rule: {body['rule']}")
+    if body.get("code"):
+        lines.append(f"  code: {body['code']}")
     for err in body.get("errors") or []:
         lines.append(f"  - {err['field']}: {err['message']}")
     if hint:
@@ -215,7 +232,7 @@ def _render(view: dict[str, Any], elapsed: float) -> list[str]:
 
 
 def follow(api: Api, request_id: str, out: TextIO, *, interval: float = 0.5, timeout: float = 3600) -> dict[str, Any]:
-    """Show live per-step progress until the request is terminal; return its final view."""
+    """Show live per-step progress until the request is terminal or waits for approval; return its final view."""
     start = time.monotonic()
     tty = out.isatty()
     drawn = 0
@@ -236,7 +253,7 @@ def follow(api: Api, request_id: str, out: TextIO, *, interval: float = 0.5, tim
                     last[step["id"]] = key
                     out.write(f"[{elapsed:6.1f}s]{_step_line(step)}\n")
         out.flush()
-        if view["status"] in TERMINAL:
+        if view["status"] in TERMINAL or view["status"] == WAITING:
             return dict(view)
         if elapsed > timeout:
             raise CliError(f"request {request_id} is still {view['status']} after {timeout:.0f} s")
@@ -244,7 +261,7 @@ def follow(api: Api, request_id: str, out: TextIO, *, interval: float = 0.5, tim
 
 
 def summary(view: dict[str, Any], out: TextIO) -> None:
-    """Show how a request stands: its error or problems, its outputs, expiry, drift and teardown report."""
+    """Show how a request stands: its error or problems, outputs, estimate, approval, expiry, drift and teardown."""
     out.write(f"\n{view['id']}: {view['status']}\n")
     if view.get("error"):
         out.write(f"  {view['error']['message']}\n")
@@ -254,8 +271,10 @@ def summary(view: dict[str, Any], out: TextIO) -> None:
     if outputs.get("studio_url") and view["status"] not in ("deleting", "deleted"):
         out.write(f"  Studio:      {outputs['studio_url']}\n")
         out.write(f"  config.json: {json.dumps(outputs.get('config_json'))}\n")
+    lines = estimate_lines(view.get("estimate")) + approval_lines(view.get("approval"), view["id"])
     if view["status"] != "rejected":
-        out.write("".join(f"  {line}\n" for line in lifecycle_lines(view, datetime.now(UTC))))
+        lines += lifecycle_lines(view, datetime.now(UTC))
+    out.write("".join(f"  {line}\n" for line in lines))
 
 
 def cmd_submit(args: argparse.Namespace, api: Api, out: TextIO) -> int:
@@ -263,6 +282,11 @@ def cmd_submit(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     accepted = api.call("POST", "/api/workspaces", json=body, headers=headers)
     out.write(f"accepted: {accepted['id']} ({accepted['links']['self']})\n")
+    if accepted.get("status") == WAITING:
+        out.write(
+            f"it waits for approval; nothing is made until an approver approves it. "
+            f"See why with: python -m cli status {accepted['id']}\n"
+        )
     if not args.wait:
         return 0
     view = follow(api, accepted["id"], out)
@@ -289,7 +313,7 @@ def cmd_status(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps(view, indent=2) + "\n")
         return 0
-    if args.wait and view["status"] not in TERMINAL:
+    if args.wait and view["status"] not in TERMINAL and view["status"] != WAITING:
         view = follow(api, args.id, out)
     else:
         out.write("\n".join(_render(view, 0.0)[1:]) + "\n")
@@ -325,6 +349,13 @@ def cmd_plan(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     for s in plan["steps"]:
         deps = ", ".join(s["depends_on"]) or "-"
         out.write(f"  {s['id']:<44} {s['resource_name']:<30} after {deps}\n")
+    out.write("".join(f"{line}\n" for line in estimate_lines(plan.get("estimate"))))
+    rules = plan.get("approval") or []
+    if rules:
+        out.write("approval: it would wait in awaiting_approval until approved; nothing is made before\n")
+        out.write("".join(f"{line}\n" for line in rule_lines(rules)))
+    else:
+        out.write("approval: none needed; it would run at once\n")
     return 0
 
 
@@ -483,7 +514,13 @@ def _credentials(args: argparse.Namespace) -> Callable[[Api], str | None]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Describe the commands."""
-    p = argparse.ArgumentParser(prog="python -m cli", description="Workspace Vending command line.")
+    p = argparse.ArgumentParser(
+        prog="python -m cli",
+        description="Workspace Vending command line.",
+        epilog="A request that meets an approval rule waits in awaiting_approval: `plan` and `status` say which "
+        "rules and what it would cost. Approvers list what waits for them with `approvals`, and decide with "
+        "`approve ID [--reason TEXT]` or `deny ID --reason TEXT`.",
+    )
     p.add_argument(
         "--url", default=None, help="the service (default: $VENDING_URL or http://127.0.0.1:$PORT, port 7071)"
     )
@@ -508,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idempotency-key", default=None)
     s.set_defaults(run=cmd_submit)
     s = sub.add_parser(
-        "status", help="show a request: steps, timeline, operation, revision, expiry, drift and teardown report"
+        "status",
+        help="show a request: steps, timeline, estimate, approval, operation, revision, expiry, drift and teardown",
     )
     s.add_argument("id")
     s.add_argument("--json", action="store_true")
@@ -519,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status", choices=STATUSES)
     s.add_argument("--limit", type=int, default=20)
     s.set_defaults(run=cmd_list)
-    s = sub.add_parser("plan", help="show what a request would create, creating nothing")
+    s = sub.add_parser("plan", help="show what a request would create, cost and wait for; creating nothing")
     s.add_argument("file")
     s.set_defaults(run=cmd_plan)
     s = sub.add_parser("events", help="print a request's status events as JSON lines")
@@ -535,9 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sequence", type=int, default=None, help="which letter, when several share the message id")
     s.set_defaults(run=cmd_deadletters)
     # Imported here: the lifecycle commands use this module's client and rendering.
+    from cli.approvals import add_approval_commands
     from cli.lifecycle import add_lifecycle_commands
 
     add_lifecycle_commands(sub)
+    add_approval_commands(sub)
     return p
 
 

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from cli.commands import Api, CliError, follow, load_json, summary
+from cli.commands import WAITING, Api, CliError, follow, load_json, summary
 from cli.patching import PatchError, merge_patch_of
 from cli.views import change_lines, drift_lines, revision_lines, teardown_lines, when
 
@@ -51,6 +51,12 @@ def cmd_update(args: argparse.Namespace, api: Api, out: TextIO) -> int:
     done = api.call("PATCH", _path(args.id), content=json.dumps(patch).encode(), headers={"content-type": MERGE_PATCH})
     if done.get("changes"):
         out.write("\n".join(change_lines(done["changes"])) + "\n")
+    if done.get("status") == WAITING:
+        out.write(
+            f"{done['id']}: the change waits for approval; revision {done['revision']} stays as it is until an approver "
+            f"approves it. See why with: python -m cli status {done['id']}\n"
+        )
+        return 0
     if not done["started"]:
         out.write(
             f"{done['id']}: no resource changes, no run started (revision {done['revision']}, {done['status']})\n"

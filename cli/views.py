@@ -1,7 +1,9 @@
 """How the CLI shows a workspace's life: what a change does, revisions, expiry, drift and what a teardown left.
 
+Also what a request would cost and where its approval stands (docs/approvals.md).
+
 Each function takes the JSON the REST API answers (`RequestView`, `PlanDiff`, `Revision`,
-`DriftReport`) and returns lines to print; none calls the service.
+`DriftReport`, `CostEstimate`, `ApprovalView`) and returns lines to print; none calls the service.
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
+
+from models.approvals import CostEstimate
 
 CHANGE_MARK = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 SHOWN_CHANGES = ("create", "update", "delete")
@@ -161,4 +167,79 @@ def lifecycle_lines(view: dict[str, Any], now: datetime) -> list[str]:
     if view.get("status") in ("succeeded", "updating") or view.get("drift"):
         lines += drift_lines(view.get("drift"))
     lines += teardown_lines(view.get("teardown"))
+    return lines
+
+
+def estimate_summary(estimate: dict[str, Any] | None) -> str:
+    """Say a cost estimate in one line: currency, monthly maximum and idle cost, and the prices' date."""
+    if not estimate:
+        return "no estimate"
+    try:
+        return CostEstimate.model_validate(estimate).summary()
+    except ValidationError:
+        return f"{estimate.get('currency', '?')} {estimate.get('monthly_max', '?')}/month at most"
+
+
+def estimate_lines(estimate: dict[str, Any] | None) -> list[str]:
+    """Show a cost estimate: its summary, each compute's share, and what it could not price."""
+    if not estimate:
+        return []
+    lines = [f"estimate: {estimate_summary(estimate)}"]
+    currency = estimate.get("currency", "")
+    for line in estimate.get("lines") or []:
+        lines.append(
+            f"  {line['compute']:<20} {line['vm_size']:<26} {line['tier']:<12} "
+            f"{currency} {line['monthly_max']:,.0f} max, {line['monthly_idle']:,.0f} idle "
+            f"({line['idle_nodes']}-{line['max_nodes']} nodes at {line['hourly']:g}/h)"
+        )
+    if estimate.get("unpriced"):
+        lines.append(f"  not priced (no price in the policy): {', '.join(estimate['unpriced'])}")
+    lines += [f"  {note}" for note in estimate.get("notes") or []]
+    return lines
+
+
+def needed_text(still_needed: dict[str, int]) -> str:
+    """Say per rule how many more approvals it needs (`-` when none)."""
+    return ", ".join(f"{rule} {n} more" for rule, n in still_needed.items()) or "-"
+
+
+def rule_lines(rules: list[dict[str, Any]]) -> list[str]:
+    """Show the approval rules a request met: who approves, how many must, and why each rule applies."""
+    lines: list[str] = []
+    for t in rules:
+        who = "the team's or the platform's approvers" if t["approvers"] == "team" else "the platform's approvers"
+        count = f"{t['approvals']} approval{'s' if t['approvals'] != 1 else ''}"
+        lines.append(
+            f"  rule {t['rule']}: {count} from {who}" + (f" ({t['description']})" if t.get("description") else "")
+        )
+        lines += [f"    - {reason}" for reason in t.get("reasons") or []]
+    return lines
+
+
+def approval_lines(approval: dict[str, Any] | None, request_id: str) -> list[str]:
+    """Show where a request's approval stands: outcome, rules and why, what is still needed, decisions, due time."""
+    if not approval:
+        return []
+    outcome = approval["outcome"]
+    head = f"approval ({approval['operation']}, round {approval['round']}): {outcome}"
+    if outcome == "pending":
+        head += f", due {when(approval.get('due_at'))}"
+    elif approval.get("decided_at"):
+        head += f" at {when(approval['decided_at'])}"
+    lines = [head]
+    if approval.get("change"):
+        lines.append(f"  the change: {approval['change']}")
+    lines += rule_lines(approval.get("rules") or [])
+    if outcome == "pending":
+        lines.append(f"  still needed: {needed_text(approval.get('still_needed') or {})}")
+    for d in approval.get("decisions") or []:
+        why = f": {d['reason']}" if d.get("reason") else ""
+        lines.append(
+            f"  {d['decision']:<7} by {d.get('name') or d['by']} {when(d.get('at'))} ({d.get('door', '-')}){why}"
+        )
+    if outcome == "pending":
+        lines.append(
+            f"  an approver decides with: python -m cli approve {request_id} [--reason TEXT] "
+            f"or: python -m cli deny {request_id} --reason TEXT"
+        )
     return lines
