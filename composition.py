@@ -274,6 +274,7 @@ class Container:
                 authorizer=lambda: self.authorizer,
                 submissions=self.submissions,
                 audit=self.audit.decided,
+                approvals=self.approvals,
             )
 
         return self._get("chat", build)  # type: ignore[no-any-return]
@@ -314,8 +315,9 @@ class Container:
 
         def build() -> ApprovalPosters:
             from adapters.approvers import ApprovalPosters
+            from adapters.slack import SlackApprovals
 
-            return ApprovalPosters(slack=None, teams=None)
+            return ApprovalPosters(slack=SlackApprovals.from_settings(self.settings, lambda: self.chat), teams=None)
 
         return self._get("approval_announcer", build)  # type: ignore[no-any-return]
 

@@ -1,5 +1,9 @@
 """Slack (`slack-sdk`): request verification, Block Kit replies, and posting results back.
 
+Approval messages (`SlackApprovals`, an `adapters.approvers.SlackApprovalPoster`) are posted to the
+approvers' channel with `chat.postMessage` and replaced with the outcome with `chat.update`; their
+reason box (a `plain_text_input`, action id `reason`) is read from the click's `state.values`.
+
 Verification follows Slack's signing scheme through `slack_sdk.signature.SignatureVerifier`
 (HMAC-SHA256 of `v0:<timestamp>:<body>`, compared in constant time); requests whose timestamp is
 more than five minutes from now, and requests seen before (a replayed signature), are refused. What
@@ -11,14 +15,21 @@ after a restart. Results go back through the command's `response_url` while Slac
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.chat import USAGE, Replays, Reply
+from models.approvals import ApprovalMessage
 from models.errors import PermanentError, TransientError
-from models.records import SlackConversation
+from models.records import RequestRecord, SlackConversation
 from models.redact import register
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
+
+    from models.settings import Settings
 
 MAX_AGE_S = 300
 # A nonce is remembered a little past the window: an instance whose clock runs ahead purges expired
@@ -26,6 +37,7 @@ MAX_AGE_S = 300
 REPLAY_MARGIN_S = 60
 REPLAY_SCOPE = "slack-signature"
 RESPONSE_URL_LIFETIME_S = 25 * 60  # Slack keeps a response_url for 30 minutes; leave a margin
+REASON_ACTION = "reason"
 
 
 class SlackVerifier:
@@ -99,6 +111,17 @@ def blocks(reply: Reply) -> list[dict[str, Any]]:
         if button.style:
             element["style"] = button.style
         elements.append(element)
+    if any(button.action == "deny" for button in reply.buttons):
+        # Deny reads its reason from here (the click's state.values, action id "reason").
+        out.append(
+            {
+                "type": "input",
+                "block_id": "reason",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Reason (needed to deny; the requester is told)"},
+                "element": {"type": "plain_text_input", "action_id": REASON_ACTION, "max_length": 1000},
+            }
+        )
     if elements:
         out.append({"type": "actions", "elements": elements})
     return out
@@ -155,7 +178,6 @@ class SlackPoster:
 
     def _via_web_api(self, reply_to: SlackConversation, reply: Reply, delivery_id: str) -> None:
         from slack_sdk import WebClient
-        from slack_sdk.errors import SlackApiError
 
         channel = reply_to.channel
         if not self.bot_token or not channel:
@@ -165,25 +187,100 @@ class SlackPoster:
                 code="SlackNotConfigured",
             )
         client = WebClient(token=self.bot_token, base_url=self.api_url, timeout=int(self.timeout_s))
-        try:
+        with web_api_errors("invite the app to the channel or check its scopes (chat:write)"):
             client.chat_postMessage(
                 channel=str(channel),
                 text=reply.text()[:3000],
                 blocks=blocks(reply),
                 metadata={"event_type": "workspace_vending_result", "event_payload": {"delivery_id": delivery_id}},
             )
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
-            if error == "ratelimited" or (exc.response is not None and exc.response.status_code >= 500):
-                retry = exc.response.headers.get("Retry-After") if exc.response is not None else None
-                raise TransientError(
-                    f"Slack refused for now ({error})",
-                    retry_after_s=float(retry) if retry and str(retry).isdigit() else None,
-                    code="SlackRateLimited",
-                ) from exc
-            raise PermanentError(
-                f"Slack refused the message ({error}); invite the app to the channel or check its scopes (chat:write).",
-                code="SlackRefused",
+
+
+@contextmanager
+def web_api_errors(advice: str) -> Iterator[None]:
+    """Translate the Web API's refusals: rate limits, 5xx and the network are transient, the rest permanent."""
+    from slack_sdk.errors import SlackApiError
+
+    try:
+        yield
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
+        if error == "ratelimited" or (exc.response is not None and exc.response.status_code >= 500):
+            retry = exc.response.headers.get("Retry-After") if exc.response is not None else None
+            raise TransientError(
+                f"Slack refused for now ({error})",
+                retry_after_s=float(retry) if retry and str(retry).isdigit() else None,
+                code="SlackRateLimited",
             ) from exc
-        except OSError as exc:
-            raise TransientError(f"Slack did not answer: {type(exc).__name__}", code="SlackUnreachable") from exc
+        raise PermanentError(f"Slack refused the message ({error}); {advice}.", code="SlackRefused") from exc
+    except OSError as exc:
+        raise TransientError(f"Slack did not answer: {type(exc).__name__}", code="SlackUnreachable") from exc
+
+
+class ApprovalRenderer(Protocol):
+    """What renders approval messages (`engine.chat.Chat`)."""
+
+    def approval_request(self, record: RequestRecord) -> Reply:
+        """Ask the approvers, with Approve and Deny."""
+        ...
+
+    def approval_settled(self, record: RequestRecord) -> Reply:
+        """Say the outcome and who decided."""
+        ...
+
+
+class SlackApprovals:
+    """Post approval messages to the approvers' Slack channel, and replace them with the outcome once decided."""
+
+    def __init__(
+        self,
+        *,
+        renderer: Callable[[], ApprovalRenderer],
+        bot_token: str | None = None,
+        api_url: str = "https://slack.com/api/",
+        timeout_s: float = 10.0,
+        client: WebClient | None = None,
+    ) -> None:
+        """Post with `client`, or one built from the bot token; `renderer` returns what renders the messages."""
+        if client is None:
+            if not bot_token:
+                raise ValueError("SlackApprovals needs a client or a bot token (SLACK_BOT_TOKEN)")
+            from slack_sdk import WebClient
+
+            client = WebClient(token=bot_token, base_url=api_url, timeout=int(timeout_s))
+        self.client = client
+        self.renderer = renderer
+
+    @classmethod
+    def from_settings(cls, settings: Settings, renderer: Callable[[], ApprovalRenderer]) -> SlackApprovals | None:
+        """Return the poster of the bot token (SLACK_BOT_TOKEN, SLACK_API_URL), or None when there is no token."""
+        token = settings.slack_bot_token
+        if token is None:
+            return None
+        return cls(renderer=renderer, bot_token=token.get_secret_value(), api_url=settings.slack_api_url)
+
+    def announce(self, record: RequestRecord, channel: str, delivery_id: str) -> ApprovalMessage:
+        """Post the approval message to the channel; return where it is (channel and ts)."""
+        reply = self.renderer().approval_request(record)
+        with web_api_errors("invite the app to the approvers' channel or check its scopes (chat:write)"):
+            response = self.client.chat_postMessage(
+                channel=channel,
+                text=reply.text()[:3000],
+                blocks=blocks(reply),
+                metadata={
+                    "event_type": "workspace_vending_approval",
+                    "event_payload": {"delivery_id": delivery_id, "request_id": record.id},
+                },
+            )
+        ts = response.get("ts")
+        if not isinstance(ts, str) or not ts:
+            raise PermanentError("Slack posted the approval message but said no ts; it cannot be updated.")
+        return ApprovalMessage(platform="slack", channel=channel, message_id=ts)
+
+    def settle(self, record: RequestRecord, message: ApprovalMessage) -> None:
+        """Replace the posted message with the outcome and who decided (no buttons)."""
+        reply = self.renderer().approval_settled(record)
+        with web_api_errors("the message may be gone, or the app may have left the channel"):
+            self.client.chat_update(
+                channel=message.channel, ts=message.message_id, text=reply.text()[:3000], blocks=blocks(reply)
+            )

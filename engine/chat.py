@@ -9,12 +9,22 @@ formats for one of them. Commands:
     list   [team]
     delete <request id> [purge]
     extend <request id> <days>
+    approvals
+    approve <request id> [reason words...]
+    deny    <request id> <reason words...>
     help
 
 Arguments are key=value, in any order, with "quoted values" when they hold spaces. `create` and
 `delete` first show what they would do; Slack confirms it with a button, Teams by sending the same
 command with `confirm=yes`. `delete` and `extend` are acts of `engine.lifecycle.Lifecycle`, which
 decides who may do them (a confirmation is decided again when it is used).
+
+Approval gates (docs/approvals.md): `approvals` lists what waits for the asker's decision, `approve`
+and `deny` decide one request, through `engine.approvals.Approvals` (the one authorisation function
+decides: `Workspaces.Approve`, an approver group of the rules met, never the requester). The
+approvers' channel gets `approval_request`, whose Approve and Deny buttons carry a sealed token of
+the request, its approval round and the decision; any approver may click it, and whoever clicks is
+decided again then (`decide_click`). Once decided, the message becomes `approval_settled`.
 
 Who asks (DESIGN section 9): a chat user is the Entra principal the policy maps them to
 (`chat_users`), acting with the app roles listed there (`Workspaces.Request` unless it says more),
@@ -45,6 +55,7 @@ from uuid import UUID
 from engine.authz import Act, Authority, Authorizer, Decision
 from engine.intake import Intake
 from engine.ports import Store
+from models.approvals import ApprovalState
 from models.errors import (
     ConflictError,
     ForbiddenError,
@@ -61,6 +72,7 @@ from models.records import ChatConversation, RequestRecord, RequestStatus, StepR
 from models.request import parse_request
 
 if TYPE_CHECKING:
+    from engine.approvals import Approvals
     from engine.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -98,6 +110,9 @@ USAGE = """\
 `list [team]`              the newest requests (of a team)
 `delete <request id> [purge]`  tears the workspace down, after you confirm it
 `extend <request id> <days>`   moves its expiry to that many days from now
+`approvals`                what waits for your approval
+`approve <request id> [reason]`  approves a request that waits (Workspaces.Approve)
+`deny <request id> <reason>`     denies it; its requester is told the reason
 `help`                     this text
 Values with spaces go in quotes: `cost-center="CC 1042"`."""
 
@@ -107,7 +122,7 @@ class Button:
     """An action offered with a reply (a Slack button; Teams users type the command instead)."""
 
     label: str
-    action: Literal["confirm_create", "confirm_delete", "refresh_status", "cancel"]
+    action: Literal["confirm_create", "confirm_delete", "refresh_status", "cancel", "approve", "deny"]
     value: str
     style: Literal["primary", "danger"] | None = None
 
@@ -179,7 +194,17 @@ RULE_TITLES = {
     "NotTeamMember": "That team is not yours.",
     "UnknownTeam": "That team is not known here.",
     "MissingRole": "You may not do that from chat.",
+    "OwnRequest": "You cannot approve your own request.",
+    "NotApprover": "You are not an approver of this request.",
 }
+# Conflicts that are not a taken name: the state of an approval (engine/approvals.py).
+CONFLICT_TITLES = {
+    "ApprovalSettled": "That request is already decided.",
+    "AlreadyDecided": "You have already decided that request.",
+    "NoApprovalNeeded": "That request needs no approval.",
+    "NotConfigured": "Approvals are not available here.",
+}
+APPROVAL_VERBS = ("approve", "deny")
 
 
 Refused = InvalidInputError | ConflictError | TransientError | ForbiddenError | NotFoundError
@@ -188,7 +213,7 @@ Refused = InvalidInputError | ConflictError | TransientError | ForbiddenError | 
 def refusal(exc: Refused, *, usage: bool = False) -> Reply:
     """Say why something was refused: the problems (with the usage after a command), a rule, a taken name, or "later"."""
     if isinstance(exc, InvalidInputError):
-        named = usage and exc.title != "The request is not valid."
+        named = exc.title != "The request is not valid."  # a title of its own says more than "did not work"
         return Reply(exc.title if named else "That did not work.", problems=exc.problems, usage=usage, ok=False)
     if isinstance(exc, ForbiddenError):
         lines = [str(exc)]
@@ -203,6 +228,8 @@ def refusal(exc: Refused, *, usage: bool = False) -> Reply:
     if isinstance(exc, ConflictError):
         if exc.code in NOT_NOW:
             return Reply("That cannot be done to this request now.", lines=[str(exc)], ok=False)
+        if exc.code in CONFLICT_TITLES:
+            return Reply(CONFLICT_TITLES[exc.code], lines=[str(exc)], ok=False)
         return Reply("That workspace is taken.", lines=[str(exc)], ok=False)
     return Reply("I cannot do that right now.", lines=[f"{exc} Try again in a minute."], ok=False)
 
@@ -251,6 +278,40 @@ def _drift(record: RequestRecord) -> tuple[str, list[str]]:
     if report.repaired_run:
         lines.append(f"Repaired by run {report.repaired_run}.")
     return f"{_count(len(report.findings), 'finding')} at {_at(report.checked_at)}{asked}", lines
+
+
+def _what(record: RequestRecord) -> str:
+    return f"{record.workspace_name or record.id} ({record.team}, {record.environment})"
+
+
+def _requester(record: RequestRecord) -> str:
+    return record.requester_name or record.requester
+
+
+def _deciders(state: ApprovalState) -> str:
+    names = [d.name or d.by for d in state.decisions if d.decision == "approve"]
+    return ", ".join(names) or "its approvers"
+
+
+def _approval_lines(state: ApprovalState, record: RequestRecord) -> list[str]:
+    """Say why a request waits (or waited), who decided so far, what is still needed, what it costs, until when."""
+    lines = [f"• {t.rule}{f' ({t.description})' if t.description else ''}: {'; '.join(t.reasons)}" for t in state.rules]
+    for d in state.decisions:
+        said = f": {d.reason}" if d.reason else ""
+        lines.append(f"{'Approved' if d.decision == 'approve' else 'Denied'} by {d.name or d.by}{said}")
+    if state.outcome == "pending":
+        missing = state.missing()
+        if missing:
+            lines.append("Still needed: " + ", ".join(f"{_count(n, 'approval')} for {t.rule}" for t, n in missing))
+    if state.estimate is not None:
+        lines.append(f"Estimated cost: {state.estimate.summary()}")
+        if state.estimate.unpriced:
+            lines.append(f"Not priced: {_names(state.estimate.unpriced)}")
+    if state.outcome == "pending":
+        lines.append(f"Due: {_at(state.due_at)}; undecided by then, it expires.")
+    elif state.outcome == "expired":
+        lines.append(f"Nobody decided before {_at(state.due_at)}.")
+    return lines
 
 
 def chat_caller(user: ChatUser, *, tenant: UUID) -> Caller:
@@ -365,10 +426,12 @@ class Chat:
         submissions: SubmissionLimit | None = None,
         audit: ChatAudit = no_audit,
         clock: Callable[[], float] = time.time,
+        approvals: Approvals | None = None,
     ) -> None:
         """Build the commands; `authorizer` decides every command (without one, no team has members).
 
         `lifecycle` does (and decides) what happens to a request after its create: delete, extend.
+        `approvals` decides approvals (default: the lifecycle's, which the composition root sets).
         """
         self.intake = intake
         self.lifecycle = lifecycle
@@ -383,6 +446,15 @@ class Chat:
         self._authorizer = authorizer
         self._submissions = submissions or store_submission_limit(store, clock=clock)
         self._audit = audit
+        self._approvals = approvals
+
+    @property
+    def approvals(self) -> Approvals:
+        """The approval gates that decide `approve`, `deny` and a click on an approval message."""
+        approvals = self._approvals or self.lifecycle.approvals
+        if approvals is None:
+            raise ConflictError("approvals are not wired to chat here; use the REST API.", code="NotConfigured")
+        return approvals
 
     def _unwired(self) -> Authorizer:
         return Authorizer(policy=self._policy(), membership=_NoMembership())
@@ -392,12 +464,18 @@ class Chat:
     def handle(self, *, who: Who, text: str, reply_to: ChatConversation, traceparent: str | None = None) -> Reply:
         """Answer one command; mistakes get the usage and the exact problems, never a stack trace."""
         try:
+            first, tail = [*text.strip().split(None, 1), "", ""][:2]
+            if first.lower() in APPROVAL_VERBS:
+                # Read as words, not key=value: a reason is free text ("don't", "budget=0" and all).
+                return self._decide_command(self._asking(who, first.lower()), first.lower(), tail)
             verb, args, rest = parse_command(text)
             if verb == "help":
                 return Reply("Workspace Vending: what I can do", usage=True)
-            if verb not in ("status", "list", "plan", "create", "delete", "extend"):
+            if verb not in ("status", "list", "plan", "create", "delete", "extend", "approvals"):
                 raise InvalidInputError([Problem("(command)", f"'{verb}' is not a command I know.")])
             asking = self._asking(who, verb)
+            if verb == "approvals":
+                return self._pending(asking, rest, args)
             if verb == "status":
                 return self._status(asking, rest, args)
             if verb == "list":
@@ -452,11 +530,20 @@ class Chat:
         """
         if record.notification is not None and record.notification.about == "expiry":
             return self._expiring(record)
+        if record.notification is not None and record.notification.about == "approval":
+            return self._approval_notice(record)
         return self._state(record, steps)
 
     def _state(self, record: RequestRecord, steps: list[StepRecord]) -> Reply:
         steps = _current_steps(record, steps)
         status = record.status
+        if status == RequestStatus.AWAITING_APPROVAL or (
+            record.approval is not None
+            and record.approval.operation == "create"
+            and status in (RequestStatus.DENIED, RequestStatus.EXPIRED, RequestStatus.CANCELLED)
+            and record.approval.outcome in ("denied", "expired", "withdrawn")
+        ):
+            return self._approval_notice(record)
         if status == RequestStatus.SUCCEEDED:
             return self._updated(record) if record.operation == "update" else self._ready(record, steps)
         if status == RequestStatus.DELETED:
@@ -723,6 +810,11 @@ class Chat:
             preflight_budget_s=CHAT_PREFLIGHT_BUDGET_S,
         )
         record = submitted.record
+        if record.status == RequestStatus.AWAITING_APPROVAL and record.approval is not None:
+            waits = self._approval_notice(record)
+            waits.lines.insert(0, f"Request `{record.id}`.")
+            waits.buttons = [Button("Refresh status", "refresh_status", record.id)]
+            return waits
         title = (
             f"Provisioning {record.workspace_name} has started."
             if submitted.created
@@ -796,6 +888,171 @@ class Chat:
             reply.fields.append(("drift", drift))
             reply.lines += lines
         return reply
+
+    # ----- approvals: what waits for the asker, approve, deny, a click ---------------------------
+
+    def _pending(self, asking: _Asking, rest: list[str], args: dict[str, str]) -> Reply:
+        if rest or args:
+            raise InvalidInputError([Problem("(command)", "`approvals` takes no arguments.")])
+        waiting = self.approvals.pending(asking.caller, door=asking.who.door, limit=SHOWN + 1)
+        if not waiting:
+            return Reply("Nothing waits for your approval.")
+        lines = []
+        for record in waiting[:SHOWN]:
+            state = record.approval
+            assert state is not None  # pending() returns only requests that wait
+            lines.append(
+                f"`{record.id}`  {record.team}  {record.environment}  {record.workspace_name or ''}: "
+                f"{', '.join(t.rule for t in state.rules)}; asked by {_requester(record)}; due {_at(state.due_at)}"
+            )
+        if len(waiting) > SHOWN:
+            lines.append("and more: the REST API lists them all (GET /api/approvals).")
+        lines.append("Decide with `approve <request id> [reason]` or `deny <request id> <reason>`.")
+        return Reply(f"Waiting for your approval: {_count(min(len(waiting), SHOWN), 'request')}", lines=lines)
+
+    def _decide_command(self, asking: _Asking, verb: str, tail: str) -> Reply:
+        """Approve or deny from a command: `approve <id> [reason...]`, `deny <id> <reason...>`."""
+        request_id, reason = [*tail.split(None, 1), "", ""][:2]
+        if not request_id:
+            example = "approve 01J… [reason]" if verb == "approve" else "deny 01J… <reason>"
+            raise InvalidInputError([Problem("id", f"give one request id: `{example}`.")])
+        reason = reason.strip()
+        if verb == "deny" and not reason:
+            raise InvalidInputError(
+                [Problem("reason", f"say why it is denied: `deny {request_id} <reason>`; its requester is told.")]
+            )
+        door = asking.who.door
+        if verb == "approve":
+            done = self.approvals.approve(request_id, caller=asking.caller, door=door, reason=reason or None)
+        else:
+            done = self.approvals.deny(request_id, caller=asking.caller, door=door, reason=reason)
+        record, state = done.record, done.record.approval
+        name = _what(record)
+        if state is None:
+            return self._state(record, self.store.get_steps(record.id))
+        if not done.recorded:
+            title = f"You had already {'approved' if verb == 'approve' else 'denied'} {name}."
+        elif done.outcome == "approved":
+            title = f"Approved: {name}."
+        elif done.outcome == "denied":
+            title = f"Denied: {name}."
+        else:
+            title = f"Your approval of {name} is recorded."
+        return Reply(title, lines=_approval_lines(state, record), fields=self._fields(record))
+
+    def decide_click(
+        self, *, who: Who, token: str, decision: Literal["approve", "deny"], reason: str | None = None
+    ) -> Reply:
+        """Decide a click on an approval message's Approve or Deny: the clicker is decided now, as any approver."""
+        try:
+            asking = self._asking(who, decision)
+            request_id, round_ = self._open_approval(token, decision)
+            record = self.store.get_request(request_id)
+            if record is None or record.approval is None or record.approval.round != round_:
+                raise InvalidInputError(
+                    [
+                        Problem(
+                            "(button)",
+                            "this approval message is no longer valid: the request was asked again or is gone; "
+                            "`approvals` shows what waits for you.",
+                        )
+                    ]
+                )
+            text = (reason or "").strip()
+            if decision == "deny" and not text:
+                return Reply(
+                    "Say why you deny it.",
+                    lines=[
+                        "Write the reason in the message's reason box, then press Deny again: its requester is told."
+                    ],
+                    ok=False,
+                )
+            door = who.door
+            if decision == "approve":
+                done = self.approvals.approve(request_id, caller=asking.caller, door=door, reason=text or None)
+            else:
+                done = self.approvals.deny(request_id, caller=asking.caller, door=door, reason=text)
+            return self.approval_request(done.record)
+        except (InvalidInputError, ConflictError, TransientError, ForbiddenError, NotFoundError) as exc:
+            return refusal(exc)
+
+    def approval_request(self, record: RequestRecord) -> Reply:
+        """Ask the approvers: what is asked, by whom, why it waits, its cost, until when; Approve and Deny.
+
+        A request no longer waiting is shown as settled (`approval_settled`), without buttons.
+        """
+        state = record.approval
+        if state is None or state.outcome != "pending":
+            return self.approval_settled(record)
+        asked = f"revision {state.change.number} of " if state.change is not None else ""
+        lines = [f"{_requester(record)} asks for {asked}{_what(record)}.", *_approval_lines(state, record)]
+        if state.estimate is not None:
+            currency = state.estimate.currency
+            lines += [
+                f"Compute {c.compute}: {c.vm_size} {c.tier.replace('_', '-')}, up to {_count(c.max_nodes, 'node')}, "
+                f"{currency} {c.monthly_max:,.0f}/month at most"
+                for c in state.estimate.lines[:SHOWN]
+            ]
+        return Reply(
+            f"Approval asked: {asked}{_what(record)}",
+            lines=lines,
+            fields=[*self._fields(record), ("requester", _requester(record)), ("decide by", _at(state.due_at))],
+            buttons=[
+                Button("Approve", "approve", self._seal_approval(record, "approve"), "primary"),
+                Button("Deny", "deny", self._seal_approval(record, "deny"), "danger"),
+            ],
+            public=True,
+        )
+
+    def approval_settled(self, record: RequestRecord) -> Reply:
+        """Say how an approval ended and who decided it (the approvers' message once decided; no buttons)."""
+        state = record.approval
+        name = _what(record)
+        if state is None:
+            return Reply(f"{name} needs no approval.", fields=self._fields(record), public=True)
+        title = {
+            "pending": f"Approval asked: {name}",
+            "approved": f"Approved: {name}",
+            "denied": f"Denied: {name}",
+            "expired": f"Expired: {name}",
+            "withdrawn": f"Withdrawn: {name}",
+        }[state.outcome]
+        return Reply(title, lines=_approval_lines(state, record), fields=self._fields(record), public=True)
+
+    def _approval_notice(self, record: RequestRecord) -> Reply:
+        """Tell the requester where their request's approval stands: waiting, approved, denied, expired, withdrawn."""
+        state = record.approval
+        if state is None:
+            return self._state(record, self.store.get_steps(record.id))
+        name = _what(record)
+        revision = state.change.number if state.change is not None else None
+        lines = _approval_lines(state, record)
+        fields = self._fields(record)
+        if state.outcome == "pending":
+            lines.append("Its approvers are asked now; I will post here when they decide. Until then nothing is made.")
+            subject = f"Revision {revision} of {name}" if revision else f"Workspace {name}"
+            return Reply(f"{subject} waits for approval.", lines=lines, fields=fields, public=True)
+        if state.outcome == "approved":
+            lines.append(
+                f"Revision {revision} is applied now."
+                if revision
+                else "Provisioning starts now; I will post here when it is ready."
+            )
+            return Reply(f"{name} is approved by {_deciders(state)}.", lines=lines, fields=fields, public=True)
+        kept = "The workspace stays as it was." if revision else "Nothing was made; its name is free to ask for again."
+        if state.outcome == "denied":
+            denial = state.denial
+            by = (denial.name or denial.by) if denial else "an approver"
+            return Reply(f"{name} was denied by {by}.", lines=[*lines, kept], fields=fields, ok=False, public=True)
+        if state.outcome == "expired":
+            return Reply(
+                f"{name} expired: nobody decided in time.",
+                lines=[*lines, kept, "Ask again, or ask its approvers to decide sooner."],
+                fields=fields,
+                ok=False,
+                public=True,
+            )
+        return Reply(f"{name} was withdrawn before approval.", lines=[*lines, kept], fields=fields, public=True)
 
     # ----- the lifecycle: delete, extend --------------------------------------------------------
 
@@ -951,21 +1208,23 @@ class Chat:
     # signing secret: the button cannot be forged, used by someone else, or used for another kind of
     # act. Whether its asker may still do it is decided when it is used.
     def _seal(self, asking: _Asking, *, kind: Literal["create", "delete"], what: dict[str, Any]) -> str:
-        body = json.dumps(
+        return self._sign(
             {
                 **what,
                 "k": kind,
                 "u": asking.who.label,
                 "p": asking.caller.oid,
                 "exp": int(self.clock()) + CONFIRM_TTL_S,
-            },
-            separators=(",", ":"),
+            }
         )
-        raw = body.encode()
+
+    def _sign(self, body: dict[str, Any]) -> str:
+        raw = json.dumps(body, separators=(",", ":")).encode()
         mac = hmac.new(self._key, raw, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(mac + raw).decode()
 
-    def _open(self, token: str, asking: _Asking, *, kind: Literal["create", "delete"]) -> dict[str, Any]:
+    def _unsign(self, token: str) -> dict[str, Any] | None:
+        """Return what a token seals, or None when it was not sealed with this key (forged, altered, cut)."""
         try:
             data = base64.urlsafe_b64decode(token.encode())
             mac, raw = data[:16], data[16:]
@@ -973,6 +1232,36 @@ class Chat:
             sealed = json.loads(raw) if ok else None
         except (ValueError, json.JSONDecodeError):
             sealed = None
+        return sealed if isinstance(sealed, dict) else None
+
+    # An approval button seals the request, its approval round and the decision, and no person: any
+    # approver may press it, and whoever does is decided when they do. Its kind ("approve", "deny")
+    # keeps it from being used as a confirmation, or the other decision.
+    def _seal_approval(self, record: RequestRecord, decision: Literal["approve", "deny"]) -> str:
+        assert record.approval is not None
+        return self._sign(
+            {"k": decision, "d": record.id, "n": record.approval.round, "exp": int(record.approval.due_at.timestamp())}
+        )
+
+    def _open_approval(self, token: str, decision: Literal["approve", "deny"]) -> tuple[str, int]:
+        sealed = self._unsign(token)
+        if sealed is None or sealed.get("k") != decision:
+            raise InvalidInputError(
+                [Problem("(button)", "this button is not valid; `approvals` shows what waits for you.")]
+            )
+        request_id, round_, until = sealed.get("d"), sealed.get("n"), sealed.get("exp")
+        if not isinstance(request_id, str) or not isinstance(round_, int) or not isinstance(until, int):
+            raise InvalidInputError(
+                [Problem("(button)", "this button is not valid; `approvals` shows what waits for you.")]
+            )
+        if until < self.clock():
+            raise InvalidInputError(
+                [Problem("(button)", "this approval message is no longer valid: its request waited past its due time.")]
+            )
+        return request_id, round_
+
+    def _open(self, token: str, asking: _Asking, *, kind: Literal["create", "delete"]) -> dict[str, Any]:
+        sealed = self._unsign(token)
         # A create confirmation sealed before kinds were sealed names none: it is a create.
         if not isinstance(sealed, dict) or sealed.get("k", "create") != kind:
             raise InvalidInputError([Problem("(button)", f"this confirmation is not valid; run `{kind}` again.")])

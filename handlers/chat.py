@@ -4,8 +4,9 @@ Each endpoint checks its platform's signature before reading anything, refuses a
 seen before (the replay guard is kept in the store: every instance shares it, and it survives a
 restart), answers within the platform's deadline (the work is a plan, a submission whose pre-flight
 is bounded to 1.5 s, or a lifecycle act that writes the request and queues its run's first steps),
-and answers 503 with a clear message when its secret is not configured. The replies come from
-`engine.chat`; `adapters.slack` and `adapters.teams` render them.
+and answers 503 with a clear message when its secret is not configured. A click on an approval
+message's Approve or Deny is decided by `Chat.decide_click` (the clicker's rights, now). The
+replies come from `engine.chat`; `adapters.slack` and `adapters.teams` render them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, Response
@@ -92,11 +93,20 @@ def add_chat_routes(api: FastAPI, container: Callable[[], Container], problem: C
             message_id=_text(payload.get("trigger_id")),
             at=time.time(),
         )
-        reply = await run_in_threadpool(
-            _interaction, c, who, str(action.get("action_id", "")), str(action.get("value", "")), reply_to
-        )
+        action_id, value = str(action.get("action_id", "")), str(action.get("value", ""))
+        if action_id in ("approve", "deny"):
+            # An approval message in the approvers' channel: once decided, it shows who decided (for
+            # everyone); a refusal goes to the clicker only, and the buttons stay for the other approvers.
+            decision: Literal["approve", "deny"] = "approve" if action_id == "approve" else "deny"
+            reply = await run_in_threadpool(
+                c.chat.decide_click, who=who, token=value, decision=decision, reason=_reason(payload)
+            )
+            replace = reply.ok
+        else:
+            reply = await run_in_threadpool(_interaction, c, who, action_id, value, reply_to)
+            replace = True
         if reply_to.response_url:
-            await run_in_threadpool(_answer, reply_to.response_url, reply)
+            await run_in_threadpool(_answer, reply_to.response_url, reply, replace=replace)
         return Response(status_code=200)
 
     @api.post("/api/chat/teams/messages", tags=["chat"], summary="Teams outgoing webhook")
@@ -153,12 +163,27 @@ def _interaction(c: Container, who: Who, action: str, value: str, reply_to: Chat
     return Reply("That button is not one I know.", ok=False)
 
 
-def _answer(response_url: str, reply: Reply) -> None:
-    """Update the message a button was on, through its response_url."""
+def _reason(payload: dict[str, Any]) -> str | None:
+    """Return what the approval message's reason box holds (`state.values`, action id "reason"), if anything."""
+    state = payload.get("state")
+    values = state.get("values") if isinstance(state, dict) else None
+    if not isinstance(values, dict):
+        return None
+    for block in values.values():
+        entry = block.get(slack.REASON_ACTION) if isinstance(block, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("value"), str):
+            return str(entry["value"])
+    return None
+
+
+def _answer(response_url: str, reply: Reply, *, replace: bool = True) -> None:
+    """Update the message a button was on (or, with `replace` False, answer the clicker only), via response_url."""
     from slack_sdk.webhook import WebhookClient
 
     try:
-        response = WebhookClient(response_url, timeout=3).send_dict({**slack.message(reply), "replace_original": True})
+        response = WebhookClient(response_url, timeout=3).send_dict(
+            {**slack.message(reply), "replace_original": replace}
+        )
         if response.status_code != 200:
             log.warning("Slack response_url answered %s", response.status_code)
     except OSError as exc:
