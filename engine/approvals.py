@@ -34,7 +34,15 @@ from engine.notify_message import notification_message
 from engine.ports import ApprovalAnnouncer, OutgoingMessage, Sender, Store
 from engine.steps import StepEngine, utcnow
 from models.approvals import MAX_REASON, ApprovalDecision, ApprovalMessage, ApprovalState, ApproverChannels, Outcome
-from models.errors import ConflictError, InvalidInputError, NotFoundError, PermanentError, Problem, StaleWriteError
+from models.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermanentError,
+    Problem,
+    StaleWriteError,
+    TransientError,
+)
 from models.events import EventName
 from models.identity import Caller
 from models.policy import Policy
@@ -134,7 +142,7 @@ class Approvals:
         apply_revision: Callable[[RequestRecord, str], RequestRecord],
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        """`apply_revision(record, by)` starts the run of the revision an approval was waiting for (the lifecycle's)."""
+        """`apply_revision(record, by)` writes the run of the revision an approval was waiting for (the lifecycle's)."""
         self.store = store
         self.engine = engine
         self.policy = policy
@@ -154,6 +162,7 @@ class Approvals:
         return ApprovalAsk(
             requester=record.approval.requested_by,
             rules={t.rule: tuple(t.groups) for t in record.approval.rules},
+            others=(record.requester,),  # a revision's approver is neither who asked for it nor who made the request
         )
 
     def _decide(self, record: RequestRecord, caller: Caller, *, door: str) -> Decision:
@@ -230,6 +239,16 @@ class Approvals:
                     code="ApprovalSettled",
                 )
             allowed.enforce()
+            if self.clock() >= state.due_at:
+                # Past its due time the request is expired, whether or not the timer has come by yet.
+                try:
+                    self._end(record, state, "expired", by=SERVICE, reason=f"not decided by {state.due_at.isoformat()}")
+                except StaleWriteError:
+                    continue
+                raise ConflictError(
+                    f"request {record.id} waited past {state.due_at.isoformat()} and expired; ask again.",
+                    code="ApprovalSettled",
+                )
             earlier = next((d for d in state.decisions if d.by == caller.oid), None)
             if earlier is not None:
                 if earlier.decision == decision:
@@ -258,6 +277,10 @@ class Approvals:
                 written = self._write(record, approval=state)
             except StaleWriteError:
                 continue  # another decision landed meanwhile: decide again on what it wrote
+            except ConflictError as exc:
+                if exc.code != "RequestChanged":
+                    raise
+                continue  # the same, through the lifecycle's write of a revision
             missing = [(t.rule, n) for t, n in state.missing()]
             self._emit(
                 written,
@@ -284,7 +307,7 @@ class Approvals:
         state = state.model_copy(update={"outcome": "approved", "decided_at": now})
         if state.operation == "update":
             assert state.change is not None
-            # The lifecycle writes the revision's run (a conditional write of the record as read here).
+            # The lifecycle writes the revision's run (a conditional write of the record as read here); it starts below.
             written = self.apply_revision(record.model_copy(update={"approval": state, **notice(record)}), by)
         else:
             revisions = [
@@ -296,8 +319,14 @@ class Approvals:
             )
         self._emit(written, EventName.APPROVED, caller=by, message=_with_reason("approved: the run starts", reason))
         self._tell(written)
-        if state.operation == "create":
-            self.engine.dispatch_ready(written)
+        try:
+            if state.operation == "create":
+                self.engine.dispatch_ready(written)
+            else:
+                self.engine.start_run(written)
+        except TransientError as exc:
+            # Written and announced: the sweeper opens the run and sends its steps once the queue answers.
+            log.warning("approved %s; its run starts with the sweeper: %s", written.id, exc)
         return Decided(self.store.get_request(written.id) or written, True, "approved", [])
 
     def _end(
@@ -341,6 +370,7 @@ class Approvals:
                 approval=state,
                 revisions=revisions,
                 error=ErrorInfo(code=error[0], message=error[1]),
+                expires_at=None,  # nothing was made: nothing to tear down when the expiry would have come
                 **notice(record),
             )
         name = {

@@ -37,6 +37,7 @@ class ApprovalAsk:
 
     requester: str
     rules: Mapping[str, Sequence[str]]  # rule name -> object ids of the groups that approve for it
+    others: tuple[str, ...] = ()  # who else asked: a waiting revision's request was made by someone too
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,9 @@ class Authorizer:
         """Decide one act; `team` is the team acted for (required for request, read and approve).
 
         `approval` (with Act.APPROVE) says who asked for the request and which groups approve for
-        each rule it met: the caller must hold `Workspaces.Approve` (or `Vending.Admin`), must not be
-        who asked, and must be a member of a group of at least one rule; `Decision.rules` names those.
+        each rule it met: the caller must hold `Workspaces.Approve` and be a member of a group of at
+        least one rule (`Vending.Admin` counts for every rule), and must not be who asked;
+        `Decision.rules` names the rules it counts for.
         """
         if act == Act.OPERATE:
             if caller.has_role(AppRole.OPERATOR) or caller.has_role(AppRole.ADMIN):
@@ -190,13 +192,14 @@ class Authorizer:
                 f"approving requests needs the app role {AppRole.APPROVE.value}; ask the platform team to assign it "
                 "to you.",
             )
-        if caller.oid == approval.requester.lower():
+        if caller.oid in {approval.requester.lower(), *(o.lower() for o in approval.others)}:
             return Decision(
                 False,
                 "OwnRequest",
                 "you asked for this request, and nobody approves their own request: another approver must decide it.",
             )
         if admin:
+            # Vending.Admin acts for every team (DESIGN section 9): the break-glass approver, never of its own request.
             return Decision(True, "AdminRole", "allowed", rules=tuple(sorted(approval.rules)))
         found = self._member_of(caller, [g for groups in approval.rules.values() for g in groups])
         rules = tuple(sorted(r for r, groups in approval.rules.items() if any(g.lower() in found for g in groups)))

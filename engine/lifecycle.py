@@ -125,12 +125,11 @@ class Lifecycle:
                 f"request {record.id} was rejected and made nothing; submit a new request instead.",
                 code="RequestRejected",
             )
-        ended = record.approval
-        if ended is not None and ended.operation == "create" and ended.outcome in ("denied", "expired", "withdrawn"):
+        if _never_approved(record):
             # Never approved, nothing made: a retry or a revision must not provision it past its approvers.
             raise ConflictError(
-                f"request {record.id} was {ended.outcome} before approval and made nothing; submit a new request "
-                "instead.",
+                f"request {record.id} was {record.approval.outcome if record.approval else 'ended'} before approval "
+                "and made nothing; submit a new request instead.",
                 code="RequestNotApproved",
             )
         return record
@@ -309,7 +308,7 @@ class Lifecycle:
                 False,
                 revised.changes,
             )
-        written = self._apply(record, change, by=caller.oid)
+        written = self._apply(record, change, by=caller.oid, author=caller.oid)
         return Changed(self.engine.start_run(written), True, revised.changes)
 
     def _wait(self, record: RequestRecord, approval: ApprovalState, *, caller: Caller) -> RequestRecord:
@@ -345,19 +344,29 @@ class Lifecycle:
         return written
 
     def apply_pending(self, record: RequestRecord, by: str) -> RequestRecord:
-        """Start the run of the revision an approval waited for (the record carries the approval, now approved)."""
-        assert record.approval is not None
-        assert record.approval.change is not None
-        return self.engine.start_run(self._apply(record, record.approval.change, by=by))
+        """Write the run of the revision an approval waited for (the record carries the approval, now approved).
 
-    def _apply(self, record: RequestRecord, change: PendingRevision, *, by: str) -> RequestRecord:
-        """Write a revision's run on the request (its run starts next)."""
+        The team's vCPU limit is checked again: other requests may have taken vCPUs while it waited.
+        The caller starts the run (`StepEngine.start_run`).
+        """
+        assert record.approval is not None
+        change = record.approval.change
+        assert change is not None
+        in_use = self.store.team_vcpus(record.team) - (record.vcpus if record.status.live else 0)
+        if change.vcpus > record.vcpus and in_use + change.vcpus > self.policy.max_team_vcpus:
+            limit = self.policy.max_team_vcpus
+            problem = vcpu_limit_problem(team=record.team, asked=change.vcpus, in_use=in_use, limit=limit)
+            raise InvalidInputError([problem], title=POLICY_REFUSAL)
+        return self._apply(record, change, by=by, author=record.approval.requested_by)
+
+    def _apply(self, record: RequestRecord, change: PendingRevision, *, by: str, author: str) -> RequestRecord:
+        """Write a revision's run on the request (its run starts next): `author` asked for it, `by` starts it."""
         now = self.clock()
         run = record.run + 1
         revision = Revision(
             number=change.number,
             request=change.request,
-            by=by if record.approval is None or record.approval.change is None else record.approval.requested_by,
+            by=author,
             at=now,
             run=run,
             summary=change.summary,
@@ -556,7 +565,11 @@ class Lifecycle:
             cursor: str | None = None
             while True:
                 page = self.store.list_requests(status=status, limit=200, cursor=cursor)
-                found += [r for r in page.items if r.expires_at is not None and r.operation != "delete"]
+                found += [
+                    r
+                    for r in page.items
+                    if r.expires_at is not None and r.operation != "delete" and not _never_approved(r)
+                ]
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
@@ -682,6 +695,12 @@ class Lifecycle:
                     return None
                 record = fresh
         return None
+
+
+def _never_approved(record: RequestRecord) -> bool:
+    """Say whether a request's create was denied, expired or withdrawn before approval: it made nothing."""
+    ended = record.approval
+    return ended is not None and ended.operation == "create" and ended.outcome in ("denied", "expired", "withdrawn")
 
 
 __all__ = ["SERVICE", "Changed", "Lifecycle", "Revised", "merge_patch"]

@@ -220,3 +220,46 @@ def test_a_revision_that_adds_a_gpu_waits_and_a_denial_keeps_the_workspace(
     assert ok.json()["outcome"] == "approved", ok.text
     poll(lambda: _view(c, http, rid)["revision"] == 2 and _view(c, http, rid)["status"] == "succeeded", what="rev 2")
     assert RequestStatus(_view(c, http, rid)["status"]) == RequestStatus.SUCCEEDED
+
+
+def test_a_withdrawn_request_is_never_torn_down_at_its_expiry(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    body = example("cpu-small.json") | {"workspace_name": "mlw-big-dev"}  # dev: expires after 30 days
+    body["compute"] = [{"name": "big", "vm_size": "Standard_NC24ads_A100_v4", "min_nodes": 0, "max_nodes": 3}]
+    rid = http.post("/api/workspaces", json=body, headers=bearer(c, "alice")).json()["id"]
+    assert http.post(f"/api/workspaces/{rid}/cancel", headers=bearer(c, "alice")).status_code == 200
+    later = c.clock() + timedelta(days=400)
+    c.lifecycle.clock = lambda: later
+    assert c.lifecycle.expire_due() == 0
+    assert _view(c, http, rid)["status"] == "cancelled"
+    assert not cloud.calls
+
+
+def test_past_its_due_time_an_approval_expires_it(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, cloud, http = api
+    rid = _waiting(c, http)
+    later = c.clock() + timedelta(hours=100)
+    c.approvals.clock = lambda: later  # the timer has not come by
+    late = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona"))
+    assert (late.status_code, late.json()["code"]) == (409, "ApprovalSettled"), late.text
+    assert _view(c, http, rid)["status"] == "expired"
+    assert not cloud.calls
+
+
+def test_who_made_the_request_does_not_approve_a_teammates_revision(
+    api: tuple[Container, FakeCloud, httpx.Client],
+) -> None:
+    c, _, http = api
+    body = example("cpu-small.json") | {"team": "fraud-detection", "environment": "prod", "workspace_name": "mlw-fi"}
+    rid = http.post("/api/workspaces", json=body, headers=bearer(c, "fiona")).json()["id"]
+    poll(lambda: _view(c, http, rid)["status"] == "succeeded", what="fiona's workspace")
+    before = _view(c, http, rid)["request"]["compute"]
+    gpu = [*before, {"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_nodes": 0, "max_nodes": 1}]
+    assert http.patch(f"/api/workspaces/{rid}", json={"compute": gpu}, headers=bearer(c, "alice")).status_code == 202
+    refused = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona"))
+    assert (refused.status_code, refused.json()["rule"]) == (403, "OwnRequest")
+    ok = http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "victor"))
+    assert ok.json()["outcome"] == "approved", ok.text
+    poll(lambda: _view(c, http, rid)["revision"] == 2, what="the revision to apply")
+    revisions = http.get(f"/api/workspaces/{rid}/revisions", headers=bearer(c, "alice")).json()["items"]
+    assert revisions[-1]["by"] == c.local_issuer.directory.find("alice").object_id  # type: ignore[union-attr]

@@ -137,7 +137,7 @@ def test_a_revision_waits_only_when_it_raises_what_the_rule_measures(shipped_pol
 
 def test_a_policy_nobody_could_approve_does_not_load(shipped_policy: Policy) -> None:
     data = shipped_policy.model_dump(mode="json", by_alias=True)
-    with pytest.raises(ValidationError, match="approvals.approvers lists no group"):
+    with pytest.raises(ValidationError, match=r"approvals\.approvers lists no group"):
         Policy.model_validate(data | {"approvals": {"rules": [{"name": "p", "gpu": True, "approvers": "platform"}]}})
     with pytest.raises(ValidationError, match="list none"):
         Policy.model_validate(data | {"approvals": {"rules": [{"name": "t", "gpu": True}]}})
