@@ -331,8 +331,9 @@ class SqliteStore:
         rows = (
             self.db.conn()
             .execute(
-                f"SELECT body FROM requests WHERE status IN {FINISHED_SQL} AND updated_at < ?"  # noqa: S608
-                " AND json_extract(body, '$.notification.status') = 'pending' LIMIT ?",
+                f"SELECT body FROM requests WHERE (status IN {FINISHED_SQL}"  # noqa: S608
+                " OR (json_extract(body, '$.notification.about') = 'approval' AND status != 'rejected'))"
+                " AND updated_at < ? AND json_extract(body, '$.notification.status') = 'pending' LIMIT ?",
                 (ts(before), limit),
             )
             .fetchall()

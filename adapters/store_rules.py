@@ -45,7 +45,11 @@ def due_of(step: StepRecord) -> datetime:
 
 def notification_pending(record: RequestRecord) -> bool:
     """Return True when a finished (or waiting) request's notification has not been delivered yet."""
-    return record.status in FINISHED and record.notification is not None and record.notification.status == "pending"
+    note = record.notification
+    if note is None or note.status != "pending":
+        return False
+    # An approval notice (waiting, approved, denied…) is the requester's whatever the request's status now.
+    return record.status in FINISHED or (note.about == "approval" and record.status != RequestStatus.REJECTED)
 
 
 def workspace_taken(record: RequestRecord, holder_id: str) -> ConflictError:

@@ -455,8 +455,13 @@ class Approvals:
 
     # ----- timeout ------------------------------------------------------------------------------
 
-    def expire_due(self, *, limit: int = 100) -> int:
-        """End the requests that waited past their due time (`expired`); return how many."""
+    def expire_due(self, *, limit: int = 100, announce_grace_s: float = 60.0) -> int:
+        """End the requests that waited past their due time (`expired`); return how many.
+
+        A waiting request whose approvers were not told within `announce_grace_s` (the process died
+        between its write and the announcement's send) is announced again: the announcement's id is
+        the round's, so one that was sent after all is dropped as a duplicate by the bus.
+        """
         now = self.clock()
         ended = 0
         cursor: str | None = None
@@ -464,7 +469,15 @@ class Approvals:
             page = self.store.list_requests(status=RequestStatus.AWAITING_APPROVAL, limit=200, cursor=cursor)
             for record in page.items:
                 state = record.approval
-                if ended >= limit or state is None or state.outcome != "pending" or state.due_at > now:
+                if state is None or state.outcome != "pending":
+                    continue
+                silent = not state.announced and state.announce_error is None
+                if silent and (now - state.requested_at).total_seconds() >= announce_grace_s and state.due_at > now:
+                    try:
+                        self.bus.send(self.settings.notifications_queue, announcement(record, kind="announce"))
+                    except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                        log.warning("approval announcement of %s not sent now: %s", record.id, exc)
+                if ended >= limit or state.due_at > now:
                     continue
                 try:
                     self._end(record, state, "expired", by=SERVICE, reason=f"not decided by {state.due_at.isoformat()}")

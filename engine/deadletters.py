@@ -26,7 +26,7 @@ from engine.steps import StepEngine
 from models.errors import ConflictError, Problem
 from models.identity import AuthenticationError, Caller
 from models.messages import DeliveryAttempt, StepMessage, original_message_id, without_attempt
-from models.records import ErrorInfo, Notification, StepStatus
+from models.records import ErrorInfo, Notification, RequestRecord, StepStatus
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -162,14 +162,26 @@ class DeadLetters:
             )
         if view.kind == "onboarding":
             return self._record_onboarding(letter)
-        request_id = view.request_id or json.loads(letter.body).get("request_id")
-        record = self.store.get_request(request_id) if request_id else None
+        body = _json_object(letter.body)
+        request_id = view.request_id or body.get("request_id")
+        record = self.store.get_request(str(request_id)) if request_id else None
+        if record is not None and body.get("kind") in ("announce", "settle"):
+            return self._record_approval_message(record, str(body["kind"]), self._why(letter))
         if record is None or record.notification is None or record.notification.done:
             return 0
         note = record.notification.model_copy(
             update={"status": "failed", "error": f"the callback was not delivered: {self._why(letter)}"}
         )
         self.store.update_request(record.model_copy(update={"notification": note}))
+        return 1
+
+    def _record_approval_message(self, record: RequestRecord, kind: str, why: str) -> int:
+        """Record on the request's approval that its approvers' message was not posted (or not updated)."""
+        if record.approval is None:
+            return 0
+        text = f"the approvers' message was not {'posted' if kind == 'announce' else 'updated'}: {why}"
+        state = record.approval.model_copy(update={"announced": True, "announce_error": text[:1000]})
+        self.store.update_request(record.model_copy(update={"approval": state}))
         return 1
 
     def _record_onboarding(self, letter: DeadLetter) -> int:
@@ -269,7 +281,12 @@ class DeadLetters:
             new_id = f"{original}/replay-{_letter_tag(letter)}"
             if view.kind == "notification":
                 record = self.store.get_request(view.request_id or "")
-                if record is not None:
+                kind = _json_object(letter.body).get("kind")
+                if record is not None and kind == "announce" and record.approval is not None:
+                    # Posted anew: the approval is announced again, its earlier failure cleared.
+                    state = record.approval.model_copy(update={"announced": False, "announce_error": None})
+                    self.store.update_request(record.model_copy(update={"approval": state}))
+                elif record is not None and kind is None:
                     self.store.update_request(record.model_copy(update={"notification": Notification()}))
             self.bus.send(
                 queue,
@@ -320,3 +337,12 @@ def _onboarding_parts(body: bytes) -> list[tuple[str, Any]]:
         return [(env, {**common, "environment": env}) for env in dict.fromkeys(environments)]
     environment = data.get("environment")
     return [(environment if isinstance(environment, str) else "", data)]
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    """Return a message body's JSON object, or an empty one when it is not one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -254,6 +254,10 @@ class ApprovalState(BaseModel):
     change: PendingRevision | None = Field(None, description="The revision waiting, for an update.")
     messages: list[ApprovalMessage] = Field(default_factory=list, description="What approvers were sent.")
     announced: bool = Field(False, description="The approvers' channels were told (or there were none).")
+    announce_error: str | None = Field(
+        None,
+        description="Why the approvers' message could not be posted (it was dead-lettered); listed at /api/approvals.",
+    )
 
     def approvers_of(self, rule: str) -> set[str]:
         """Return who approved for one rule."""

@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from composition import Container
+from engine.ports import OutgoingMessage, ReceivedMessage
 from handlers.api import create_api
+from models.errors import TransientError
 from models.events import EventName, StatusEvent
 from models.records import RequestStatus
 from models.settings import Settings
@@ -263,3 +265,44 @@ def test_who_made_the_request_does_not_approve_a_teammates_revision(
     poll(lambda: _view(c, http, rid)["revision"] == 2, what="the revision to apply")
     revisions = http.get(f"/api/workspaces/{rid}/revisions", headers=bearer(c, "alice")).json()["items"]
     assert revisions[-1]["by"] == c.local_issuer.directory.find("alice").object_id  # type: ignore[union-attr]
+
+
+class _BusDown:
+    def send(self, queue: str, message: OutgoingMessage) -> None:
+        raise TransientError("the bus is down", retry_after_s=1)
+
+
+def _queued(c: Container) -> list[ReceivedMessage]:
+    return c.bus.receive(c.settings.notifications_queue, max_messages=50)
+
+
+def test_an_announcement_never_sent_is_sent_by_the_timer(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, _, http = api
+    real = c.approvals.bus
+    c.approvals.bus = _BusDown()  # the process dies, as it were, between the write and the send
+    rid = _waiting(c, http)
+    c.approvals.bus = real
+    assert f"{rid}/approval/1/announce" not in [m.message_id for m in _queued(c)]
+    later = c.clock() + timedelta(minutes=2)
+    c.approvals.clock = lambda: later
+    c.approvals.expire_due()
+    assert f"{rid}/approval/1/announce" in [m.message_id for m in _queued(c)]
+
+
+def test_a_dead_lettered_announcement_is_recorded_on_the_approval(
+    api: tuple[Container, FakeCloud, httpx.Client],
+) -> None:
+    c, _, http = api
+    body = prod_gpu() | {"callback_url": "https://hooks.example.com/vending"}
+    rid = http.post("/api/workspaces", json=body, headers=bearer(c, "alice")).json()["id"]
+    letter = next(m for m in _queued(c) if m.message_id == f"{rid}/approval/1/announce")
+    c.bus.dead_letter(letter, reason="NotConfigured", description="the Teams bot is not configured")
+    assert c.deadletters.process() >= 1
+    record = c.store.get_request(rid)
+    assert record is not None
+    assert record.approval is not None
+    assert "not posted" in (record.approval.announce_error or "")
+    assert record.notification is not None
+    assert record.notification.status == "pending"  # the requester's notice is another message
+    # The requester's approval notice is the sweeper's to resend, though the request is not finished.
+    assert rid in [r.id for r in c.store.pending_notifications(before=c.clock() + timedelta(minutes=5))]
