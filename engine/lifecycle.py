@@ -235,7 +235,19 @@ class Lifecycle:
         """Say what a merge patch would change, resource by resource; nothing is created, changed or deleted."""
         record = self._own(request_id, caller, door=door)
         self._revisable(record)
-        return self.revise(record, patch, caller=caller).changes
+        revised = self.revise(record, patch, caller=caller)
+        if revised.changes.empty:
+            return revised.changes
+        wait = ask(
+            revised.request,
+            self.policy,
+            requested_by=caller.oid,
+            now=self.clock(),
+            operation="update",
+            before=record.request,
+        )
+        rules = [f"{t.rule}: {'; '.join(t.reasons)}" for t in wait.rules] if wait else []
+        return revised.changes.model_copy(update={"approval": rules})
 
     def _revisable(self, record: RequestRecord) -> None:
         if record.status == RequestStatus.AWAITING_APPROVAL:
@@ -288,6 +300,7 @@ class Lifecycle:
             base=revised.base,
             changes=revised.changes,
             expires_at=revised.expires_at,
+            sets_expiry=revised.expires_at != record.expires_at,
             vcpus=vcpus,
             summary=revised.changes.summary(),
             resume=record.status.value,  # type: ignore[arg-type]  # _revisable: succeeded, failed or cancelled
@@ -362,6 +375,7 @@ class Lifecycle:
     def _apply(self, record: RequestRecord, change: PendingRevision, *, by: str, author: str) -> RequestRecord:
         """Write a revision's run on the request (its run starts next): `author` asked for it, `by` starts it."""
         now = self.clock()
+        expires_at = change.expires_at if change.sets_expiry else record.expires_at
         run = record.run + 1
         revision = Revision(
             number=change.number,
@@ -388,8 +402,9 @@ class Lifecycle:
             applied=change.base,
             vcpus=change.vcpus,
             estimate=estimate(change.request, self.policy),
-            expires_at=change.expires_at,
-            **({"reminded_at": None} if change.expires_at != record.expires_at else {}),
+            # An extension made while the revision waited stands, unless the revision itself set the expiry.
+            expires_at=expires_at,
+            **({"reminded_at": None} if expires_at != record.expires_at else {}),
             error=None,
             **(
                 {}

@@ -217,6 +217,9 @@ class PendingRevision(BaseModel):
     base: Plan = Field(description="What exists now (the applied plan the revision changes).")
     changes: PlanDiff
     expires_at: datetime | None = None
+    sets_expiry: bool = Field(
+        False, description="The patch changed the expiry (else the request's stands at approval)."
+    )
     vcpus: int = 0
     summary: str = ""
     resume: Literal["succeeded", "failed", "cancelled"] = Field(description="The request's status before it waited.")

@@ -53,6 +53,10 @@ class PlanDiff(BaseModel):
 
     revision: int = Field(description="The revision this diff would make.")
     changes: list[ResourceChange]
+    approval: list[str] = Field(
+        default_factory=list,
+        description="The approval rules the change would wait for, each with why (docs/approvals.md); empty: none.",
+    )
 
     def of(self, change: Change) -> list[ResourceChange]:
         """Return the resources with this change."""

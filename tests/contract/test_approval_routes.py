@@ -306,3 +306,26 @@ def test_a_dead_lettered_announcement_is_recorded_on_the_approval(
     assert record.notification.status == "pending"  # the requester's notice is another message
     # The requester's approval notice is the sweeper's to resend, though the request is not finished.
     assert rid in [r.id for r in c.store.pending_notifications(before=c.clock() + timedelta(minutes=5))]
+
+
+def test_a_change_says_it_would_wait_and_an_extension_meanwhile_stands(
+    api: tuple[Container, FakeCloud, httpx.Client],
+) -> None:
+    c, _, http = api
+    body = example("cpu-small.json") | {"team": "fraud-detection", "environment": "prod", "workspace_name": "mlw-ext"}
+    rid = http.post("/api/workspaces", json=body, headers=bearer(c, "alice")).json()["id"]
+    poll(lambda: _view(c, http, rid)["status"] == "succeeded", what="the workspace")
+    before = _view(c, http, rid)["request"]["compute"]
+    gpu = {"compute": [*before, {"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_nodes": 0, "max_nodes": 1}]}
+    preview = http.post(f"/api/workspaces/{rid}/plan", json=gpu, headers=bearer(c, "alice")).json()
+    assert [a.split(":")[0] for a in preview["approval"]] == ["prod-gpu"]
+    tags = http.post(f"/api/workspaces/{rid}/plan", json={"tags": {"x": "y"}}, headers=bearer(c, "alice")).json()
+    assert tags["approval"] == []
+    assert http.patch(f"/api/workspaces/{rid}", json=gpu, headers=bearer(c, "alice")).status_code == 202
+    extended = http.post(f"/api/workspaces/{rid}/extend", json={"days": 5}, headers=bearer(c, "alice"))
+    assert extended.status_code == 200, extended.text
+    when = extended.json()["expires_at"]
+    assert (
+        http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona")).json()["outcome"] == "approved"
+    )
+    assert _view(c, http, rid)["expires_at"] == when
