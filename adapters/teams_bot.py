@@ -397,7 +397,8 @@ class BotFrameworkVerifier:
         except AuthenticationError as exc:
             return Refusal(401, exc.reason)
         # 7. "The token contains a "serviceUrl" claim with value that matches the serviceUrl property at the
-        # root of the Activity". The Bot Framework SDKs read the claim as `serviceurl`: either spelling is read.
+        # root of the Activity". The article spells the claim serviceUrl; tokens may carry it as `serviceurl`,
+        # so the claim is found whatever its case.
         service_url = next((v for k, v in claims.items() if k.lower() == "serviceurl"), None)
         if not isinstance(service_url, str) or not activity.service_url or service_url != activity.service_url:
             return Refusal(401, "the token's serviceUrl is not the activity's serviceUrl")

@@ -138,8 +138,14 @@ def test_the_card_is_posted_with_the_bots_token_and_an_approval_updates_it(bot: 
     token_asks = bot.fake.requests("POST", "/botframework.com/")
     assert [t.body["grant_type"] for t in token_asks] == ["client_credentials"]
     assert "Still needed: 1 more for prod-gpu" in _shown(card)
-    record = bot.c.store.get_request(rid)
-    assert record is not None and record.approval is not None
+    # The post's activity id is written to the record once the connector answered.
+    record = poll(
+        lambda: (
+            (r := bot.c.store.get_request(rid)) is not None and r.approval is not None and r.approval.announced and r
+        ),
+        what="the posted card to be recorded",
+    )
+    assert record.approval is not None
     assert [(m.platform, m.channel, m.service_url) for m in record.approval.messages] == [
         ("teams", CONVERSATION, bot.fake.service_url)
     ]

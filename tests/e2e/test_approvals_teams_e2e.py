@@ -60,6 +60,16 @@ def _waiting(host: Devhost, fake: FakeBotFramework, name: str) -> tuple[str, dic
         return next((c for c in fake.posted_cards() if c["actions"][0]["data"]["request_id"] == rid), None)
 
     card: dict[str, Any] = poll(posted, timeout=60, every=0.1, what="the approval card to be posted")
+    # The card's activity id is recorded once the connector answered: only then can it be updated.
+    from adapters.sqlite_store import SqliteStore
+
+    store = SqliteStore(host.data_dir / "state.db")
+
+    def recorded() -> bool:
+        record = store.get_request(rid)
+        return bool(record and record.approval and record.approval.announced and record.approval.messages)
+
+    poll(recorded, timeout=60, every=0.1, what="the posted card to be recorded")
     return rid, card
 
 
