@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from adapters.approvers import ApprovalPosters
     from adapters.auth import Authenticator
     from adapters.slack import SlackVerifier
+    from adapters.teams_bot import TeamsBot
     from cloud.preflight import ArmPreflight
     from devhost.identity import LocalIssuer
     from engine.approvals import Approvals
@@ -317,9 +318,33 @@ class Container:
             from adapters.approvers import ApprovalPosters
             from adapters.slack import SlackApprovals
 
-            return ApprovalPosters(slack=SlackApprovals.from_settings(self.settings, lambda: self.chat), teams=None)
+            bot = self.teams_bot
+            return ApprovalPosters(
+                slack=SlackApprovals.from_settings(self.settings, lambda: self.chat),
+                teams=bot.approvals if bot is not None else None,
+            )
 
         return self._get("approval_announcer", build)  # type: ignore[no-any-return]
+
+    @property
+    def teams_bot(self) -> TeamsBot | None:
+        """The Teams bot that asks approvers (docs/teams-bot.md); None until TEAMS_BOT_APP_ID and its password are set."""
+
+        def build() -> TeamsBot | None:
+            s = self.settings
+            if not s.teams_bot_app_id or s.teams_bot_app_password is None:
+                return None
+            from adapters.teams_bot import TeamsBot
+
+            return TeamsBot(
+                app_id=s.teams_bot_app_id,
+                password=s.teams_bot_app_password.get_secret_value(),
+                openid_url=s.teams_bot_openid_url,
+                token_url=s.teams_bot_token_endpoint,
+                card_secret=self.callback_secret,
+            )
+
+        return self._get("teams_bot", build)  # type: ignore[no-any-return]
 
     @property
     def auth_settings(self) -> AuthSettings:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import jwt
@@ -108,6 +108,41 @@ class SigningKey:
 
     key: jwt.PyJWK
     issuer: str | None  # Entra's v2.0 key sets say which issuer may use each key
+    endorsements: frozenset[str] | None = None  # the Bot Framework's key sets say which channels each key signs for
+
+
+class KeySource(Protocol):
+    """Where an issuer's keys are found and how often they are fetched (`AuthSettings`, or the Teams bot's)."""
+
+    @property
+    def issuer(self) -> str | None:
+        """The issuer the discovery document must name."""
+        ...
+
+    @property
+    def jwks_url(self) -> str | None:
+        """The key set, when known without discovery."""
+        ...
+
+    @property
+    def discovery_url(self) -> str | None:
+        """The OpenID discovery document that names the key set."""
+        ...
+
+    @property
+    def jwks_refresh_s(self) -> float:
+        """How long fetched keys are used before a refresh."""
+        ...
+
+    @property
+    def jwks_refetch_min_s(self) -> float:
+        """At most one fetch per this interval for tokens naming an unknown key."""
+        ...
+
+    @property
+    def fetch_retry_s(self) -> float:
+        """After a failed fetch, how long before trying again."""
+        ...
 
 
 class SigningKeys:
@@ -119,7 +154,7 @@ class SigningKeys:
     waits `fetch_retry_s`; keys fetched before keep being used meanwhile.
     """
 
-    def __init__(self, settings: AuthSettings, *, http: httpx.Client, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: KeySource, *, http: httpx.Client, clock: Callable[[], float]) -> None:
         self._settings = settings
         self._http = http
         self._clock = clock
@@ -211,7 +246,8 @@ def _usable_keys(key_set: JsonWebKeySet) -> dict[str, SigningKey]:
         except jwt.PyJWTError:
             log.warning("skipped an RSA key that cannot be loaded (kid %s)", jwk.kid)
             continue
-        keys[jwk.kid] = SigningKey(key=key, issuer=jwk.issuer)
+        endorsed = frozenset(jwk.endorsements) if jwk.endorsements is not None else None
+        keys[jwk.kid] = SigningKey(key=key, issuer=jwk.issuer, endorsements=endorsed)
     return keys
 
 

@@ -22,6 +22,7 @@ from handlers.approvals import add_approval_routes
 from handlers.chat import add_chat_routes
 from handlers.identity import CurrentCaller, add_authentication, add_identity_routes
 from handlers.lifecycle import add_lifecycle_routes
+from handlers.teams_bot import add_teams_bot_routes
 from models.api import (
     Accepted,
     CallerView,
@@ -321,6 +322,7 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
     if local_issuer is not None:
         add_identity_routes(api, local_issuer)
     add_chat_routes(api, container, problem)
+    add_teams_bot_routes(api, container, problem)
     api.add_middleware(BodyLimit, max_bytes=lambda: container().settings.max_body_bytes)
 
     def readable(c: Container, caller: Caller, request_id: str) -> RequestRecord:

@@ -229,6 +229,9 @@ class JsonWebKey(BaseModel):
     x5t: str | None = None
     x5c: list[str] | None = None
     issuer: str | None = None
+    # The Bot Framework's keys also list the channels each key is endorsed for (bot-docs,
+    # articles/rest-api/bot-framework-rest-connector-authentication.md, "Get the list of valid signing keys").
+    endorsements: list[str] | None = None
 
 
 class JsonWebKeySet(BaseModel):

@@ -10,6 +10,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policy" / "default.yaml"
+BOT_OPENID_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+BOT_TOKEN_URL = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"  # noqa: S105 - a URL
 
 
 class Settings(BaseSettings):
@@ -141,6 +143,35 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TEAMS_WORKFLOWS_URL"),
         description="A Teams Workflows webhook URL where results are posted as Adaptive Cards.",
     )
+    # The Teams bot that asks approvers with Approve and Deny buttons (docs/teams-bot.md). Its values come
+    # from the bot's Azure Bot resource; the endpoints are Microsoft's (bot-docs,
+    # articles/rest-api/bot-framework-rest-connector-authentication.md): tokens are asked of the
+    # botframework.com tenant, or of the bot's own tenant for a single-tenant bot, and Teams' requests
+    # are verified with the keys named by the Bot Connector's OpenID metadata.
+    teams_bot_app_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TEAMS_BOT_APP_ID"),
+        description="The bot's Microsoft App ID: the audience of the tokens Teams sends, the client id of its own.",
+    )
+    teams_bot_app_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TEAMS_BOT_APP_PASSWORD"), description="The bot's client secret."
+    )
+    teams_bot_tenant_id: UUID | None = Field(
+        None,
+        validation_alias=AliasChoices("TEAMS_BOT_TENANT_ID"),
+        description="A single-tenant bot's Entra tenant: its tokens are asked of that tenant's token endpoint.",
+    )
+    teams_bot_openid_url: str = Field(
+        BOT_OPENID_URL,
+        validation_alias=AliasChoices("TEAMS_BOT_OPENID_URL"),
+        description="The Bot Connector's OpenID metadata: where the keys that sign Teams' requests are named.",
+    )
+    teams_bot_token_url: str = Field(
+        BOT_TOKEN_URL,
+        validation_alias=AliasChoices("TEAMS_BOT_TOKEN_URL"),
+        description="Where the bot's access tokens are asked for (client credentials); with TEAMS_BOT_TENANT_ID "
+        "and this left as it is, that tenant's token endpoint.",
+    )
     callback_signing_secret: SecretStr | None = Field(
         None,
         description="Signs callbacks (X-Vending-Signature); unset: the Key Vault secret below, else a secret kept "
@@ -165,6 +196,15 @@ class Settings(BaseSettings):
     telemetry_live_metrics: bool = Field(False, description="Send Live Metrics to Application Insights.")
 
     studio_url: str = "https://ml.azure.com"
+
+    @property
+    def teams_bot_token_endpoint(self) -> str:
+        """Where the bot asks for tokens: a single-tenant bot's own tenant, else the setting."""
+        # Single-tenant bots ask their own tenant (Microsoft identity platform, client credentials:
+        # https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
+        if self.teams_bot_tenant_id is not None and self.teams_bot_token_url == BOT_TOKEN_URL:
+            return f"https://login.microsoftonline.com/{self.teams_bot_tenant_id}/oauth2/v2.0/token"
+        return self.teams_bot_token_url
 
     def secret_values(self) -> list[str]:
         """Every setting that is a secret, as plain text (for masking, never for printing)."""
