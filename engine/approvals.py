@@ -426,16 +426,21 @@ class Approvals:
             posted = announcer.announce(record, channels, f"{record.id}:approval:{round_}")
         for _ in range(5):
             try:
-                self._write(record, approval=state.model_copy(update={"messages": posted, "announced": True}))
-                return f"announced in {len(posted)} channels"
+                written = self._write(
+                    record,
+                    approval=state.model_copy(update={"messages": [*state.messages, *posted], "announced": True}),
+                )
             except StaleWriteError:
                 fresh = self.store.get_request(request_id)
                 if fresh is None or fresh.approval is None or fresh.approval.round != round_:
                     return "moved on"
-                record, state = (
-                    fresh,
-                    fresh.approval.model_copy(update={"messages": [*fresh.approval.messages, *posted]}),
-                )
+                record, state = fresh, fresh.approval
+                continue
+            if posted and written.approval is not None and written.approval.outcome != "pending":
+                # Decided while the messages were being posted: the decision found none to update, so do it now.
+                self.settle(request_id, round_, announcer=announcer)
+                return f"announced in {len(posted)} channels, and settled: {written.approval.outcome}"
+            return f"announced in {len(posted)} channels"
         return "announced; not recorded"
 
     def settle(self, request_id: str, round_: int, *, announcer: ApprovalAnnouncer | None) -> str:

@@ -17,9 +17,10 @@ import pytest
 from composition import Container
 from engine.ports import OutgoingMessage, ReceivedMessage
 from handlers.api import create_api
+from models.approvals import ApprovalMessage, ApproverChannels
 from models.errors import TransientError
 from models.events import EventName, StatusEvent
-from models.records import RequestStatus
+from models.records import RequestRecord, RequestStatus
 from models.settings import Settings
 from tests.callers import bearer
 from tests.conftest import example, poll, running_steps, served
@@ -329,3 +330,35 @@ def test_a_change_says_it_would_wait_and_an_extension_meanwhile_stands(
         http.post(f"/api/workspaces/{rid}/approve", json={}, headers=bearer(c, "fiona")).json()["outcome"] == "approved"
     )
     assert _view(c, http, rid)["expires_at"] == when
+
+
+def test_a_decision_while_the_approvers_message_is_posted_still_updates_it(
+    api: tuple[Container, FakeCloud, httpx.Client],
+) -> None:
+    c, _, http = api
+    fiona = c.authenticator.authenticate(bearer(c, "fiona"))
+    settled: list[str] = []
+
+    class DecidesMeanwhile:
+        def announce(
+            self, record: RequestRecord, channels: ApproverChannels, delivery_id: str
+        ) -> list[ApprovalMessage]:
+            c.approvals.approve(record.id, caller=fiona, door="slack")  # a click lands before the post is recorded
+            return [ApprovalMessage(platform="slack", channel="C0APPROVERS", message_id="1700000000.000100")]
+
+        def settle(self, record: RequestRecord, message: ApprovalMessage) -> None:
+            assert record.approval is not None
+            settled.append(f"{message.message_id}:{record.approval.outcome}")
+
+    policy = c.policy.model_copy(
+        update={
+            "approvals": c.policy.approvals.model_copy(
+                update={"channels": ApproverChannels(slack_channel="C0APPROVERS")}
+            )
+        }
+    )
+    c.approvals.policy = policy
+    rid = _waiting(c, http)
+    result = c.approvals.announce(rid, 1, announcer=DecidesMeanwhile())
+    assert "settled: approved" in result
+    assert settled == ["1700000000.000100:approved"]
