@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from composition import Container
+from engine.notify import deliver
 from engine.ports import OutgoingMessage, ReceivedMessage
 from handlers.api import create_api
 from models.approvals import ApprovalMessage, ApproverChannels
@@ -362,3 +363,38 @@ def test_a_decision_while_the_approvers_message_is_posted_still_updates_it(
     result = c.approvals.announce(rid, 1, announcer=DecidesMeanwhile())
     assert "settled: approved" in result
     assert settled == ["1700000000.000100:approved"]
+
+
+class _Told:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    def post(self, url: str, payload: dict[str, Any], delivery_id: str = "") -> None:
+        self.posts.append((delivery_id, payload))
+
+
+def test_the_requester_is_told_each_time(api: tuple[Container, FakeCloud, httpx.Client]) -> None:
+    c, _, http = api
+    told = _Told()
+
+    def tell(rid: str) -> None:
+        deliver(request_id=rid, store=c.store, notifier=told)
+
+    body = prod_gpu() | {"callback_url": "https://hooks.example.com/vending"}
+    waiting = http.post("/api/workspaces", json=body, headers=bearer(c, "alice")).json()["id"]
+    tell(waiting)
+    denied_body = prod_gpu(name="mlw-fraud-gpu-2") | {"callback_url": "https://hooks.example.com/vending"}
+    denied = http.post("/api/workspaces", json=denied_body, headers=bearer(c, "alice")).json()["id"]
+    http.post(f"/api/workspaces/{waiting}/approve", json={"reason": "ok"}, headers=bearer(c, "fiona"))
+    tell(waiting)
+    http.post(f"/api/workspaces/{denied}/deny", json={"reason": "no budget"}, headers=bearer(c, "victor"))
+    tell(denied)
+    seen = [(d, p["event"], p["approval"]["outcome"]) for d, p in told.posts]
+    assert seen == [
+        (f"{waiting}:approval:1:pending", "approval", "pending"),
+        (f"{waiting}:approval:1:approved", "approval", "approved"),
+        (f"{denied}:approval:1:denied", "approval", "denied"),
+    ]
+    reasons = told.posts[-1][1]["approval"]["decisions"]
+    assert [(d["decision"], d["reason"]) for d in reasons] == [("deny", "no budget")]
+    assert told.posts[0][1]["approval"]["rules"][0]["rule"] == "prod-gpu"
