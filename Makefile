@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # Azurite (the Azure Storage emulator) backs the Tables store tests; pinned, installed from npm.
 AZURITE_VERSION := 3.35.0
 AZURITE := .tools/node_modules/.bin/azurite-table
+# The browser tests drive Debian's chromium (Playwright never downloads a browser here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint format clean tools bench
 
@@ -19,7 +22,11 @@ $(AZURITE):
 	@command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt install nodejs npm)"; exit 1; }
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
-tools: $(STAMP) $(AZURITE)
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the browser tests need Debian's chromium at $(CHROMIUM)"; exit 1; }
+	$(SUDO) apt-get install -y -q chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium >/dev/null; }
+
+tools: $(STAMP) $(AZURITE) $(CHROMIUM)
 
 run: $(STAMP)
 	$(BIN)/python -m devhost

@@ -83,6 +83,7 @@ class Review:
     plan: Plan
     estimate: CostEstimate | None
     approval: ApprovalState | None
+    preflight: list[Problem]
 
 
 class WaitHook(Protocol):
@@ -131,10 +132,10 @@ class Intake:
 
     def plan(self, *, request: WorkspaceRequest, caller: Caller, source: str) -> Plan:
         """Return the plan a request would get, if the caller may ask for it; nothing is created."""
-        return self.review(request=request, caller=caller, source=source).plan
+        return self.review(request=request, caller=caller, source=source, checks=False).plan
 
-    def review(self, *, request: WorkspaceRequest, caller: Caller, source: str) -> Review:
-        """Return the plan, the estimated cost and the approval a request would get; nothing is created."""
+    def review(self, *, request: WorkspaceRequest, caller: Caller, source: str, checks: bool = True) -> Review:
+        """Return the plan, the estimated cost, the approval and (with `checks`) the pre-flight findings; nothing is created."""
         self.guard.require(caller, Act.REQUEST, team=request.team, door=source)
         resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
         now = self.clock()
@@ -142,7 +143,40 @@ class Intake:
         plan = make_plan(resolved, self.policy)
         self._confine(resolved, plan, caller=caller, source=source)
         approval = ask(resolved, self.policy, requested_by=caller.oid, now=now, operation="create")
-        return Review(plan=plan, estimate=estimate(resolved, self.policy), approval=approval)
+        findings = self._findings(plan, resolved) if checks else []
+        return Review(plan=plan, estimate=estimate(resolved, self.policy), approval=approval, preflight=findings)
+
+    def _findings(self, plan: Plan, request: WorkspaceRequest) -> list[Problem]:
+        """Return what the pre-flight checks find, without refusing: a review shows them before the request is sent."""
+        if self.preflight is None or not self.policy.preflight.enabled:
+            return []
+        report = self.preflight.check(plan=plan, request=request, policy=self.policy)
+        unchecked = [Problem("(preflight)", f"not checked: {s}", "PreflightSkipped") for s in report.skipped]
+        return [*report.problems, *report.notes, *unchecked]
+
+    def validate(self, *, data: Any, caller: Caller) -> tuple[list[Problem], Review | None]:
+        """Check a request as `submit` would, without a cloud call: every problem, by field (the portal's as-you-type check).
+
+        The caller's right to ask for the team is the one authorisation function's (not audited:
+        this runs on every keystroke); a refusal is reported at `team`.
+        """
+        try:
+            request = parse_request(data)
+        except InvalidInputError as exc:
+            return exc.problems, None
+        decision = self.guard.authorizer.authorize(caller, Act.REQUEST, team=request.team)
+        problems = [] if decision.allowed else [Problem("team", decision.reason, decision.rule)]
+        try:
+            resolved = admit(request, self.policy, team_vcpus_in_use=self.store.team_vcpus(request.team))
+            expiry_of(resolved, self.policy, now=self.clock())
+        except InvalidInputError as exc:
+            return [*problems, *exc.problems], None
+        if problems:
+            return problems, None
+        now = self.clock()
+        approval = ask(resolved, self.policy, requested_by=caller.oid, now=now, operation="create")
+        plan = make_plan(resolved, self.policy)
+        return [], Review(plan=plan, estimate=estimate(resolved, self.policy), approval=approval, preflight=[])
 
     def submit(
         self,

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi import Body, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,9 +26,11 @@ from handlers.teams_bot import add_teams_bot_routes
 from models.api import (
     Accepted,
     CallerView,
+    Choices,
     DeadLetterItem,
     DeadLetterList,
     EventList,
+    FieldProblem,
     Health,
     HealthCheck,
     HealthProblem,
@@ -36,9 +38,12 @@ from models.api import (
     PlannedStep,
     PlanView,
     ProblemDetails,
+    ProfileChoice,
     RequestList,
     RequestSummary,
     RequestView,
+    Validation,
+    VmSizeChoice,
     links,
 )
 from models.errors import (
@@ -50,10 +55,10 @@ from models.errors import (
     Problem,
     TransientError,
 )
-from models.identity import Caller
+from models.identity import AppRole, Caller
 from models.records import RequestRecord, RequestStatus
 from models.redact import redact
-from models.request import WorkspaceRequest, field_path, parse_request
+from models.request import DatastoreKind, WorkspaceRequest, field_path, parse_request
 
 if TYPE_CHECKING:
     from devhost.identity import LocalIssuer
@@ -102,6 +107,36 @@ def problem(
         code=code,
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
+
+
+DOCS_ASSETS = "/api/docs/assets"
+
+
+def add_api_docs(api: FastAPI) -> None:
+    """Serve Swagger UI at /api/docs from packaged assets, never from a CDN.
+
+    The assets are fastapi-offline's (Swagger UI 5, which reads the OpenAPI 3.1 documents FastAPI
+    writes; Swagger UI 4 cannot); only its static files are used.
+    """
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    api.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="api-docs-assets")
+
+    @api.get("/api/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="Workspace Vending API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
 
 
 def _retry_after(seconds: float | None) -> str:
@@ -207,13 +242,15 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         version="1.0.0",
         description="Self-service Azure Machine Learning workspaces: ask for one, follow its steps, get its config.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served below, with Swagger UI's assets from the service itself: no CDN, works offline
         redoc_url=None,
         # The HTTP door of the trace: with OpenTelemetry configured, FastAPI opens a server span per
         # request that continues the caller's traceparent; what a request starts is recorded under it.
         # Its own log records stay off: they would carry request bodies, unmasked.
         telemetry={"logs": False, "operation_spans": False, "auto_configure": False},
     )
+
+    add_api_docs(api)
 
     @api.exception_handler(InvalidInputError)
     async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
@@ -546,6 +583,59 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
             tags=plan.tags,
             estimate=review.estimate,
             approval=review.approval.rules if review.approval else [],
+            preflight=[FieldProblem(**p.as_dict()) for p in review.preflight],
+        )
+
+    @api.post("/api/validate", response_model=Validation, responses=PROBLEM_RESPONSES)
+    def validate_workspace(body: Annotated[Any, Body()], caller: CurrentCaller) -> Validation:
+        """Check a request as POST /api/workspaces would, without calling Azure: every problem, by field; nothing is kept."""
+        problems, review = container().intake.validate(data=body, caller=caller)
+        return Validation(
+            valid=not problems,
+            problems=[FieldProblem(**p.as_dict()) for p in problems],
+            estimate=review.estimate if review else None,
+            approval=review.approval.rules if review and review.approval else [],
+        )
+
+    @api.get("/api/choices", response_model=Choices, responses=PROBLEM_RESPONSES)
+    def choices(caller: CurrentCaller) -> Choices:
+        """List what a request of yours may choose, from policy: your teams, environments, regions, profiles, VM sizes."""
+        c = container()
+        policy = c.policy
+        teams = sorted(policy.teams) if caller.has_role(AppRole.ADMIN) else sorted(c.authorizer.teams_of(caller))
+        prices = policy.prices
+        return Choices(
+            teams=teams,
+            environments=[e.value for e in policy.environments],
+            regions=list(policy.allowed_regions),
+            profiles=[
+                ProfileChoice(
+                    name=name,
+                    description=p.description,
+                    compute=p.compute,
+                    datastores=p.datastores,
+                    container_registry=p.container_registry,
+                )
+                for name, p in policy.profiles.items()
+            ],
+            vm_sizes=[
+                VmSizeChoice(
+                    name=name,
+                    vcpus=v.vcpus,
+                    gpus=v.gpus,
+                    family=v.family,
+                    hourly=prices.hourly(name) if prices else None,
+                )
+                for name, v in policy.vm_sizes.items()
+            ],
+            datastore_kinds=[k.value for k in DatastoreKind],
+            compute_kinds=["cluster", "instance"],
+            tiers=["dedicated", "low_priority"],
+            required_tags=list(policy.required_tags),
+            max_nodes_per_cluster=policy.max_nodes_per_cluster,
+            max_min_nodes=policy.max_min_nodes,
+            currency=prices.currency if prices else None,
+            prices_as_of=prices.as_of.isoformat() if prices else None,
         )
 
     unhealthy: set[str] = set()  # parts whose last check failed, so that their recovery is logged once

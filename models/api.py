@@ -12,6 +12,7 @@ from models.events import StatusEvent
 from models.lifecycle import DriftReport, PlanDiff, Revision, TeardownReport
 from models.plan import ResourceNames, StepAction, StepKind
 from models.records import ErrorInfo, Operation, RequestRecord, RequestStatus, StepRecord, StepStatus
+from models.request import ComputeSpec, DatastoreSpec
 
 
 class Links(BaseModel):
@@ -329,6 +330,10 @@ class PlanView(BaseModel):
     approval: list[Triggered] = Field(
         default_factory=list, description="The approval rules it meets: it would wait for their approvers."
     )
+    preflight: list[FieldProblem] = Field(
+        default_factory=list,
+        description="What the pre-flight checks against Azure found (names taken, quota, providers), or could not check.",
+    )
 
 
 class FieldProblem(BaseModel):
@@ -381,6 +386,57 @@ class HealthProblem(ProblemDetails):
 def links(request_id: str, base: str) -> Links:
     """Build the links of a request."""
     return Links(self=f"{base}/api/workspaces/{request_id}", events=f"{base}/api/workspaces/{request_id}/events")
+
+
+class VmSizeChoice(BaseModel):
+    """A VM size teams may use, as the portal's form offers it."""
+
+    name: str
+    vcpus: int
+    gpus: int
+    family: str
+    hourly: float | None = Field(None, description="One dedicated node-hour, from the policy's prices.")
+
+
+class ProfileChoice(BaseModel):
+    """A preset a request may name, and what it fills in."""
+
+    name: str
+    description: str
+    compute: list[ComputeSpec]
+    datastores: list[DatastoreSpec]
+    container_registry: bool
+
+
+class Choices(BaseModel):
+    """What a request of the caller may choose, from policy (`GET /api/choices`): the portal's form is built from it."""
+
+    teams: list[str] = Field(description="The teams the caller may ask for.")
+    environments: list[str]
+    regions: list[str]
+    profiles: list[ProfileChoice]
+    vm_sizes: list[VmSizeChoice]
+    datastore_kinds: list[str]
+    compute_kinds: list[str]
+    tiers: list[str]
+    required_tags: list[str]
+    max_nodes_per_cluster: int
+    max_min_nodes: int
+    currency: str | None = None
+    prices_as_of: str | None = None
+
+
+class Validation(BaseModel):
+    """What is wrong with a request as it stands (every problem, by field), checked as `POST /api/workspaces` would.
+
+    Only the checks that need no cloud call: the model, the policy and the caller's right to ask for
+    the team. `POST /api/plan` adds the confinement and pre-flight checks that read Azure.
+    """
+
+    valid: bool
+    problems: list[FieldProblem] = Field(default_factory=list)
+    estimate: CostEstimate | None = None
+    approval: list[Triggered] = Field(default_factory=list)
 
 
 class CallerView(BaseModel):

@@ -27,6 +27,10 @@ def fuzzed_devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost
     env = {
         "SLACK_SIGNING_SECRET": "fuzz-signing-secret-0123",
         "TEAMS_OUTGOING_WEBHOOK_SECRET": "ZnV6ei10ZWFtcy1zZWNyZXQ=",
+        # The Teams bot too; its keys are looked for on loopback only (nothing listens there: no key, no entry).
+        "TEAMS_BOT_APP_ID": "0d4c7e2b-93a1-4f58-b6e2-71c9a0d3f5e5",
+        "TEAMS_BOT_APP_PASSWORD": "fuzz-bot-password",
+        "TEAMS_BOT_OPENID_URL": "http://127.0.0.1:9/.well-known/openidconfiguration",
     }
     with started_devhost(tmp_path_factory.mktemp("fuzz"), **env) as host:
         yield host
