@@ -64,7 +64,9 @@ class Outside:
             route.abort()
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API runs an event loop in the main thread while
+# it is started, and the tests after these (asyncio.run in the function-app tests) need none running.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} is missing: the browser tests use Debian's chromium (make tools installs it: apt-get install chromium)"
@@ -73,7 +75,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
     yield browser
