@@ -235,6 +235,28 @@ class SigningKeys:
             raise AuthUnavailableError(f"{what} at {_host(url)} is not valid JSON of the expected shape") from exc
 
 
+def signing_key_id(token: str, *, reader: str) -> str:
+    """Return the `kid` of a compact JWS signed with RS256, or refuse it (before any key is fetched).
+
+    `reader` names who refuses ("API", "bot") in the refusal of header extensions.
+    """
+    if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+        raise AuthenticationError("the bearer token is not a signed JWT")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise AuthenticationError("the bearer token is not a signed JWT") from None
+    if header.get("alg") != ALGORITHM:
+        raise AuthenticationError("the token must be signed with RS256")
+    if "crit" in header:
+        # RFC 7515 section 4.1.11: extensions that must be understood; Entra's and the Bot Connector's carry none.
+        raise AuthenticationError(f"the token asks for header extensions this {reader} does not support")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise AuthenticationError("the token does not name its signing key (kid)")
+    return kid
+
+
 def _usable_keys(key_set: JsonWebKeySet) -> dict[str, SigningKey]:
     keys: dict[str, SigningKey] = {}
     for jwk in key_set.keys:
@@ -324,21 +346,9 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer":
             raise AuthenticationError("only Bearer tokens are accepted", error=None)
-        if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+        if not token:
             raise AuthenticationError("the bearer token is not a signed JWT")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthenticationError("the bearer token is not a signed JWT") from None
-        if header.get("alg") != ALGORITHM:
-            raise AuthenticationError("the token must be signed with RS256")
-        if "crit" in header:
-            # RFC 7515 section 4.1.11: extensions that must be understood; Entra's tokens carry none.
-            raise AuthenticationError("the token asks for header extensions this API does not support")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise AuthenticationError("the token does not name its signing key (kid)")
-        signing = self.keys.get(kid)
+        signing = self.keys.get(signing_key_id(token, reader="API"))
         claims = self._verified_claims(token, signing.key, when=when)
         if signing.issuer is not None and signing.issuer.replace("{tenantid}", claims.tid or "") != claims.iss:
             # Entra's rule for keys that name their issuer (access-tokens#validate-the-signing-key-issuer).

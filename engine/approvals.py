@@ -53,6 +53,7 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 SERVICE = "workspace-vending"
+"""Who acts when the service itself does something (an expiry, a drift repair): named in events and revisions."""
 
 
 def ask(

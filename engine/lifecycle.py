@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import revise
 from engine.approval_rules import estimate
-from engine.approvals import ask
+from engine.approvals import SERVICE, ask
 from engine.audit import Guard
 from engine.authz import Act
 from engine.confinement import Confinement, confine
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from engine.approvals import Approvals
 
 log = logging.getLogger(__name__)
-
-SERVICE = "workspace-vending"
-"""Who acts when the service itself starts a run (an expiry, a drift repair): named in events and revisions."""
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
