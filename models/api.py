@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from models.approvals import MAX_REASON, ApprovalState, CostEstimate, Triggered
+from models.approvals import MAX_REASON, ApprovalDecision, ApprovalState, CostEstimate, Triggered
 from models.events import StatusEvent
 from models.lifecycle import DriftReport, PlanDiff, Revision, TeardownReport
 from models.plan import ResourceNames, StepAction, StepKind
@@ -171,7 +171,7 @@ class ApprovalView(BaseModel):
     decided_at: datetime | None = None
     rules: list[Triggered]
     still_needed: dict[str, int] = Field(description="Per rule, how many more approvals it needs.")
-    decisions: list[dict[str, Any]]
+    decisions: list[ApprovalDecision]
     estimate: CostEstimate | None = None
     change: str | None = Field(None, description="An update: what the waiting revision changes, in one line.")
 
@@ -188,7 +188,7 @@ class ApprovalView(BaseModel):
             decided_at=a.decided_at,
             rules=a.rules,
             still_needed={t.rule: n for t, n in a.missing()} if a.outcome == "pending" else {},
-            decisions=[d.model_dump(mode="json") for d in a.decisions],
+            decisions=a.decisions,
             estimate=a.estimate,
             change=a.change.summary if a.change else None,
         )
