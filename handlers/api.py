@@ -22,6 +22,7 @@ from handlers.approvals import add_approval_routes
 from handlers.chat import add_chat_routes
 from handlers.identity import CurrentCaller, add_authentication, add_identity_routes
 from handlers.lifecycle import add_lifecycle_routes
+from handlers.portal import add_portal
 from handlers.teams_bot import add_teams_bot_routes
 from models.api import (
     Accepted,
@@ -44,6 +45,7 @@ from models.api import (
     RequestView,
     Validation,
     VmSizeChoice,
+    WorkspaceConfig,
     links,
 )
 from models.errors import (
@@ -230,6 +232,18 @@ def _dead_letter_item(letter: DeadLetter, kind: str, request_id: str | None, ste
     )
 
 
+def readable(c: Container, caller: Caller, request_id: str) -> RequestRecord:
+    """Return a request the caller may read; another team's is 'not found', as a missing one is."""
+    record = c.store.get_request(request_id)
+    missing = f"there is no workspace request with id '{request_id}'."
+    if record is None:
+        raise NotFoundError(missing)
+    decision = c.guard.decide(caller, Act.READ, team=record.team, door="rest", request_id=record.id)
+    if not decision.allowed:
+        raise NotFoundError(missing)
+    return record
+
+
 def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer | None = None) -> FastAPI:
     """Build the API; `container` gives the service's parts (built lazily, swappable in tests).
 
@@ -360,18 +374,8 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         add_identity_routes(api, local_issuer)
     add_chat_routes(api, container, problem)
     add_teams_bot_routes(api, container, problem)
+    add_portal(api, container, readable, local_issuer)
     api.add_middleware(BodyLimit, max_bytes=lambda: container().settings.max_body_bytes)
-
-    def readable(c: Container, caller: Caller, request_id: str) -> RequestRecord:
-        """Return a request the caller may read; another team's is 'not found', as a missing one is."""
-        record = c.store.get_request(request_id)
-        missing = f"there is no workspace request with id '{request_id}'."
-        if record is None:
-            raise NotFoundError(missing)
-        decision = c.guard.decide(caller, Act.READ, team=record.team, door="rest", request_id=record.id)
-        if not decision.allowed:
-            raise NotFoundError(missing)
-        return record
 
     def operator(c: Container, caller: Caller) -> None:
         c.guard.require(caller, Act.OPERATE, team=None, door=OPERATOR_DOOR)
@@ -451,6 +455,28 @@ def create_api(container: Callable[[], Container], *, local_issuer: LocalIssuer 
         c = container()
         record = readable(c, caller, request_id)
         return RequestView.full(record, c.store.get_steps(request_id), _base(request))
+
+    @api.get(
+        "/api/workspaces/{request_id}/config.json",
+        response_model=WorkspaceConfig,
+        responses={**PROBLEM_RESPONSES, 409: {**PROBLEM_RESPONSES[409], "description": "Not provisioned yet"}},
+    )
+    def workspace_config(request_id: str, caller: CurrentCaller) -> JSONResponse:
+        """Download the workspace's config.json (what MLClient.from_config reads), once it is provisioned."""
+        c = container()
+        record = readable(c, caller, request_id)
+        config = record.outputs.get("config_json")
+        if not isinstance(config, dict) or record.status in (RequestStatus.DELETING, RequestStatus.DELETED):
+            raise ConflictError(
+                f"request {request_id} has no workspace to connect to ({record.status.value}); config.json is "
+                "given once provisioning succeeds.",
+                code="WorkspaceNotReady",
+            )
+        body = WorkspaceConfig.model_validate(config)
+        return JSONResponse(
+            body.model_dump(mode="json"),
+            headers={"Content-Disposition": 'attachment; filename="config.json"', "Cache-Control": "no-store"},
+        )
 
     @api.get("/api/workspaces", response_model=RequestList, responses=PROBLEM_RESPONSES)
     def list_workspaces(

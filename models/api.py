@@ -388,6 +388,14 @@ def links(request_id: str, base: str) -> Links:
     return Links(self=f"{base}/api/workspaces/{request_id}", events=f"{base}/api/workspaces/{request_id}/events")
 
 
+class WorkspaceConfig(BaseModel):
+    """A workspace's config.json: what `MLClient.from_config()` and the `az ml` CLI read to find it."""
+
+    subscription_id: str
+    resource_group: str
+    workspace_name: str
+
+
 class VmSizeChoice(BaseModel):
     """A VM size teams may use, as the portal's form offers it."""
 
