@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from handlers.identity import CSRF_COOKIE, SESSION_COOKIE, current_caller
+from handlers.identity import CSRF_COOKIE, EASY_AUTH_COOKIE, SESSION_COOKIE, current_caller
 from models.errors import ForbiddenError, NotFoundError, TransientError
 from models.identity import AppRole, AuthenticationError, Caller
 
@@ -39,6 +39,7 @@ ASSETS = "/portal/assets"
 MAX_FORM_BYTES = 4096
 EASY_AUTH_LOGIN = "/.auth/login/aad"
 EASY_AUTH_LOGOUT = "/.auth/logout"
+SIGNIN_TRIED = "vending_signin_tried"  # set for a minute when a browser is sent to Easy Auth's login
 # No script, style or connection but the service's own; no framing; forms post only here.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -168,7 +169,23 @@ def add_portal(
         target = local_path(next)
         mode = container().auth_settings.mode
         if mode == "easyauth":
-            return RedirectResponse(f"{EASY_AUTH_LOGIN}?post_login_redirect_uri={quote(target)}", status_code=303)
+            if request.cookies.get(SIGNIN_TRIED) and request.cookies.get(EASY_AUTH_COOKIE):
+                # Signed in to App Service Authentication a moment ago, yet the app was not told who: sending the
+                # browser to log in again would loop. Say what the platform team must check instead.
+                return pages.render(
+                    request,
+                    "message.html",
+                    status=502,
+                    title="Signed in, but the service was not told who you are",
+                    message="App Service Authentication signed you in, but the request reached the service without "
+                    "X-MS-CLIENT-PRINCIPAL. The platform team should check WEBSITE_AUTH_ENABLED and the "
+                    "authsettingsV2 of the function app (docs/portal.md).",
+                )
+            response = RedirectResponse(f"{EASY_AUTH_LOGIN}?post_login_redirect_uri={quote(target)}", status_code=303)
+            response.set_cookie(
+                SIGNIN_TRIED, "1", max_age=60, httponly=True, samesite="lax", secure=_secure(request), path="/signin"
+            )
+            return response
         if issuer is None:
             return pages.render(
                 request,

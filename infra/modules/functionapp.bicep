@@ -85,6 +85,8 @@ var settings = {
   VENDING_AUTH_AUDIENCE: authAudience
   // One callback signing secret per deployment, in the Key Vault (adapters/secrets.py).
   VENDING_CALLBACK_SIGNING_SECRET_URI: callbackSigningSecretUri
+  // The portal is served at / (host.json routePrefix ""): no Functions home page in its place.
+  AzureWebJobsDisableHomepage: 'true'
 }
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
@@ -134,7 +136,21 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         unauthenticatedClientAction: 'Return401'
         // Chat keeps its own signatures (docs/chatops.md) and the health probe answers anyone. A
         // trailing /* excludes everything under a path (https://github.com/MicrosoftDocs/azure-docs/issues/86514).
-        excludedPaths: ['/api/chat/*', '/api/health']
+        // The portal's pages and assets (docs/portal.md) are excluded too, so that a browser not signed in
+        // reaches the page that sends it to /.auth/login/aad rather than a bare 401; they hold no data
+        // (every figure comes from /api/*, which stays behind authentication) and the app authenticates
+        // a signed-in browser from the principal Easy Auth passes.
+        excludedPaths: [
+          '/api/chat/*'
+          '/api/health'
+          '/'
+          '/new'
+          '/approvals'
+          '/signin'
+          '/signout'
+          '/workspaces/*'
+          '/portal/*'
+        ]
       }
       httpSettings: { requireHttps: true, forwardProxy: { convention: 'NoProxy' } }
       identityProviders: {
@@ -149,8 +165,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           validation: { allowedAudiences: [authAudience, authClientId] }
         }
       }
-      // An API, not a browser app: no session cookies, no stored tokens.
-      login: { tokenStore: { enabled: false } }
+      // The portal signs browsers in with Easy Auth's session cookie (AppServiceAuthSession); no tokens are
+      // stored. The registration needs the web redirect URI https://<host>/.auth/login/aad/callback and ID
+      // token issuance (docs/portal.md). Redirects after login stay on this host.
+      login: { tokenStore: { enabled: false }, preserveUrlFragmentsForLogins: false }
     }
   }
 }

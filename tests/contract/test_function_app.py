@@ -131,6 +131,19 @@ def test_http_through_the_asgi_function(function_app: ModuleType) -> None:
     assert bad.headers["content-type"] == "application/problem+json"
 
 
+def test_the_portal_is_served_at_the_root_of_the_host(function_app: ModuleType) -> None:
+    # host.json has no route prefix, so the one HTTP function's catch-all route also takes `/` (docs/portal.md).
+    http = json.loads(_functions(function_app)["http_app_func"].get_function_json())["bindings"][0]
+    assert http["route"] == "/{*route}"
+    assert json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"] == ""
+    page = _http(function_app, "GET", "/")
+    assert page.status_code == 200, page.get_body()
+    assert page.mimetype.startswith("text/html") and b"Workspace Vending" in page.get_body()
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    script = _http(function_app, "GET", "/portal/assets/portal.js")
+    assert script.status_code == 200 and b"export async function api" in script.get_body()
+
+
 def test_onboarding_then_steps_through_the_queue_functions(function_app: ModuleType) -> None:
     fns = _functions(function_app)
     container = function_app.container

@@ -107,7 +107,13 @@ def test_every_setting_the_code_reads_is_deployed_or_documented_as_optional() ->
     # And nothing is deployed that the code (or the Functions host) does not read.
     read_by_code = {n for _, names in _every_env_name() for n in names}
     host_only = {s for s in APP_SETTINGS if s.startswith("AzureWebJobsStorage__") or s.endswith(("__credential",))}
-    host_only |= {"SweepSchedule", "DeadLetterSchedule", "LifecycleSchedule", "ServiceBusConnection__clientId"}
+    host_only |= {
+        "SweepSchedule",
+        "DeadLetterSchedule",
+        "LifecycleSchedule",
+        "ServiceBusConnection__clientId",
+        "AzureWebJobsDisableHomepage",
+    }
     assert APP_SETTINGS - read_by_code - host_only == set()
 
 
@@ -216,13 +222,30 @@ def test_easy_auth_stands_in_front_of_the_rest_routes_and_no_function_key_is_nee
     auth = _block(app, "resource authentication 'config'")
     assert "name: 'authsettingsV2'" in auth
     assert "requireAuthentication: true" in auth and "unauthenticatedClientAction: 'Return401'" in auth
-    assert "excludedPaths: ['/api/chat/*', '/api/health']" in auth
+    excluded = re.search(r"excludedPaths: \[(.*?)\]", auth, re.S)
+    assert excluded is not None
+    paths = set(re.findall(r"'([^']+)'", excluded.group(1)))
+    # Only chat (its own signatures), health, and the portal's pages and assets, which hold no data: every
+    # other /api route stays behind Easy Auth.
+    assert {p for p in paths if p.startswith("/api")} == {"/api/chat/*", "/api/health"}
+    assert paths - {"/api/chat/*", "/api/health"} == {
+        "/",
+        "/new",
+        "/approvals",
+        "/signin",
+        "/signout",
+        "/workspaces/*",
+        "/portal/*",
+    }
     assert "tokenStore: { enabled: false }" in auth
     assert "openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'" in auth
     assert "allowedAudiences: [authAudience, authClientId]" in auth
     assert _setting("VENDING_AUTH_MODE") == "easyauth"
     assert {"VENDING_AUTH_TENANT_ID", "VENDING_AUTH_CLIENT_ID", "VENDING_AUTH_AUDIENCE"} <= APP_SETTINGS
     assert "http_auth_level=func.AuthLevel.ANONYMOUS" in (ROOT / "function_app.py").read_text()
+    # The portal is at / of the host: no route prefix, and no Functions home page in its place.
+    assert json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"] == ""
+    assert _setting("AzureWebJobsDisableHomepage") == "true"
     params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert params["authClientId"]["value"] == "${VENDING_AUTH_CLIENT_ID}"
     assert "?code=" not in DEPLOY_DOC  # the Slack and Teams URLs carry no key
