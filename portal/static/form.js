@@ -2,6 +2,7 @@
 // same rules and words as POST /api/workspaces), reviewed by POST /api/plan, created by POST
 // /api/workspaces. On /workspaces/{id}/edit the same form changes a workspace: the review is
 // POST /api/workspaces/{id}/plan and the change a JSON Merge Patch (RFC 7396).
+import { compact, mergePatch } from "./patch.js";
 import { api, ApiError, el, money, pageData, showProblem } from "./portal.js";
 
 const requestId = pageData("requestId");
@@ -149,7 +150,8 @@ function collect() {
     if (text(id)) request[key] = text(id);
   }
   const expires = text("expires_at");
-  if (expires) request.expires_at = `${expires}T00:00:00Z`;
+  // The field shows a day; an expiry the user left on its day keeps its time.
+  if (expires) request.expires_at = original && String(original.expires_at || "").slice(0, 10) === expires ? original.expires_at : `${expires}T00:00:00Z`;
   const existing = {};
   for (const input of document.querySelectorAll('[id^="existing-"]')) {
     if (input.value.trim()) existing[input.id.slice("existing-".length)] = input.value.trim();
@@ -191,28 +193,10 @@ function setForm(request) {
   describeProfile();
 }
 
-/** RFC 7396: the patch that turns `from` into `to` (objects merge, null removes, lists are replaced). */
-function mergePatch(from, to) {
-  const patch = {};
-  for (const key of Object.keys(from)) {
-    if (!(key in to)) patch[key] = null;
-  }
-  for (const [key, value] of Object.entries(to)) {
-    const old = from[key];
-    const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-    if (isObject(value) && isObject(old)) {
-      const inner = mergePatch(old, value);
-      if (Object.keys(inner).length) patch[key] = inner;
-    } else if (JSON.stringify(value) !== JSON.stringify(old)) {
-      patch[key] = value;
-    }
-  }
-  return patch;
-}
-
 function editable(request) {
-  // What GET shows that the form does not edit (the callback is shown masked) stays out of the patch.
-  const out = { ...request };
+  // What GET shows that the form does not edit (the callback is shown masked) stays out of the patch,
+  // and so does what the request leaves unset: the patch then holds only what the user changed.
+  const out = compact(request);
   if (String(out.callback_url || "").endsWith("/***")) delete out.callback_url;
   return out;
 }
@@ -438,7 +422,7 @@ async function review(event) {
   live.textContent = "Planning…";
   try {
     if (requestId) {
-      const patch = mergePatch(editable(original), collect());
+      const patch = mergePatch(editable(original), compact(collect()));
       renderDiff(await api(`/api/workspaces/${requestId}/plan`, { method: "POST", body: patch, contentType: "application/merge-patch+json" }));
     } else {
       renderPlan(await api("/api/plan", { method: "POST", body: collect() }));
@@ -470,7 +454,7 @@ async function create() {
   reviewProblem.hidden = true;
   try {
     const answer = requestId
-      ? await api(`/api/workspaces/${requestId}`, { method: "PATCH", body: mergePatch(editable(original), collect()), contentType: "application/merge-patch+json" })
+      ? await api(`/api/workspaces/${requestId}`, { method: "PATCH", body: mergePatch(editable(original), compact(collect())), contentType: "application/merge-patch+json" })
       : await api("/api/workspaces", { method: "POST", body: collect(), headers: { "Idempotency-Key": idempotencyKey } });
     window.location.assign(`/workspaces/${encodeURIComponent(answer.id)}`);
   } catch (err) {
