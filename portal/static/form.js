@@ -470,6 +470,35 @@ async function create() {
   }
 }
 
+// ----- a request pasted as JSON --------------------------------------------------------------------
+
+const FORM_KEYS = new Set(["team", "environment", "region", "workspace_name", "profile", "compute", "datastores", "owners", "members", "tags", "container_registry", "subscription_id", "resource_group", "callback_url", "expires_at", "existing"]);
+
+function importRequest() {
+  const result = document.getElementById("import-result");
+  let request;
+  try {
+    request = JSON.parse(document.getElementById("import-json").value);
+  } catch (err) {
+    result.className = "error";
+    result.textContent = `That is not JSON: ${err.message}.`;
+    return;
+  }
+  if (request === null || typeof request !== "object" || Array.isArray(request)) {
+    result.className = "error";
+    result.textContent = "Paste one request: a JSON object with team, environment, region and the rest.";
+    return;
+  }
+  const left = Object.keys(request).filter((k) => !FORM_KEYS.has(k));
+  setForm(request);
+  for (const key of Object.keys(request)) touched.add(key);
+  result.className = left.length ? "error" : "";
+  result.textContent = left.length
+    ? `Filled the form, but the form has no field for ${left.join(", ")}: those were left out.`
+    : "Filled the form from the request. Check it, then Review + create.";
+  changed();
+}
+
 // ----- start ---------------------------------------------------------------------------------------
 
 async function start() {
@@ -530,6 +559,8 @@ async function start() {
     reviewPanel.hidden = true;
     document.getElementById("review").focus();
   });
+  const fillButton = document.getElementById("import-fill");
+  if (fillButton) fillButton.addEventListener("click", importRequest);
   form.setAttribute("aria-busy", "false");
   form.dataset.ready = "true";
   if (original) check();

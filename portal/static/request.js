@@ -73,6 +73,9 @@ function renderState(v) {
     parts.push(el("p", { class: `notice${MOVING.has(v.status) ? "" : " wait"}` }, STATE_WORDS[v.status] || v.status));
   }
   for (const w of v.warnings || []) parts.push(el("p", { class: "notice wait" }, `Note: ${w.message || JSON.stringify(w)}`));
+  if (v.drift && v.drift.requested) {
+    parts.push(el("p", { class: "notice", id: "drift-requested" }, "A drift check was asked for: the lifecycle timer runs it at its next tick."));
+  }
   if (v.drift && v.drift.findings.length) {
     parts.push(el("p", { class: "notice wait", id: "drift" }, `Drift: ${v.drift.findings.length} thing${v.drift.findings.length === 1 ? "" : "s"} in Azure no longer match what was asked (checked ${when(v.drift.checked_at)}).`));
   }
@@ -165,6 +168,9 @@ function renderActions(v) {
   }
   if (v.expires_at && settled) {
     buttons.push(action("Keep 30 more days", () => act(`${base}/extend`, { method: "POST", body: { days: 30 } }), { idName: "extend" }));
+  }
+  if (v.status === "succeeded") {
+    buttons.push(action("Check drift", () => act(`${base}/drift`, { method: "POST" }), { idName: "drift-check" }));
   }
   if (settled || v.status === "cancelled") buttons.push(action("Delete…", () => $("delete-dialog").showModal(), { danger: true, idName: "delete" }));
   $("actions").replaceChildren(...buttons);
