@@ -306,7 +306,7 @@ function describeProfile() {
   }
   const compute = profile.compute.map((c) => `${c.name} (${c.vm_size}, ${c.kind === "instance" ? "instance" : `${c.min_nodes}–${c.max_nodes} nodes`})`);
   const stores = profile.datastores.map((d) => d.name);
-  hint.textContent = `${profile.description} Gives compute ${compute.join(", ") || "none"}; datastores ${stores.join(", ") || "none"}${profile.container_registry ? "; a container registry" : ""}. Rows below replace the profile's.`;
+  hint.textContent = `${profile.description} Gives compute ${compute.join(", ") || "none"}; datastores ${stores.join(", ") || "none"}${profile.container_registry ? "; a container registry" : ""}. Rows below add to these; a row with the name of one of them replaces it.`;
 }
 
 // ----- review and create ---------------------------------------------------------------------------
