@@ -38,8 +38,14 @@ def load_policy(path: Path) -> Policy:
 
 
 def _merge(base: list[ComputeSpec] | list[DatastoreSpec], own: list[ComputeSpec] | list[DatastoreSpec]) -> list:  # type: ignore[type-arg]
+    """Return the caller's rows first, in their order, then the profile's rows they do not replace by name.
+
+    The caller's rows keep their indices, so a problem found in a resolved request (policy, pre-flight,
+    confinement, revision) names the field the caller wrote: compute[0] is the caller's compute[0]. The
+    profile's own rows are held to the per-row rules when the policy loads (models/policy.py).
+    """
     names = {x.name.lower() for x in own}
-    return [x for x in base if x.name.lower() not in names] + list(own)
+    return list(own) + [x for x in base if x.name.lower() not in names]
 
 
 def resolve(request: WorkspaceRequest, policy: Policy) -> WorkspaceRequest:

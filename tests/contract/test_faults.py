@@ -122,10 +122,10 @@ def test_missing_provider_registration(provider: AzureProvider, emulator: Emulat
 def test_per_family_vcpu_quota(provider: AzureProvider, emulator: EmulatorServer) -> None:
     gpu = {"name": "gpu-cluster", "vm_size": "Standard_NC24ads_A100_v4", "max_nodes": 2, "tier": "dedicated"}
     p = _plan(example("gpu-research.json") | {"team": "quota", "compute": [gpu]})
-    outputs = _up_to(provider, p, "compute:cpu-cluster")
+    outputs = _up_to(provider, p, "compute:gpu-cluster")
     emulator.state.config.quota = {"swedencentral": {"standardNCADSA100v4Family": 24}}
-    assert isinstance(drive(provider, p, "compute:cpu-cluster", outputs), Done)
     gpu = drive(provider, p, "compute:gpu-cluster", outputs)  # 2 nodes x 24 vCPUs = 48 > 24
+    assert isinstance(drive(provider, p, "compute:cpu-cluster", outputs), Done)  # another family's quota
     assert isinstance(gpu, Fail), gpu
     assert "Standard NCADS_A100_v4 Family Cluster Dedicated vCPUs quota of 24" in gpu.error
     assert "raise the vCPU quota" in gpu.error

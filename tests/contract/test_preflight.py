@@ -74,7 +74,7 @@ def test_everything_that_cannot_succeed_is_refused_at_once(make: Any, emulator: 
     assert "pre-flight" in info.value.title
     codes = {p.code: p for p in info.value.problems}
     assert set(codes) == {"StorageAccountAlreadyTaken", "QuotaExceeded", "MissingSubscriptionRegistration"}
-    assert codes["QuotaExceeded"].field == "compute[1].max_nodes"
+    assert codes["QuotaExceeded"].field == "compute[0].max_nodes"  # the caller's gpu-cluster, not the profile's rows
     assert "need 48 vCPUs" in codes["QuotaExceeded"].message and " of 10 are in use" in codes["QuotaExceeded"].message
     assert (
         "az provider register --namespace Microsoft.ContainerRegistry"

@@ -76,14 +76,14 @@ def test_clusters_may_not_keep_more_idle_nodes_than_policy_allows() -> None:
     body = example("cpu-small.json") | {"compute": [always_on]}
     with pytest.raises(InvalidInputError) as info:
         admit(parse_request(body), POLICY)
-    [problem] = [p for p in info.value.problems if p.field == "compute[1].min_nodes"]
+    [problem] = [p for p in info.value.problems if p.field == "compute[0].min_nodes"]
     assert "allows at most 0" in problem.message and problem.code == "policy"
     warm = POLICY.model_copy(update={"max_min_nodes": 1})
     one = {"name": "warm", "vm_size": "Standard_DS3_v2", "min_nodes": 1, "max_nodes": 2}
     assert check(resolve(parse_request(example("cpu-small.json") | {"compute": [one]}), warm), warm) == []
     assert [
         p.field for p in check(resolve(parse_request(example("cpu-small.json") | {"compute": [one]}), POLICY), POLICY)
-    ] == ["compute[1].min_nodes"]
+    ] == ["compute[0].min_nodes"]
 
 
 def test_a_profile_that_keeps_idle_nodes_above_the_limit_does_not_load() -> None:
@@ -100,3 +100,20 @@ def test_team_vcpu_limit_counts_live_workspaces() -> None:
     problems = check(req, POLICY, team_vcpus_in_use=POLICY.max_team_vcpus - 10)
     assert [p.field for p in problems] == ["compute"]
     assert "team limit is 400" in problems[0].message
+
+
+def test_a_problem_in_a_row_the_caller_wrote_is_at_the_callers_index_beside_a_profile() -> None:
+    # gpu-research brings cpu-cluster and gpu-cluster; the caller replaces gpu-cluster and adds one of their own.
+    body = example("gpu-research.json") | {
+        "compute": [
+            {"name": "wide", "vm_size": "Standard_DS3_v2", "max_nodes": 50},
+            {"name": "gpu-cluster", "vm_size": "Standard_M128s", "max_nodes": 2},
+        ]
+    }
+    resolved = resolve(parse_request(body), POLICY)
+    assert [c.name for c in resolved.compute] == ["wide", "gpu-cluster", "cpu-cluster"]
+    with pytest.raises(InvalidInputError) as info:
+        admit(parse_request(body), POLICY)
+    fields = {p.field for p in info.value.problems}
+    assert {"compute[0].max_nodes", "compute[1].vm_size"} <= fields
+    assert not {f for f in fields if f.startswith("compute[2]")}
