@@ -8,6 +8,7 @@ in-process transport (httpx.MockTransport): no network.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -222,17 +223,19 @@ def test_a_genuine_token_passes_and_its_activity_is_remembered() -> None:
 @pytest.mark.parametrize(
     ("authorization", "why"),
     [
-        (None, "Bearer"),
-        (f"Basic {token()}", "Bearer"),
-        (f"Bearer {token(iss='https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/')}", "iss"),
-        (f"Bearer {token(aud='another-bot-app-id')}", "another bot"),
-        (f"Bearer {token(exp=int(time.time()) - 400, nbf=int(time.time()) - 4000)}", "expired"),
-        (f"Bearer {token(nbf=int(time.time()) + 900)}", "not valid yet"),
-        (f"Bearer {token(exp=None)}", "'exp'"),
-        (f"Bearer {token(kid='unknown-kid', key_name='unknown-kid')}", "does not publish"),
-        (f"Bearer {token(key_name='forger')}", "signature"),  # the published kid, another key
-        (f"Bearer {token(serviceurl='https://evil.example/')}", "serviceUrl"),
-        (f"Bearer {token(serviceurl=None)}", "serviceUrl"),
+        # Each header is made when the test runs, not when the module is collected: a token's times are
+        # relative to now, and a long run would otherwise bring a "not yet valid" token inside the skew.
+        (lambda: None, "Bearer"),
+        (lambda: f"Basic {token()}", "Bearer"),
+        (lambda: f"Bearer {token(iss='https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/')}", "iss"),
+        (lambda: f"Bearer {token(aud='another-bot-app-id')}", "another bot"),
+        (lambda: f"Bearer {token(exp=int(time.time()) - 400, nbf=int(time.time()) - 4000)}", "expired"),
+        (lambda: f"Bearer {token(nbf=int(time.time()) + 900)}", "not valid yet"),
+        (lambda: f"Bearer {token(exp=None)}", "'exp'"),
+        (lambda: f"Bearer {token(kid='unknown-kid', key_name='unknown-kid')}", "does not publish"),
+        (lambda: f"Bearer {token(key_name='forger')}", "signature"),  # the published kid, another key
+        (lambda: f"Bearer {token(serviceurl='https://evil.example/')}", "serviceUrl"),
+        (lambda: f"Bearer {token(serviceurl=None)}", "serviceUrl"),
     ],
     ids=[
         "no-token",
@@ -248,8 +251,8 @@ def test_a_genuine_token_passes_and_its_activity_is_remembered() -> None:
         "no-service-url",
     ],
 )
-def test_each_token_rule_refuses(authorization: str | None, why: str) -> None:
-    refused = verifier().refusal(authorization, activity(), replays=Remembered())
+def test_each_token_rule_refuses(authorization: Callable[[], str | None], why: str) -> None:
+    refused = verifier().refusal(authorization(), activity(), replays=Remembered())
     assert refused is not None and refused.status == 401, refused
     assert why in refused.reason
 
