@@ -161,14 +161,18 @@ def build_app(
         state.calls[method] += 1
         headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
         authorization = request.headers.get("authorization", "")
+        poll = OPERATIONS.lower() in path.lower()
+        called = _type_of(path, poll)
         if authorization.lower().startswith("bearer "):
             # ARM throttles before the request reaches the resource provider: a throttled call is not logged.
             budget, refused = admit(path, method, authorization)
             if refused is not None:
+                state.count_call(operation_of(method), called, poll=poll, throttled=True)
                 resp = _error(refused)
                 resp.headers.update(headers)
                 return resp
             headers.update(budget)
+        state.count_call(operation_of(method), called, poll=poll, throttled=False)
         raw = await request.body() if method in ("PUT", "PATCH", "POST") else b""
         if method not in {"GET", "HEAD"} and OPERATIONS.lower() not in path.lower():
             try:
@@ -262,6 +266,15 @@ def build_app(
             resp = _error(exc)
             resp.headers.update(headers)
             return resp
+
+    def _type_of(path: str, poll: bool) -> str:
+        """Return the resource type a call is about (for an operation's status, the resource it works on)."""
+        if poll:
+            return state.operation_type(path.rstrip("/").rsplit("/", 1)[-1])
+        try:
+            return parse_path(path).type
+        except ArmError:
+            return "Microsoft.Emulator/other"
 
     def _fault_for(path: str, method: str) -> Fault | None:
         try:

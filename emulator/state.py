@@ -281,6 +281,9 @@ class EmulatorState:
         # that retention periods (days) pass in a test. Every time the emulator keeps is on this clock.
         self.clock_offset_s = 0.0
         self.calls: Counter[str] = Counter()
+        # Calls per (reads|writes|deletes, resource type, whether it polled an async operation, throttled): what a
+        # client costs ARM, per kind of resource (the benchmarks' "ARM calls per workspace").
+        self.tally: Counter[tuple[str, str, bool, bool]] = Counter()
         self.requests: list[dict[str, Any]] = []  # every write call, for tests that check what the SDKs send
         self._key_secret = secrets.token_hex(16)
         self._lock = threading.Lock()
@@ -1603,10 +1606,39 @@ class EmulatorState:
         with self._lock:
             self.requests.append({"method": method, "path": path, "api-version": api_version, "body": body})
 
+    def count_call(self, operation: str, rtype: str, *, poll: bool, throttled: bool) -> None:
+        """Count one ARM call by kind of operation and resource type (see `tally`)."""
+        with self._lock:
+            self.tally[(operation, rtype, poll, throttled)] += 1
+
+    def operation_type(self, op_id: str) -> str:
+        """Return the resource type an async operation works on (a create, a delete or a vault purge)."""
+        conn = self.db.conn()
+        row = conn.execute("SELECT type FROM deletes WHERE op = ?", (op_id,)).fetchone()
+        if row is None:
+            row = conn.execute(
+                "SELECT r.type FROM operations o JOIN resources r ON r.key = o.resource_key WHERE o.id = ?", (op_id,)
+            ).fetchone()
+        if row is not None:
+            return str(row["type"])
+        if conn.execute("SELECT 1 FROM purges WHERE op = ?", (op_id,)).fetchone() is not None:
+            return "Microsoft.KeyVault/deletedVaults"
+        return "Microsoft.Emulator/operations"
+
     def stats(self) -> dict[str, Any]:
-        """Return creates and deletes per resource id and calls per method, for tests and benchmarks."""
+        """Return creates and deletes per resource id, calls per method and per resource type, for benchmarks."""
         self._settle()
-        return {"creates": dict(self.creates), "deletes": dict(self.deletes), "calls": dict(self.calls)}
+        with self._lock:
+            tally = [
+                {"operation": op, "type": rtype, "poll": poll, "throttled": throttled, "count": n}
+                for (op, rtype, poll, throttled), n in sorted(self.tally.items())
+            ]
+        return {
+            "creates": dict(self.creates),
+            "deletes": dict(self.deletes),
+            "calls": dict(self.calls),
+            "calls_by_type": tally,
+        }
 
     def resource_ids(self) -> list[str]:
         """Every resource id the emulator holds."""
