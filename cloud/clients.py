@@ -90,14 +90,35 @@ class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             scope.throttle.observe(scope.subscription, operation, int(value))
 
 
+def _shared_transport(connections: int) -> Any:
+    """One HTTP transport for every client: one pool of kept-alive connections to ARM, as large as the workers.
+
+    Each SDK client would otherwise keep a session of its own with requests' default pool of 10
+    connections per host; with more step workers than that, connections beyond the pool were opened
+    and dropped call after call, and every new one pays a TLS handshake and the loading of the CA
+    bundle (about 30 ms of CPU, urllib3 `load_verify_locations`). azure-core's RequestsTransport
+    takes a session it does not own (`session_owner=False`), so closing one client closes nothing.
+    """
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=False)
+
+
 class Clients:
     """Caches one client per (kind, subscription[, group, workspace])."""
 
-    def __init__(self, endpoint: CloudEndpoint, credential: Any) -> None:
+    def __init__(self, endpoint: CloudEndpoint, credential: Any, *, connections: int = 64) -> None:
         self.endpoint = endpoint
         self.credential = credential
         self._cache: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
+        self._transport = _shared_transport(connections)
         if endpoint.ca_bundle:
             # azure-ai-ml builds some clients itself (the ARM deployment client of workspace creation)
             # without passing our keywords through; requests reads its CA bundle from this variable.
@@ -128,6 +149,7 @@ class Clients:
             "credential_scopes": [self.endpoint.scope],
             "retry_total": 0,
             "per_call_policies": [RemainingBudgetPolicy()],
+            "transport": self._transport,
         }
         if self.endpoint.ca_bundle:
             kw["connection_verify"] = self.endpoint.ca_bundle
@@ -211,6 +233,7 @@ class Clients:
                 "show_progress": False,
                 "retry_total": 0,
                 "per_call_policies": [RemainingBudgetPolicy()],
+                "transport": self._transport,
                 **self.endpoint.ml_cloud_kwargs(),
             }
             if self.endpoint.ca_bundle:

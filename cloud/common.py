@@ -85,6 +85,27 @@ def call(what: str, fn: Callable[[], T]) -> T:
     return _guarded(what, fn, missing_ok=False)  # type: ignore[return-value]
 
 
+def start(what: str, begin: Callable[[Callable[[Any], None]], object], timing: Timing) -> float:
+    """Start a long-running operation (`begin` is given the hook for its answer); return when to look again.
+
+    Not before its Retry-After: "Clients should wait for the Retry-After interval, if it was
+    specified ... before polling again" (Azure Resource Manager RPC, v1.0/async-api-reference.md,
+    "202 Accepted and Location Headers"), and never sooner than our own `poll_s`. Looking earlier
+    only spends reads from the subscription's bucket of 250, refilled at 25 a second.
+    """
+    headers: dict[str, str] = {}
+
+    def hook(response: Any) -> None:
+        headers.update({k.lower(): v for k, v in response.http_response.headers.items()})
+
+    call(what, lambda: begin(hook))
+    try:
+        retry_after = float(headers.get("retry-after", "") or 0)
+    except ValueError:
+        retry_after = 0.0  # an HTTP date: ARM's RPC says seconds only; look again at our own pace
+    return max(timing.poll_s, min(retry_after, 600.0))  # the RPC's maximum is 10 minutes
+
+
 def get_or_none(what: str, fn: Callable[[], T]) -> T | None:
     """Read a resource; None when it does not exist, translated errors otherwise."""
     return _guarded(what, fn, missing_ok=True)

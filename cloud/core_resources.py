@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from cloud.clients import Clients
-from cloud.common import Timing, call, get_or_none, progress, state_of, tags_differ
+from cloud.common import Timing, call, get_or_none, progress, start, state_of, tags_differ
 from engine.ports import StepContext
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
 from models.plan import InsightsSpec, KeyVaultSpec, RegistrySpec, ResourceGroupSpec, Step, StorageSpec
@@ -124,8 +124,12 @@ def reconcile_storage(step: Step, ctx: StepContext, clients: Clients, timing: Ti
                 enable_https_traffic_only=True,
             ),
         )
-        call(f"creating {what}", lambda: ops.storage_accounts.begin_create(rg, name, params, polling=False))
-        return Wait(timing.poll_s, f"{what} is being created")
+        after = start(
+            f"creating {what}",
+            lambda hook: ops.storage_accounts.begin_create(rg, name, params, polling=False, raw_response_hook=hook),
+            timing,
+        )
+        return Wait(after, f"{what} is being created")
     elif tags_differ(account.tags, spec.tags):
         merged = {**(account.tags or {}), **spec.tags}
         account = call(
@@ -218,12 +222,13 @@ def reconcile_key_vault(step: Step, ctx: StepContext, clients: Clients, timing: 
             create_mode="recover" if recovering else None,
         )
         params = VaultCreateOrUpdateParameters(location=spec.location, tags=spec.tags, properties=props)
-        call(
+        after = start(
             f"{'recovering' if recovering else 'creating'} {what}",
-            lambda: ops.begin_create_or_update(rg, name, params, polling=False),
+            lambda hook: ops.begin_create_or_update(rg, name, params, polling=False, raw_response_hook=hook),
+            timing,
         )
         verb = "recovered from soft-delete" if recovering else "created"
-        return Wait(timing.poll_s, f"{what} is being {verb}")
+        return Wait(after, f"{what} is being {verb}")
     if waiting := progress(vault, what, timing):
         return waiting
     outputs = {"id": vault.id, "name": vault.name, "vault_uri": vault.properties.vault_uri}
@@ -326,12 +331,16 @@ def reconcile_insights(step: Step, ctx: StepContext, clients: Clients, timing: T
             tags={**(kept_tags or {}), **spec.tags},
             properties=WorkspaceProperties(sku=WorkspaceSku(name="PerGB2018"), retention_in_days=30),
         )
-        call(f"creating {la_what}", lambda: la_ops.begin_create_or_update(rg, la_name, params, polling=False))
+        after = start(
+            f"creating {la_what}",
+            lambda hook: la_ops.begin_create_or_update(rg, la_name, params, polling=False, raw_response_hook=hook),
+            timing,
+        )
         if retagged:
-            return Wait(timing.poll_s, f"{la_what} tags are being updated")
+            return Wait(after, f"{la_what} tags are being updated")
         if la is not None:
             return _applied_again(la_what, la, timing)
-        return Wait(timing.poll_s, f"{la_what} is being created")
+        return Wait(after, f"{la_what} is being created")
     if waiting := progress(la, la_what, timing):
         return waiting
     component = get_or_none(f"reading {what}", lambda: components.get(rg, name))
@@ -378,12 +387,16 @@ def reconcile_registry(step: Step, ctx: StepContext, clients: Clients, timing: T
             sku=Sku(name=spec.sku),
             properties=RegistryProperties(admin_user_enabled=False),
         )
-        call(f"creating {what}", lambda: ops.begin_create(rg, name, params, polling=False))
+        after = start(
+            f"creating {what}",
+            lambda hook: ops.begin_create(rg, name, params, polling=False, raw_response_hook=hook),
+            timing,
+        )
         if retagged:
-            return Wait(timing.poll_s, f"{what} tags are being updated")
+            return Wait(after, f"{what} tags are being updated")
         if registry is not None:
             return _applied_again(what, registry, timing)
-        return Wait(timing.poll_s, f"{what} is being created")
+        return Wait(after, f"{what} is being created")
     if waiting := progress(registry, what, timing):
         return waiting
     return Done({"id": registry.id, "name": registry.name, "login_server": registry.login_server})

@@ -112,7 +112,9 @@ class AzureProvider:
             endpoint = CloudEndpoint(settings.arm_endpoint)
             credential = azure_credential(settings.azure_client_id)
         throttle = SubscriptionThrottle(max_concurrent=settings.arm_max_concurrency)
-        return cls(Clients(endpoint, credential), Timing(poll_s=settings.poll_s), throttle)
+        # A connection per step worker, and the pre-flight's and intake's readers beside them.
+        clients = Clients(endpoint, credential, connections=max(16, settings.workers + 8))
+        return cls(clients, Timing(poll_s=settings.poll_s), throttle)
 
     def reconcile(self, step: Step, ctx: StepContext) -> Outcome:
         """Run the step kind's reconcile (or delete), its ARM calls counted against the step's subscription.
