@@ -36,7 +36,9 @@ class Runtime:
         """Start the emulator (when the cloud is the emulator), the workers and the sweeper."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         emulator = None
-        if settings.cloud == "emulator":
+        # VENDING_EMULATOR_URL (with VENDING_EMULATOR_CA_BUNDLE) names an emulator already running, in a
+        # process of its own (the benchmarks measure the service's CPU apart from the cloud's that way).
+        if settings.cloud == "emulator" and settings.emulator_url is None:
             scenario = load_scenario(settings.emulator_faults) if settings.emulator_faults else Scenario()
             emulator = EmulatorServer(
                 data_dir=settings.data_dir,

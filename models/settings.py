@@ -89,7 +89,11 @@ class Settings(BaseSettings):
     arm_endpoint: str = Field("https://management.azure.com/", description="Used when cloud is azure.")
     azure_client_id: str | None = Field(None, validation_alias=AliasChoices("AZURE_CLIENT_ID"))
 
-    emulator_url: str | None = Field(None, description="Set by the devhost when it starts the emulator.")
+    emulator_url: str | None = Field(
+        None,
+        description="The ARM emulator's URL: set by the devhost when it starts the emulator, or given to use one "
+        "already running (python -m bench.emulator_process) instead of starting one.",
+    )
     emulator_ca_bundle: Path | None = Field(None, description="The CA bundle that trusts the emulator's certificate.")
     arm_max_concurrency: int = Field(8, ge=1, description="Concurrent ARM calls per subscription.")
     poll_s: float = Field(5.0, gt=0, description="How long a step waits before looking again at work in progress.")
