@@ -45,6 +45,7 @@ def bench_caller() -> Caller:
 
 
 def main() -> int:
+    from cloud.common import THROTTLE_CODES
     from composition import Container
     from devhost.workers import QueueWorkers
     from handlers.queues import handle_step
@@ -120,7 +121,9 @@ def main() -> int:
         depth[step.id] = 1 + max((depth[d] for d in step.depends_on), default=0)
     steps = [s for r in ids for s in c.store.get_steps(r)]
     failed_on_429 = sum(
-        1 for s in steps if s.status.value == "failed" and s.error is not None and "TooManyRequests" in s.error.code
+        1
+        for s in steps
+        if s.status.value == "failed" and s.error is not None and s.error.code.lower() in THROTTLE_CODES
     )
     print(
         json.dumps(

@@ -90,7 +90,7 @@ class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             scope.throttle.observe(scope.subscription, operation, int(value))
 
 
-def _shared_transport(connections: int) -> Any:
+def _shared_transport(connections: int, verify: str | bool) -> Any:
     """One HTTP transport for every client: one pool of kept-alive connections to ARM, as large as the workers.
 
     Each SDK client would otherwise keep a session of its own with requests' default pool of 10
@@ -98,6 +98,8 @@ def _shared_transport(connections: int) -> Any:
     and dropped call after call, and every new one pays a TLS handshake and the loading of the CA
     bundle (about 30 ms of CPU, urllib3 `load_verify_locations`). azure-core's RequestsTransport
     takes a session it does not own (`session_owner=False`), so closing one client closes nothing.
+    A client given `transport=` builds none of its own, so its `connection_verify` would be ignored:
+    the CA bundle to trust (the emulator's) is the transport's.
     """
     import requests
     from azure.core.pipeline.transport import RequestsTransport
@@ -107,7 +109,7 @@ def _shared_transport(connections: int) -> Any:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    return RequestsTransport(session=session, session_owner=False)
+    return RequestsTransport(session=session, session_owner=False, connection_verify=verify)
 
 
 class Clients:
@@ -118,7 +120,7 @@ class Clients:
         self.credential = credential
         self._cache: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
-        self._transport = _shared_transport(connections)
+        self._transport = _shared_transport(connections, endpoint.ca_bundle or True)
         if endpoint.ca_bundle:
             # azure-ai-ml builds some clients itself (the ARM deployment client of workspace creation)
             # without passing our keywords through; requests reads its CA bundle from this variable.
@@ -149,10 +151,8 @@ class Clients:
             "credential_scopes": [self.endpoint.scope],
             "retry_total": 0,
             "per_call_policies": [RemainingBudgetPolicy()],
-            "transport": self._transport,
+            "transport": self._transport,  # which carries the CA bundle (see _shared_transport)
         }
-        if self.endpoint.ca_bundle:
-            kw["connection_verify"] = self.endpoint.ca_bundle
         return kw
 
     def resources(self, sub: str) -> Any:
@@ -236,8 +236,6 @@ class Clients:
                 "transport": self._transport,
                 **self.endpoint.ml_cloud_kwargs(),
             }
-            if self.endpoint.ca_bundle:
-                kw["connection_verify"] = self.endpoint.ca_bundle
             return MLClient(self.credential, sub, group, workspace_name=workspace, **kw)
 
         return self._get(("ml", sub, group, workspace or ""), build)

@@ -284,6 +284,7 @@ class EmulatorState:
         # Calls per (reads|writes|deletes, resource type, whether it polled an async operation, throttled): what a
         # client costs ARM, per kind of resource (the benchmarks' "ARM calls per workspace").
         self.tally: Counter[tuple[str, str, bool, bool]] = Counter()
+        self.op_types: dict[str, str] = {}  # the resource type each async operation works on, for the tally
         self.requests: list[dict[str, Any]] = []  # every write call, for tests that check what the SDKs send
         self._key_secret = secrets.token_hex(16)
         self._lock = threading.Lock()
@@ -660,6 +661,7 @@ class EmulatorState:
                 conn.execute(
                     "INSERT INTO operations (id, resource_key, ready) VALUES (?, ?, ?)", (op, p.key, now + latency)
                 )
+                self.op_types[op] = rtype.name
             row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
         return status, self._view(row, now), op
 
@@ -751,6 +753,7 @@ class EmulatorState:
                     latency = self.config.delete_latency(rtype.name)
                 if latency > 0 or failing is not None:
                     op = str(uuid.uuid4())
+                    self.op_types[op] = rtype.name
                     error = json.dumps({"code": failing.code, "message": failing.message}) if failing else None
                     conn.execute(
                         "INSERT INTO deletes (op, key, type, started, ready, purge, error, status)"
@@ -846,10 +849,11 @@ class EmulatorState:
         held = conn.execute("SELECT key FROM deleted_workspaces WHERE key = ?", (p.key,)).fetchone()
         if held is None:
             return 204, None
-        return 202, self._start_purge(conn, p.key, p.key, self.config.delete_latency(p.type), now)
+        return 202, self._start_purge(conn, p.key, p.key, self.config.delete_latency(p.type), now, rtype=p.type)
 
-    def _start_purge(self, conn: Any, key: str, resource_key: str, latency: float, now: float) -> str:
+    def _start_purge(self, conn: Any, key: str, resource_key: str, latency: float, now: float, *, rtype: str) -> str:
         op = str(uuid.uuid4())
+        self.op_types[op] = rtype
         conn.execute("INSERT INTO purges (key, op, ready) VALUES (?, ?, ?)", (key, op, now + latency))
         conn.execute(
             "INSERT INTO operations (id, resource_key, ready) VALUES (?, ?, ?)", (op, resource_key, now + latency)
@@ -1060,7 +1064,14 @@ class EmulatorState:
             if pending is not None:
                 return str(pending["op"])  # asked again while it runs: the same operation
             latency = self.config.latency("Microsoft.KeyVault/vaults")
-            return self._start_purge(conn, f"vault:{name.lower()}", f"purge:vault:{name.lower()}", latency, now)
+            return self._start_purge(
+                conn,
+                f"vault:{name.lower()}",
+                f"purge:vault:{name.lower()}",
+                latency,
+                now,
+                rtype="Microsoft.KeyVault/vaults",
+            )
 
     def name_available(self, rtype: str, name: str) -> dict[str, Any]:
         """Answer checkNameAvailability for storage accounts and key vaults."""
@@ -1462,6 +1473,7 @@ class EmulatorState:
                 ),
             )
             conn.execute("INSERT INTO operations (id, resource_key, ready) VALUES (?, ?, ?)", (op, p.key, ready))
+            self.op_types[op] = p.type
             if not existed:
                 self.creates[p.key] += 1
             row = conn.execute("SELECT * FROM resources WHERE key = ?", (p.key,)).fetchone()
@@ -1612,18 +1624,8 @@ class EmulatorState:
             self.tally[(operation, rtype, poll, throttled)] += 1
 
     def operation_type(self, op_id: str) -> str:
-        """Return the resource type an async operation works on (a create, a delete or a vault purge)."""
-        conn = self.db.conn()
-        row = conn.execute("SELECT type FROM deletes WHERE op = ?", (op_id,)).fetchone()
-        if row is None:
-            row = conn.execute(
-                "SELECT r.type FROM operations o JOIN resources r ON r.key = o.resource_key WHERE o.id = ?", (op_id,)
-            ).fetchone()
-        if row is not None:
-            return str(row["type"])
-        if conn.execute("SELECT 1 FROM purges WHERE op = ?", (op_id,)).fetchone() is not None:
-            return "Microsoft.KeyVault/deletedVaults"
-        return "Microsoft.Emulator/operations"
+        """Return the resource type an async operation works on (a create, a delete or a purge), as it began."""
+        return self.op_types.get(op_id, "Microsoft.Emulator/operations")
 
     def stats(self) -> dict[str, Any]:
         """Return creates and deletes per resource id, calls per method and per resource type, for benchmarks."""
