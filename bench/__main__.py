@@ -497,10 +497,9 @@ OVERHEAD = textwrap.dedent(
     tmp = Path(tempfile.mkdtemp())
     settings = Settings(data_dir=tmp, retry_base_s=0, retry_cap_s=0)
     c = Container(settings, store=SqliteStore(tmp / "s.db"), bus=SqliteBus(tmp / "b.db"), cloud=FakeCloud(), sinks=[])
-    c.swap(policy=c.policy.model_copy(update={"max_team_vcpus": 10**6,
-        "preflight": c.policy.preflight.model_copy(update={"enabled": False})}))
+    from bench.service_run import bench_caller, unlimited
+    c.swap(policy=unlimited(c.policy))
     body = json.loads(Path("examples/gpu-research.json").read_text())
-    from bench.service_run import bench_caller
     ids = [c.intake.submit(request=parse_request(body | {"workspace_name": f"ovh-{i:03d}"}), caller=bench_caller(),
                            source="bench").record.id for i in range(n)]
     runs = 0

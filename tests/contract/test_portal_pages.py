@@ -20,8 +20,9 @@ from composition import Container
 from handlers.api import create_api
 from handlers.identity import CSRF_COOKIE, EASY_AUTH_COOKIE, SESSION_COOKIE
 from handlers.portal import CSP, SIGNIN_TRIED, local_path
-from models.identity import AuthSettings
+from models.identity import AuthSettings, Caller
 from models.records import RequestStatus
+from models.request import parse_request
 from models.settings import Settings
 from tests.callers import bearer
 from tests.conftest import example, poll, running_steps, served
@@ -267,7 +268,7 @@ def test_a_session_cookie_that_is_not_a_token_is_refused(portal: Portal) -> None
 
 def test_another_teams_request_page_is_not_found_as_a_missing_one_is(portal: Portal) -> None:
     record = portal.container.intake.submit(
-        request=_parsed(example("cpu-small.json")), caller=_caller(portal, "alice"), source="test"
+        request=parse_request(example("cpu-small.json")), caller=_caller(portal, "alice"), source="test"
     ).record
     portal.sign_in("alice")
     assert portal.http.get(f"/workspaces/{record.id}").status_code == 200
@@ -285,7 +286,7 @@ def test_another_teams_request_page_is_not_found_as_a_missing_one_is(portal: Por
 
 def test_config_json_is_given_once_the_workspace_is_ready_and_only_to_its_team(portal: Portal) -> None:
     record = portal.container.intake.submit(
-        request=_parsed(example("cpu-small.json")), caller=_caller(portal, "alice"), source="test"
+        request=parse_request(example("cpu-small.json")), caller=_caller(portal, "alice"), source="test"
     ).record
     path = f"/api/workspaces/{record.id}/config.json"
     assert portal.http.get(path).status_code == 401
@@ -377,13 +378,7 @@ def test_with_bearer_tokens_only_the_portal_says_how_to_sign_in(settings: Settin
 # ----- helpers ------------------------------------------------------------------------------------------
 
 
-def _parsed(body: dict[str, Any]) -> Any:
-    from models.request import parse_request
-
-    return parse_request(body)
-
-
-def _caller(portal: Portal, user: str) -> Any:
+def _caller(portal: Portal, user: str) -> Caller:
     return portal.container.authenticator.authenticate(bearer(portal.container, user))
 
 
