@@ -8,7 +8,10 @@ already gone is `Done(deleted=False)`.
 
 Whether this teardown deleted a resource it finds gone is read from the attempt: gone on a step's
 first attempt is gone before the teardown came; gone on a later one is the delete an earlier
-attempt started (a Wait or a Retry moves a step to its next attempt, `engine.transitions`).
+attempt started (a Wait or a Retry moves a step to its next attempt, `engine.transitions`). A first
+attempt that was claimed before and never recorded its outcome (`StepContext.resumed`: its worker
+died, or its lease ran out, after the delete was sent) counts as a later one: the workspace it
+soft-deleted holds its name, and the record must say so.
 
 Azure's delete operations called here, at the api-versions the SDKs send (each cited below):
 - Compute_Delete, machinelearningservices/.../preview/2023-08-01-preview/machineLearningServices.json
@@ -84,7 +87,7 @@ def done(result: DeleteResult) -> Done:
 
 def _acted(ctx: StepContext) -> bool:
     """Tell whether an earlier attempt of this step may have started the delete (see the module's docstring)."""
-    return ctx.attempt > 1
+    return ctx.attempt > 1 or ctx.resumed
 
 
 def _parts(resource_id: str) -> tuple[str, str, str]:

@@ -306,6 +306,9 @@ class StepContext:
     names: ResourceNames
     attempt: int  # the step's attempt within the current run: 1 the first time this run works on it
     step_started_at: datetime | None = None
+    # An earlier claim of this same attempt ended without recording its outcome (a worker died, or its lease
+    # ran out), so it may have acted on the cloud: the step was found running, not queued or waiting.
+    resumed: bool = False
     dependency_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

@@ -142,12 +142,13 @@ class StepEngine:
             return StepResult(self._control.cancel_step(record, step))
         # How long the message waited between being due and being worked on (queue latency).
         queued_ms = max(0.0, (now - (step.due_at or step.updated_at)).total_seconds() * 1000)
+        resumed = step.status == StepStatus.RUNNING  # claimed before and never recorded: it may have acted
         try:
             step = self._writes.step(transitions.claimed(step, now=now, lease=self.lease))
         except StaleWriteError:
             return StepResult("dropped: another worker claimed the step")
         try:
-            return self._work(record, step, graph.with_step(steps, step), queued_ms, all_steps)
+            return self._work(record, step, graph.with_step(steps, step), queued_ms, all_steps, resumed=resumed)
         except Exception as exc:
             if self._recovery.handling_failed(record, step, exc):
                 return StepResult("failed: its handling kept failing")
@@ -160,6 +161,8 @@ class StepEngine:
         steps: list[StepRecord],
         queued_ms: float,
         all_steps: list[StepRecord],
+        *,
+        resumed: bool = False,
     ) -> StepResult:
         """Work on a claimed step: reconcile it and record the outcome.
 
@@ -180,6 +183,7 @@ class StepEngine:
             attempt=step.attempt - step.opened_attempt,
             step_started_at=step.started_at,
             dependency_outputs=_dependency_outputs(plan_step, step, steps, all_steps),
+            resumed=resumed,
         )
         started = time.perf_counter()
         outcome = self._reconcile(plan_step, ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from emulator.state import parse_path
 from models.errors import TransientError
 from models.outcomes import Done, Fail, Outcome, Wait
 from models.plan import StepAction
-from tests.conftest import example
+from tests.conftest import example, poll
 from tests.contract.conftest import STORAGE_BODY, SUB, _plan
 from tests.contract.lifecycle import (
     REQUEST_ID,
@@ -350,3 +351,21 @@ def test_a_step_kept_as_it_is_touches_nothing_and_keeps_its_outputs(
     outcome = provider.reconcile(step, context(p, step, outputs))
     assert outcome == Done(outputs["storage"])
     assert emulator.state.requests == [] and sum(emulator.state.calls.values()) == calls
+
+
+def test_a_workspace_a_dead_worker_deleted_is_recorded_soft_deleted_when_its_attempt_is_resumed(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    """The delete was sent, then the worker died before recording it: the redelivery finds the workspace gone."""
+    p = _plan(example("cpu-small.json") | {"team": "td-resumed"})
+    outputs = applied(provider, p)
+    step = deleting(p.step("workspace"))
+    workspace = p.step("workspace").resource_id
+    provider.reconcile(step, context(p, step, outputs))  # its outcome is never recorded
+    poll(lambda: workspace in emulator.state.soft_deleted_workspaces(), what="the workspace to be soft-deleted")
+    # A first attempt that nobody claimed before: gone before the teardown came, so nothing of it is said.
+    fresh = result(provider.reconcile(step, context(p, step, outputs)))
+    assert not fresh.deleted and fresh.soft_deleted_until is None
+    # The same attempt, claimed again after its worker died: its delete held the name, and the record says so.
+    resumed = result(provider.reconcile(step, replace(context(p, step, outputs), resumed=True)))
+    assert resumed.deleted and not resumed.purged and resumed.soft_deleted_until is not None

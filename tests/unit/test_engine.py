@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from composition import Container
 from devhost.workers import QueueWorkers
 from models.outcomes import Fail
@@ -135,3 +137,71 @@ def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) ->
     assert record is not None and record.status == RequestStatus.SUCCEEDED
     storage = store.get_step(rid, "storage")
     assert storage is not None and storage.attempt >= 2
+
+
+def test_a_step_found_running_is_resumed_so_its_reconcile_knows_an_earlier_worker_may_have_acted(
+    settings: object,
+) -> None:
+    """A worker that dies after the cloud acted leaves its step running; the redelivery's reconcile is told so."""
+    import threading
+    from datetime import timedelta
+
+    from adapters.sqlite_bus import SqliteBus
+    from adapters.sqlite_store import SqliteStore
+    from engine.ports import StepContext
+    from models.messages import StepMessage
+    from models.outcomes import Outcome
+    from models.plan import Step
+    from models.settings import Settings
+
+    assert isinstance(settings, Settings)
+
+    class Died(BaseException):
+        """The worker process dies: nothing in the engine catches it."""
+
+    seen: list[tuple[int, bool]] = []
+    first = ""
+
+    class DyingCloud(FakeCloud):
+        def reconcile(self, step: Step, ctx: StepContext) -> Outcome:
+            outcome = super().reconcile(step, ctx)
+            if step.id == first:
+                seen.append((ctx.attempt, ctx.resumed))
+                if len(seen) == 1:
+                    raise Died
+            return outcome
+
+    store = SqliteStore(":memory:")
+    container = Container(
+        settings,
+        store=store,
+        bus=SqliteBus(":memory:"),
+        cloud=(cloud := DyingCloud()),
+        authorizer=PermitAll(),
+        confinement=Unconfined(),
+    )
+    rid = container.intake.submit(
+        request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test"
+    ).record.id
+    engine = container.engine
+    record = store.get_request(rid)
+    assert record is not None
+    engine.dispatch_ready(record)
+    first = next(s.step_id for s in store.get_steps(rid) if s.status == StepStatus.QUEUED)
+    cloud.gates[first] = threading.Event()  # the cloud answers Wait until it is set
+    message = StepMessage(request_id=rid, step_id=first, attempt=1)
+    with pytest.raises(Died):  # the worker dies after the cloud acted, before the outcome is recorded
+        engine.run_step(message=message)
+    step = store.get_step(rid, first)
+    assert step is not None and step.status == StepStatus.RUNNING and step.lease_until is not None
+    # Redelivered while the dead worker's lease holds: dropped, the cloud not called.
+    assert engine.run_step(message=message).disposition == "dropped: another worker holds the step"
+    now = engine.clock()
+    engine.clock = lambda: now + engine.lease + timedelta(seconds=1)
+    engine.run_step(message=message)  # the lock ran out: the message comes again, to a live worker
+    assert seen == [(1, False), (1, True)]
+    # A step claimed from the queue, or after a Wait, is not resumed.
+    waited = store.get_step(rid, first)
+    assert waited is not None and waited.status == StepStatus.WAITING
+    engine.run_step(message=StepMessage(request_id=rid, step_id=first, attempt=waited.attempt))
+    assert seen[-1] == (2, False)
