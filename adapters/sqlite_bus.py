@@ -73,7 +73,14 @@ class SqliteBus:
         self.max_deliveries = max_deliveries
         self.duplicate_window = timedelta(seconds=duplicate_window_s)
         self.clock = clock
-        self._arrived = threading.Condition()
+        # One condition per queue: a send wakes the receivers of its own queue only (waking every queue's idle
+        # receivers made each of them query the database on every send to any queue).
+        self._conditions: dict[str, threading.Condition] = {}
+        self._conditions_lock = threading.Lock()
+
+    def _arrived(self, queue: str) -> threading.Condition:
+        with self._conditions_lock:
+            return self._conditions.setdefault(queue, threading.Condition())
 
     def probe(self) -> None:
         """Read and write the database once, now; raise `TransientError` saying what is wrong."""
@@ -105,8 +112,9 @@ class SqliteBus:
                     ts(max(message.scheduled_at or now, now)),
                 ),
             )
-        with self._arrived:
-            self._arrived.notify_all()
+        arrived = self._arrived(queue)
+        with arrived:
+            arrived.notify_all()
 
     def receive(self, queue: str, *, max_messages: int = 1, wait_s: float = 0.0) -> list[ReceivedMessage]:
         """Lock up to `max_messages`; wait up to `wait_s` for one to become available."""
@@ -117,8 +125,9 @@ class SqliteBus:
             if got or now >= deadline:
                 return got
             pause = min((deadline - now).total_seconds(), self._next_visible_in(queue, now), 0.25)
-            with self._arrived:
-                self._arrived.wait(timeout=max(pause, 0.001))
+            arrived = self._arrived(queue)
+            with arrived:
+                arrived.wait(timeout=max(pause, 0.001))
 
     def _next_visible_in(self, queue: str, now: datetime) -> float:
         row = (
@@ -201,8 +210,9 @@ class SqliteBus:
     def abandon(self, message: ReceivedMessage) -> None:
         """Release the lock: the message is delivered again at once."""
         self._settle(message, "UPDATE messages SET lock_token = NULL, locked_until = NULL", ())
-        with self._arrived:
-            self._arrived.notify_all()
+        arrived = self._arrived(message.queue)
+        with arrived:
+            arrived.notify_all()
 
     def renew_lock(self, message: ReceivedMessage) -> None:
         """Extend the lock by another lock duration."""

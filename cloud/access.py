@@ -9,7 +9,7 @@ from typing import Any
 from cloud.clients import Clients
 from cloud.common import Timing, call, get_or_none
 from engine.ports import StepContext
-from models.errors import PermanentError, VendingError
+from models.errors import PermanentError, TransientError, VendingError
 from models.outcomes import Done, Outcome
 from models.plan import AccessSpec, Step
 
@@ -52,12 +52,18 @@ def reconcile_access(step: Step, ctx: StepContext, clients: Clients, timing: Tim
     ops = clients.authorization(sub).role_assignments
     spec = step.spec_as(AccessSpec)
     principal = spec.principal_id or _identity_of(step, ctx)
+    # A step that has never run creates without reading first: an assignment can exist already only when
+    # someone made it by hand, and then the create answers 409 RoleAssignmentExists, handled below. A later
+    # attempt, one whose worker died, or a later run (a revision, a retry, a repair) reads first: what this
+    # service made is left as it is, never sent again (a PUT replaces an assignment whole, so it would drop
+    # a condition or description added since). One read per assignment saved on every new workspace.
+    fresh = ctx.attempt <= 1 and not ctx.resumed and not ctx.ran_before
     made = []
     for a in spec.assignments:
         scope = a.scope
         name = assignment_name(scope, a.role_definition, principal)
         what = f"role assignment '{a.role}' for {principal}"
-        current = get_or_none(f"reading {what}", partial(ops.get, scope, name))
+        current = None if fresh else get_or_none(f"reading {what}", partial(ops.get, scope, name))
         if current is None:
             params = RoleAssignmentCreateParameters(
                 role_definition_id=f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{a.role_definition}",
@@ -74,5 +80,11 @@ def reconcile_access(step: Step, ctx: StepContext, clients: Clients, timing: Tim
                 # 2022-04-01; Microsoft Learn, "Troubleshoot Azure RBAC"): made by hand under another name,
                 # it is what we want. Report the one that exists.
                 current = _existing(ops, scope, a.role_definition, principal, what)
+                if current is None:
+                    # The list lags the write that made it: look again rather than report an assignment without its id.
+                    raise TransientError(
+                        f"{what} exists (ARM answered 409 RoleAssignmentExists) but is not listed at {scope} yet",
+                        code="RoleAssignmentNotListed",
+                    ) from exc
         made.append({"role": a.role, "scope": scope, "id": getattr(current, "id", None)})
     return Done({"id": made[0]["id"] if made else None, "principal_id": principal, "assignments": made})

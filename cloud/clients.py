@@ -57,6 +57,25 @@ def emulator_endpoint(url: str, ca_bundle: str) -> CloudEndpoint:
     return CloudEndpoint(url, ca_bundle, f"{EMULATOR_CLOUD}{port}")
 
 
+def prepare_environment(endpoint: CloudEndpoint) -> None:
+    """Set what the SDKs read from the environment to reach `endpoint`, before any of them is built."""
+    if endpoint.ca_bundle:
+        # azure-ai-ml builds some clients itself (the ARM deployment client of workspace creation)
+        # without passing our keywords through; requests reads its CA bundle from this variable.
+        os.environ["REQUESTS_CA_BUNDLE"] = endpoint.ca_bundle
+    if endpoint.cloud_name:
+        # azure-ai-ml keeps its current cloud in AZUREML_CURRENT_CLOUD and resolves it when it is
+        # imported. A value inherited from a parent process names a cloud this process has not
+        # registered yet, and unknown clouds are looked up at ARM_CLOUD_METADATA_URL: point that
+        # at the emulator so that no lookup ever leaves this machine, and forget the stale name.
+        os.environ["ARM_CLOUD_METADATA_URL"] = (
+            endpoint.arm_url.rstrip("/") + "/metadata/endpoints?api-version=2019-05-01"
+        )
+        inherited = os.environ.get("AZUREML_CURRENT_CLOUD", "")
+        if inherited.startswith(EMULATOR_CLOUD) and "azure.ai.ml" not in sys.modules:
+            del os.environ["AZUREML_CURRENT_CLOUD"]
+
+
 class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     """Pace calls by ARM's `x-ms-ratelimit-remaining-subscription-*` headers, before ARM throttles them.
 
@@ -121,21 +140,31 @@ class Clients:
         self._cache: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
         self._transport = _shared_transport(connections, endpoint.ca_bundle or True)
-        if endpoint.ca_bundle:
-            # azure-ai-ml builds some clients itself (the ARM deployment client of workspace creation)
-            # without passing our keywords through; requests reads its CA bundle from this variable.
-            os.environ["REQUESTS_CA_BUNDLE"] = endpoint.ca_bundle
-        if endpoint.cloud_name:
-            # azure-ai-ml keeps its current cloud in AZUREML_CURRENT_CLOUD and resolves it when it is
-            # imported. A value inherited from a parent process names a cloud this process has not
-            # registered yet, and unknown clouds are looked up at ARM_CLOUD_METADATA_URL: point that
-            # at the emulator so that no lookup ever leaves this machine, and forget the stale name.
-            os.environ["ARM_CLOUD_METADATA_URL"] = (
-                endpoint.arm_url.rstrip("/") + "/metadata/endpoints?api-version=2019-05-01"
-            )
-            inherited = os.environ.get("AZUREML_CURRENT_CLOUD", "")
-            if inherited.startswith(EMULATOR_CLOUD) and "azure.ai.ml" not in sys.modules:
-                del os.environ["AZUREML_CURRENT_CLOUD"]
+        prepare_environment(endpoint)
+
+    @staticmethod
+    def warm() -> None:
+        """Import every SDK a step uses, so that the first step of each kind does not pay for its import.
+
+        A warm-up for a starting instance, off the request path: the clients themselves are built on first
+        use (they are per subscription), but the imports are most of their cost (azure.ai.ml alone is 1-2 s).
+        """
+        import importlib
+
+        for module in (
+            "azure.mgmt.resource.resources",
+            "azure.mgmt.resource.deployments",
+            "azure.mgmt.storage",
+            "azure.mgmt.keyvault",
+            "azure.mgmt.loganalytics",
+            "azure.mgmt.applicationinsights",
+            "azure.mgmt.containerregistry",
+            "azure.mgmt.authorization",
+            "azure.mgmt.authorization.v2022_04_01.models",
+            "azure.ai.ml",
+            "azure.ai.ml.entities",
+        ):
+            importlib.import_module(module)
 
     def _get(self, key: tuple[str, ...], build: Callable[[], T]) -> T:
         with self._lock:

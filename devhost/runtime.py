@@ -59,14 +59,21 @@ class Runtime:
         container.telemetry  # noqa: B018 - before anything logs: filters, and the exporters when configured
         container.store  # noqa: B018 - a store that cannot be reached stops the start with its reason
         rt = cls(settings=settings, container=container, emulator=emulator)
+        if settings.workers == 0:
+            log.warning(
+                "VENDING_WORKERS=0: this process takes requests but runs no step; a devhost with workers on the same "
+                "data directory (%s) must run them",
+                settings.data_dir,
+            )
         rt.workers = queue_workers(container)
         for w in rt.workers:
             w.start()
         rt._sweeper = threading.Thread(target=rt._sweep_loop, name="sweeper", daemon=True)
         rt._sweeper.start()
         threading.Thread(target=rt._lifecycle_loop, name="lifecycle", daemon=True).start()
-        # Load the Azure SDKs now, off the request path, so the first step does not pay for the import.
-        threading.Thread(target=lambda: container.cloud, name="warm-up", daemon=True).start()
+        # Load the Azure SDKs now, off the request path, so the first step does not pay for the import,
+        # and build intake's ARM reader, so the first submission does not either.
+        threading.Thread(target=lambda: _warm(container), name="warm-up", daemon=True).start()
         return rt
 
     def _sweep_loop(self) -> None:
@@ -121,3 +128,20 @@ def queue_workers(container: Container) -> list[QueueWorkers]:
         workers(settings.notifications_queue, 2, notification_received),
         workers(settings.onboarding_queue, 2, onboarding_received),
     ]
+
+
+def _warm(container: Container) -> None:
+    """Build intake with its ARM reader, and where steps run the provider and the SDKs they use, off the request path.
+
+    A failure here is logged and left to the first request or step, which meets it again and says so.
+    """
+    from cloud.clients import Clients
+
+    try:
+        container.intake  # noqa: B018 - with confinement, and the directory and the signing key it reads
+        container.resource_reader  # noqa: B018 - confinement's reader: the first submission's ARM read
+        if container.settings.workers > 0:  # an intake-only process runs no step: azure.ai.ml's 1-2 s are not its
+            container.cloud  # noqa: B018 - the provider and its clients' pool
+            Clients.warm()
+    except Exception:
+        log.exception("warming up failed; the first request or step will build what is missing")

@@ -167,12 +167,14 @@ def build_app(
             # ARM throttles before the request reaches the resource provider: a throttled call is not logged.
             budget, refused = admit(path, method, authorization)
             if refused is not None:
-                state.count_call(operation_of(method), called, poll=poll, throttled=True)
+                state.count_call(
+                    operation_of(method), called, poll=poll, throttled=True, subscription=_subscription(path)
+                )
                 resp = _error(refused)
                 resp.headers.update(headers)
                 return resp
             headers.update(budget)
-        state.count_call(operation_of(method), called, poll=poll, throttled=False)
+        state.count_call(operation_of(method), called, poll=poll, throttled=False, subscription=_subscription(path))
         raw = await request.body() if method in ("PUT", "PATCH", "POST") else b""
         if method not in {"GET", "HEAD"} and OPERATIONS.lower() not in path.lower():
             try:
@@ -266,6 +268,10 @@ def build_app(
             resp = _error(exc)
             resp.headers.update(headers)
             return resp
+
+    def _subscription(path: str) -> str | None:
+        m = re.match(r"^/subscriptions/([^/]+)", path, re.IGNORECASE)
+        return m.group(1) if m else None
 
     def _type_of(path: str, poll: bool) -> str:
         """Return the resource type a call is about (for an operation's status, the resource it works on)."""

@@ -285,6 +285,8 @@ class EmulatorState:
         # client costs ARM, per kind of resource (the benchmarks' "ARM calls per workspace").
         self.tally: Counter[tuple[str, str, bool, bool]] = Counter()
         self.op_types: dict[str, str] = {}  # the resource type each async operation works on, for the tally
+        # Calls ARM let through per (subscription, reads|writes|deletes): what each subscription's buckets admitted.
+        self.by_subscription: Counter[tuple[str, str]] = Counter()
         self.requests: list[dict[str, Any]] = []  # every write call, for tests that check what the SDKs send
         self._key_secret = secrets.token_hex(16)
         self._lock = threading.Lock()
@@ -1618,10 +1620,14 @@ class EmulatorState:
         with self._lock:
             self.requests.append({"method": method, "path": path, "api-version": api_version, "body": body})
 
-    def count_call(self, operation: str, rtype: str, *, poll: bool, throttled: bool) -> None:
-        """Count one ARM call by kind of operation and resource type (see `tally`)."""
+    def count_call(
+        self, operation: str, rtype: str, *, poll: bool, throttled: bool, subscription: str | None = None
+    ) -> None:
+        """Count one ARM call by kind of operation and resource type (see `tally`), and by subscription."""
         with self._lock:
             self.tally[(operation, rtype, poll, throttled)] += 1
+            if subscription is not None and not throttled:
+                self.by_subscription[(subscription.lower(), operation)] += 1
 
     def operation_type(self, op_id: str) -> str:
         """Return the resource type an async operation works on (a create, a delete or a purge), as it began."""
@@ -1640,6 +1646,10 @@ class EmulatorState:
             "deletes": dict(self.deletes),
             "calls": dict(self.calls),
             "calls_by_type": tally,
+            "calls_by_subscription": {
+                sub: {op: n for (s2, op), n in sorted(self.by_subscription.items()) if s2 == sub}
+                for sub in sorted({s2 for s2, _ in self.by_subscription})
+            },
         }
 
     def resource_ids(self) -> list[str]:

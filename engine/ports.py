@@ -309,6 +309,9 @@ class StepContext:
     # An earlier claim of this same attempt ended without recording its outcome (a worker died, or its lease
     # ran out), so it may have acted on the cloud: the step was found running, not queued or waiting.
     resumed: bool = False
+    # The step's record ran in an earlier run of the request (a revision, a retry, a repair): what it made then
+    # may be there now, made by this service.
+    ran_before: bool = False
     dependency_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

@@ -184,6 +184,7 @@ class StepEngine:
             step_started_at=step.started_at,
             dependency_outputs=_dependency_outputs(plan_step, step, steps, all_steps),
             resumed=resumed,
+            ran_before=step.opened_attempt > 0,
         )
         started = time.perf_counter()
         outcome = self._reconcile(plan_step, ctx)

@@ -98,7 +98,13 @@ class Settings(BaseSettings):
     arm_max_concurrency: int = Field(8, ge=1, description="Concurrent ARM calls per subscription.")
     poll_s: float = Field(5.0, gt=0, description="How long a step waits before looking again at work in progress.")
 
-    workers: int = Field(8, ge=1, le=256, description="Step worker threads in the devhost.")
+    workers: int = Field(
+        8,
+        ge=0,
+        le=256,
+        description="Step worker threads in the devhost; 0 runs none, for an intake-only process (as Flex Consumption "
+        "runs HTTP functions on instances of their own).",
+    )
     emulator_port: int = Field(0, description="0 picks a free port.")
     emulator_latency_s: float = Field(1.0, ge=0, description="How long emulated resources take to provision.")
     emulator_faults: Path | None = Field(None, description="A JSON or YAML file of fault rules for the emulator.")

@@ -76,3 +76,17 @@ def test_a_throttled_call_is_counted_as_throttled(arm: EmulatorServer) -> None:
     group = "microsoft.resources/resourcegroups"
     assert tally[("reads", group, False, False)] == 1
     assert tally[("reads", group, False, True)] == 1
+
+
+def test_calls_let_through_are_counted_per_subscription(arm: EmulatorServer) -> None:
+    other = "22222222-2222-2222-2222-222222222222"
+    with client(arm) as http:
+        assert http.put(f"{RG}?api-version={RG_API}", json={"location": "westeurope"}).status_code in (200, 201)
+        assert http.get(f"{RG}?api-version={RG_API}").status_code == 200
+        assert http.get(f"/subscriptions/{other}/resourceGroups/rg-none?api-version={RG_API}").status_code == 404
+        limits = {"subscription_reads": {"size": 0, "refill_per_s": 0.001}}
+        assert http.put("/_emulator/config", json={"throttling": limits}).status_code == 200
+        assert http.get(f"/subscriptions/{other}/resourceGroups/rg-none?api-version={RG_API}").status_code == 429
+        by_subscription = http.get("/_emulator/stats").json()["calls_by_subscription"]
+    # A throttled call is not one the subscription's bucket admitted.
+    assert by_subscription == {SUB.lower(): {"reads": 1, "writes": 1}, other: {"reads": 1}}

@@ -112,3 +112,65 @@ def test_an_assignment_made_by_hand_counts_as_done(provider: AzureProvider, emul
     assert isinstance(outcome, Done), outcome
     made = outcome.outputs["assignments"][0]
     assert made["id"] is not None and made["id"].lower() == by_hand.id.lower()  # the one that exists
+
+
+def test_a_first_attempt_creates_each_assignment_without_reading_it_and_a_later_one_reads_first(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    from dataclasses import replace
+
+    from cloud.access import assignment_name
+    from engine.ports import StepContext
+
+    p = _plan(example("cpu-small.json") | {"team": "rbac-reads"})
+    access = next(s for s in p.steps if s.id.startswith("access:") and s.spec.principal_id)
+    outputs: dict[str, dict[str, Any]] = {}
+    for s in p.steps:
+        if s.id == access.id:
+            break
+        assert isinstance(drive(provider, p, s.id, outputs), Done), s.id
+    first = StepContext(request_id="r", names=p.names, attempt=1, dependency_outputs={})
+
+    def calls(ctx: StepContext) -> tuple[int, int]:
+        """The role assignment reads and writes one reconcile sends (the emulator's tally of ARM calls)."""
+        before = dict(emulator.state.tally)
+        assert isinstance(provider.reconcile(access, ctx), Done)
+        sent = {k: n - before.get(k, 0) for k, n in emulator.state.tally.items()}
+        kind = "Microsoft.Authorization/roleAssignments"
+        return sum(n for (op, t, _, _), n in sent.items() if t == kind and op == "reads"), sum(
+            n for (op, t, _, _), n in sent.items() if t == kind and op == "writes"
+        )
+
+    n = len(access.spec.assignments)
+    assert calls(first) == (0, n)  # nothing to read: the step has never run
+    # Again, as a retry or after a worker died: each is read, and, being there, not created again.
+    assert calls(replace(first, attempt=2)) == (n, 0)
+    assert calls(replace(first, resumed=True)) == (n, 0)
+    # A later run (a revision, a retry, a repair) reads first too: what the service made is not sent again.
+    assert calls(replace(first, ran_before=True)) == (n, 0)
+    # A first attempt over assignments that exist: the same name is the same one (ARM answers 200).
+    assert calls(first) == (0, n)
+    # Or ARM refuses the same name as existing (409 RoleAssignmentExists, as it has at times): the one listed.
+    emulator.state.faults.replace(
+        [
+            Fault(
+                type="Microsoft.Authorization/roleAssignments",
+                method="PUT",
+                status=409,
+                code="RoleAssignmentExists",
+                message="The role assignment already exists.",
+                times=None,
+            )
+        ]
+    )
+    refused = provider.reconcile(access, first)
+    emulator.state.faults.replace([])
+    assert isinstance(refused, Done), refused
+    listed = {m["id"].rsplit("/", 1)[-1] for m in refused.outputs["assignments"]}
+    names = {
+        assignment_name(a.scope, a.role_definition, str(access.spec.principal_id)) for a in access.spec.assignments
+    }
+    assert listed == names
+    ours = {assignment_name(a.scope, a.role_definition, str(access.spec.principal_id)) for a in access.spec.assignments}
+    held = {r.rsplit("/", 1)[-1] for r in emulator.state.resource_ids() if "/roleassignments/" in r.lower()}
+    assert ours <= held and len(ours) == n  # one of each, under the name the service gives it
