@@ -1,6 +1,6 @@
 """The ARM emulator in a process of its own, so that a benchmark measures the service's CPU apart from the cloud's.
 
-    python -m bench.emulator_process <data-dir> '<Config as JSON>'
+    python -m bench.emulator_process <data-dir> '<Config as JSON, with "throttling" as ThrottlingConfig>'
 
 prints one JSON line (`url`, `ca_bundle`, `pid`) once the emulator serves, and runs until its standard
 input closes. `Emulator` below starts one from a benchmark and reads its CPU-seconds and peak memory
@@ -90,9 +90,13 @@ def process_peak_rss_mb(pid: int) -> float:
 def main() -> int:
     from emulator.server import EmulatorServer
     from emulator.state import Config
+    from emulator.throttling import ThrottlingConfig
 
-    data_dir, config = Path(sys.argv[1]), Config(**json.loads(sys.argv[2]))
-    server = EmulatorServer(data_dir=data_dir, config=config).start()
+    given = json.loads(sys.argv[2])
+    # "throttling" is ARM's buckets (emulator/throttling.py: Azure's published figures unless given).
+    throttling = ThrottlingConfig(**given.pop("throttling")) if "throttling" in given else None
+    data_dir, config = Path(sys.argv[1]), Config(**given)
+    server = EmulatorServer(data_dir=data_dir, config=config, throttling=throttling).start()
     print(json.dumps({"url": server.url, "ca_bundle": str(server.ca_bundle), "pid": os.getpid()}), flush=True)
     try:
         sys.stdin.read()  # until the benchmark closes it

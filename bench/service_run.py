@@ -1,6 +1,8 @@
 """The service alone in a process, vending `n` workspaces of one example against an emulator in another process.
 
-    python -m bench.service_run <example.json> <n> <poll_s> <workers>   (with VENDING_EMULATOR_URL and _CA_BUNDLE)
+    python -m bench.service_run <example.json> <n> <poll_s> <workers> [<environments>]
+        (with VENDING_EMULATOR_URL and _CA_BUNDLE; environments, e.g. `dev,prod`, are taken in turn, so the
+        requests spread over the subscriptions policy gives them)
 
 It submits the `n` requests at once (through intake, as the REST route does), runs the step workers
 until every request has ended, and prints one JSON line: the makespan, the plan's critical path in
@@ -62,6 +64,7 @@ def main() -> int:
     from models.settings import Settings
 
     example, n, poll_s, workers = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    environments = sys.argv[5].split(",") if len(sys.argv) > 5 else []
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     settings = Settings(data_dir=tmp, poll_s=poll_s, retry_base_s=0.1, retry_cap_s=1.0, workers=workers)
     if not settings.emulator_url:
@@ -69,8 +72,13 @@ def main() -> int:
     c = Container(settings)
     c.swap(policy=unlimited(c.policy))
     platform = bench_caller()
-    c.cloud  # noqa: B018 - import the SDKs before the clock starts, as on a warm instance
-    import azure.ai.ml  # noqa: F401 - the workspace, compute and datastore steps' SDK (1-2 s to import)
+    from cloud.clients import Clients
+
+    # A warm instance: the SDKs imported and intake with its ARM reader built before the clock starts (the devhost's warm-up).
+    c.cloud  # noqa: B018
+    c.intake  # noqa: B018
+    c.resource_reader  # noqa: B018
+    Clients.warm()
 
     busy = [0.0]
     lock = threading.Lock()
@@ -91,9 +99,11 @@ def main() -> int:
     cpu_before = _cpu_s()
     started = time.monotonic()
     ids = []
+    accepted_s = []  # when each submission was answered, from the first one's start
     refused = 0  # submissions answered 503 (ARM throttled intake's reads) and sent again, as a client would
     for i in range(n):
-        request = parse_request(body | {"workspace_name": f"bench-{example.stem[:12]}-{i:03d}"})
+        env = {"environment": environments[i % len(environments)]} if environments else {}
+        request = parse_request(body | {"workspace_name": f"bench-{example.stem[:12]}-{i:03d}"} | env)
         while True:
             try:
                 ids.append(
@@ -101,6 +111,7 @@ def main() -> int:
                         request=request, caller=platform, source="bench", idempotency_key=f"bench-{i}"
                     ).record.id
                 )
+                accepted_s.append(time.monotonic() - started)
                 break
             except TransientError:
                 refused += 1
@@ -115,6 +126,17 @@ def main() -> int:
     pool.stop()
     first = records[0]
     assert first is not None
+    # When each of the first request's steps started and finished, from the first submission (seconds).
+    epoch = first.created_at
+    timeline = {
+        s.step_id: [
+            round(((s.started_at or epoch) - epoch).total_seconds(), 2),
+            round(((s.finished_at or epoch) - epoch).total_seconds(), 2),
+            s.attempt,
+        ]
+        for s in c.store.get_steps(first.id)
+    }
+    timeline["(request ended)"] = [round((first.updated_at - epoch).total_seconds(), 2)] * 2 + [0]
     depth: dict[str, int] = {}
     for step in first.plan.steps:
         depth[step.id] = 1 + max((depth[d] for d in step.depends_on), default=0)
@@ -124,6 +146,18 @@ def main() -> int:
         for s in steps
         if s.status.value == "failed" and s.error is not None and s.error.code.lower() in THROTTLE_CODES
     )
+    # Steps ARM throttled, as their events tell it: a retry after a 429, or a wait while the subscription cools down.
+    throttled_steps = {
+        (e.request_id, e.step)
+        for r in ids
+        for e in c.store.list_events(r)
+        if e.step
+        and (
+            (e.error_code or "").lower() in THROTTLE_CODES
+            or "throttling subscription" in (e.message or "")
+            or "throttled" in (e.message or "").lower()
+        )
+    }
     print(
         json.dumps(
             {
@@ -134,9 +168,13 @@ def main() -> int:
                 "failed_on_429": failed_on_429,
                 "retries": sum(s.retries for s in steps),
                 "intake_refused": refused,
+                "throttled_steps": len(throttled_steps),
                 "cpu_s": cpu,
                 "busy_s": busy[0],
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "timeline": timeline,
+                "first_accepted_s": accepted_s[0],
+                "accepted_s": accepted_s[:5],
             }
         ),
         flush=True,
