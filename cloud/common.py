@@ -99,11 +99,41 @@ def start(what: str, begin: Callable[[Callable[[Any], None]], object], timing: T
         headers.update({k.lower(): v for k, v in response.http_response.headers.items()})
 
     call(what, lambda: begin(hook))
+    return _not_before(headers.get("retry-after"), timing)
+
+
+def _not_before(retry_after: str | None, timing: Timing) -> float:
+    """When to look again at an operation that answered this Retry-After: never sooner than `poll_s`."""
     try:
-        retry_after = float(headers.get("retry-after", "") or 0)
+        seconds = float(retry_after or 0)
     except ValueError:
-        retry_after = 0.0  # an HTTP date: ARM's RPC says seconds only; look again at our own pace
-    return max(timing.poll_s, min(retry_after, 600.0))  # the RPC's maximum is 10 minutes
+        seconds = 0.0  # an HTTP date: ARM's RPC says seconds only; look again at our own pace
+    return max(timing.poll_s, min(seconds, 600.0))  # the RPC's maximum is 10 minutes
+
+
+def after_poller(poller: object, timing: Timing) -> float:
+    """When to look again at an operation an SDK started with a poller of its own (azure-ai-ml's creates).
+
+    azure-ai-ml gives no hook for the first answer, but its poller keeps it: azure-core's LROPoller
+    `polling_method()`, whose `_initial_response` is that answer (azure-core's base polling). A
+    workspace's poller wraps the poller of the ARM deployment that creates it (azure-ai-ml's
+    CustomArmTemplateDeploymentPollingMethod, `poller`). The Retry-After is read as `start` reads one;
+    a poller shaped otherwise falls back to `poll_s`.
+    """
+    initial = _initial_response(poller, depth=3)
+    headers = getattr(getattr(initial, "http_response", None), "headers", None) or {}
+    value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    return _not_before(value, timing)
+
+
+def _initial_response(poller: object, *, depth: int) -> object | None:
+    method = getattr(poller, "polling_method", None)
+    polling = method() if callable(method) else None
+    found = getattr(polling, "_initial_response", None)
+    inner = getattr(polling, "poller", None)
+    if found is None and inner is not None and depth > 0:
+        return _initial_response(inner, depth=depth - 1)
+    return found
 
 
 def get_or_none(what: str, fn: Callable[[], T]) -> T | None:

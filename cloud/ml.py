@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud.clients import Clients
-from cloud.common import TRANSITIONAL, Timing, call, get_or_none, progress, state_of, tags_differ
+from cloud.common import TRANSITIONAL, Timing, after_poller, call, get_or_none, progress, state_of, tags_differ
 from cloud.errors import ErrorDetail, classify, classify_wrapped
 from engine.ports import StepContext
 from models.errors import PermanentError, VendingError
@@ -145,8 +145,8 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         # https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage
         system_datastores_auth_mode=spec.system_datastores_auth_mode,
     )
-    call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
-    return again or Wait(timing.poll_s, f"{what} deployment started")
+    poller = call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
+    return again or Wait(after_poller(poller, timing), f"{what} deployment started")
 
 
 def _retag_workspace(
@@ -305,8 +305,8 @@ def _existing_compute(ml: Any, step: Step, what: str, timing: Timing, desired: C
     """Return the compute when it exists, is ready and has its size; else the outcome to return (create, wait, fail)."""
     current = get_or_none(f"reading {what}", lambda: ml.compute.get(step.resource_name))
     if current is None:
-        call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired()))
-        return Wait(timing.poll_s, f"{what} is being created")
+        poller = call(f"creating {what}", lambda: ml.compute.begin_create_or_update(desired()))
+        return Wait(after_poller(poller, timing), f"{what} is being created")
     state = state_of({"provisioningState": current.provisioning_state})
     if state.lower() in FAILED:
         # A Failed compute stays Failed until it is applied again; each time costs one retry of the step.
