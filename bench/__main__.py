@@ -735,7 +735,8 @@ def bench_fanout(
                 + (" (target ≤ 1.2 × the bound)" if subs > 1 else ""),
                 f"{service['makespan_s'] / bound:.2f} × bound",
                 f"bound {bound:.1f} s ({limit}); {service['makespan_s'] / critical:.2f} × the critical path; "
-                f"makespan {service['makespan_s']:.1f} s; critical path {service['chain']} steps × {latency:g} s; "
+                f"makespan {service['makespan_s']:.1f} s; critical path {service['chain']} long-running steps × "
+                f"{latency:g} s; the first submission answered in {service['first_accepted_s']:.2f} s; "
                 f"{service['succeeded']}/{n} succeeded, {service['failed_on_429']} steps failed on a 429, "
                 f"{service['throttled_steps']} steps were throttled and said so in their events, "
                 f"{service['intake_refused']} submissions refused 503 (ARM throttled intake's reads) and sent again; "

@@ -118,11 +118,15 @@ def after_poller(poller: object, timing: Timing) -> float:
     `polling_method()`, whose `_initial_response` is that answer (azure-core's base polling). A
     workspace's poller wraps the poller of the ARM deployment that creates it (azure-ai-ml's
     CustomArmTemplateDeploymentPollingMethod, `poller`). The Retry-After is read as `start` reads one;
-    a poller shaped otherwise falls back to `poll_s`.
+    a poller shaped otherwise falls back to `poll_s`. Only the first look follows it; later looks
+    are at `poll_s`, as for every create.
     """
-    initial = _initial_response(poller, depth=3)
-    headers = getattr(getattr(initial, "http_response", None), "headers", None) or {}
-    value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    try:
+        initial = _initial_response(poller, depth=3)
+        headers = getattr(getattr(initial, "http_response", None), "headers", None) or {}
+        value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    except Exception:  # noqa: BLE001 - the create is sent already: a poller we cannot read is our own pace
+        return timing.poll_s
     return _not_before(value, timing)
 
 
