@@ -499,30 +499,27 @@ QUOTA = {
 }
 
 
-def _service_run(
-    example: Path, n: int, *, latency: float, workers: int, environments: tuple[str, ...] = ()
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Vend `n` workspaces of `example` in a service process against an emulator process of its own.
+def _against_emulator(argv: list[str], latency: float, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `python -m <argv>` against an emulator process of its own; return its last JSON line and the cloud's side.
 
-    Returns the service's own figures (bench/service_run.py) and the emulator's: its CPU-seconds and
-    peak memory over the run, and its calls by kind and resource type.
+    The cloud's side: the emulator's CPU-seconds and peak memory over the run, its calls by kind and
+    resource type, and what each subscription's buckets let through.
     """
     from bench.emulator_process import Emulator
 
     with tempfile.TemporaryDirectory() as tmp, Emulator(Path(tmp), {"latency_s": latency, "quota": QUOTA}) as emu:
         cpu_before = emu.cpu_s()
         out = subprocess.run(
-            [PY, "-m", "bench.service_run", str(example), str(n), str(latency / 4), str(workers)]
-            + ([",".join(environments)] if environments else []),
+            [PY, "-m", *argv],
             check=False,
             cwd=ROOT,
-            env={**os.environ, **emu.env(), "VENDING_DATA_DIR": str(Path(tmp) / "service")},
+            env={**os.environ, **emu.env(), "VENDING_DATA_DIR": str(Path(tmp) / "data")},
             capture_output=True,
             text=True,
         )
         if out.returncode != 0:
-            raise RuntimeError(f"bench.service_run failed:\n{out.stderr[-3000:]}")
-        service = json.loads(out.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
+        figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         stats = emu.stats()
         cloud = {
             "cpu_s": emu.cpu_s() - cpu_before,
@@ -530,7 +527,15 @@ def _service_run(
             "calls": stats["calls_by_type"],
             "by_subscription": stats["calls_by_subscription"],
         }
-    return service, cloud
+    return figures, cloud
+
+
+def _service_run(
+    example: Path, n: int, *, latency: float, workers: int, environments: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Vend `n` workspaces of `example` in a service process (bench/service_run.py) against an emulator of its own."""
+    argv = ["bench.service_run", str(example), str(n), str(latency / 4), str(workers)]
+    return _against_emulator(argv + ([",".join(environments)] if environments else []), latency, "bench.service_run")
 
 
 def _calls(cloud: dict[str, Any]) -> dict[str, int]:
@@ -621,26 +626,19 @@ def arm_bound(by_subscription: dict[str, dict[str, int]], critical_s: float) -> 
 
 
 def _script_run(example: Path, n: int, mode: str, *, latency: float) -> tuple[dict[str, Any], dict[str, int]]:
-    """Vend `n` workspaces with the baseline script (bench/baseline.py) against an emulator process of its own.
+    """Vend `n` workspaces with the baseline script (bench/baseline.py) against an emulator of its own.
 
     Returns the script's figures and the emulator's call totals.
     """
-    from bench.emulator_process import Emulator
+    script, cloud = _against_emulator(
+        ["bench.baseline", str(example), str(n), mode, str(latency)], latency, "bench.baseline"
+    )
+    return script, _calls(cloud)
 
-    with tempfile.TemporaryDirectory() as tmp, Emulator(Path(tmp), {"latency_s": latency, "quota": QUOTA}) as emu:
-        out = subprocess.run(
-            [PY, "-m", "bench.baseline", str(example), str(n), mode, str(latency)],
-            check=False,
-            cwd=ROOT,
-            env={**os.environ, **emu.env(), "VENDING_DATA_DIR": str(Path(tmp) / "script")},
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"bench.baseline failed:\n{out.stderr[-3000:]}")
-        script = json.loads(out.stdout.strip().splitlines()[-1])
-        calls = _calls({"calls": emu.stats()["calls_by_type"]})
-    return script, calls
+
+def _median_run(runs: list[tuple[dict[str, Any], Any]]) -> tuple[dict[str, Any], Any]:
+    """The run of median makespan: one request takes a few seconds and varies by a tenth from run to run."""
+    return sorted(runs, key=lambda run: float(run[0]["makespan_s"]))[len(runs) // 2]
 
 
 ServiceRuns = dict[int, tuple[dict[str, Any], dict[str, int]]]
@@ -655,8 +653,7 @@ def bench_baseline(service: ServiceRuns, latency: float) -> list[tuple[str, str,
     """
     example = ROOT / "examples" / "cpu-small.json"
     # As for the service's one request (bench_fanout): the run of median makespan of three.
-    singles = [_script_run(example, 1, "sequential", latency=latency) for _ in range(3)]
-    single, single_calls = sorted(singles, key=lambda t: float(t[0]["makespan_s"]))[1]
+    single, single_calls = _median_run([_script_run(example, 1, "sequential", latency=latency) for _ in range(3)])
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in single["phases_s"].items())
     rows = []
     for n in sorted(service):
@@ -715,14 +712,14 @@ def bench_fanout(
     rows = []
     for n, environments in sizes:
         workers = max(8, min(64, n // 2))
-        # One request is a few seconds and varies by a tenth: the run of median makespan of three stands for it.
-        tries = [
-            _service_run(
-                ROOT / "examples" / "cpu-small.json", n, latency=latency, workers=workers, environments=environments
-            )
-            for _ in range(3 if n == 1 else 1)
-        ]
-        service, cloud = sorted(tries, key=lambda t: float(t[0]["makespan_s"]))[len(tries) // 2]
+        service, cloud = _median_run(
+            [
+                _service_run(
+                    ROOT / "examples" / "cpu-small.json", n, latency=latency, workers=workers, environments=environments
+                )
+                for _ in range(3 if n == 1 else 1)
+            ]
+        )
         calls = _calls(cloud)
         if runs is not None and len(environments) <= 1:
             runs[n] = (service, calls)

@@ -71,11 +71,13 @@ def _on_emulator_clock(latency: float) -> None:
 def _supported(p: Plan) -> None:
     """Refuse a plan with parts the script does not make, so that the comparison is always of one outcome."""
     for step in p.steps:
-        kind = step.kind.value
         spec = step.spec
-        if kind == "registry" or (kind == "storage" and spec.shares) or (kind == "compute" and spec.kind != "cluster"):  # type: ignore[attr-defined]
-            raise SystemExit(f"the baseline script does not make {step.id}; compare with cpu-small")
-        if kind == "datastore" and spec.kind.value != "blob":  # type: ignore[attr-defined]
+        if (
+            step.kind.value == "registry"
+            or (isinstance(spec, StorageSpec) and spec.shares)
+            or (isinstance(spec, ComputeStepSpec) and spec.kind != "cluster")
+            or (isinstance(spec, DatastoreStepSpec) and spec.kind.value != "blob")
+        ):
             raise SystemExit(f"the baseline script does not make {step.id}; compare with cpu-small")
 
 
@@ -112,6 +114,8 @@ class Script:
         prepare_environment(self.endpoint)
         self.credential = EmulatorCredential()  # DefaultAzureCredential() in Azure
         self.subscription = subscription
+        self.phases: dict[str, float] = {}  # seconds spent in each part of `vend`
+        self._last = time.monotonic()
         self.polling_interval = SDK_POLL_S * latency / AZURE_CREATE_S
         # The emulator is a cloud of its own: the management clients are told where ARM is and what to trust.
         kw: dict[str, Any] = {
@@ -147,7 +151,6 @@ class Script:
 
     def vend(self, p: Plan) -> None:
         """Make one workspace and everything around it, one call after another."""
-        self.phases: dict[str, float] = {}
         self._last = time.monotonic()
         from azure.ai.ml.entities import AmlCompute, AzureBlobDatastore, IdentityConfiguration, Workspace
         from azure.core.exceptions import ResourceExistsError
@@ -315,7 +318,7 @@ def main() -> int:
             with lock:
                 errors.append(f"{p.names.workspace}: {type(exc).__name__}: {str(exc)[:300]}")
         with lock:
-            for name, seconds in getattr(script, "phases", {}).items():
+            for name, seconds in script.phases.items():
                 phases[name] = phases.get(name, 0.0) + seconds / len(plans)
 
     started = time.monotonic()
