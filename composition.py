@@ -6,14 +6,13 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from adapters.telemetry import Telemetry
 from engine.audit import Audit, Guard
 from engine.deadletters import DeadLetters
 from engine.events import EventFanout
 from engine.intake import Intake
-from engine.policy import load_policy
+from engine.policy import load_policy, policy_with_tenant
 from engine.ports import Bus, ChatPoster, Cloud, EventSink, Notifier, Preflight, Store
 from engine.steps import StepEngine, utcnow
 from models.policy import Policy
@@ -35,31 +34,6 @@ if TYPE_CHECKING:
     from engine.lifecycle import Lifecycle
     from engine.ports import Membership
     from models.identity import AuthSettings
-
-
-def policy_with_tenant(policy: Policy, settings: Settings) -> Policy:
-    """Return `policy` with the tenant resources are created for: the policy's, else the service's own.
-
-    In cloud=azure there must be one (ValueError: the service does not start); on the emulator the local
-    directory's tenant (VENDING_AUTH_DIRECTORY_FILE) stands in.
-    """
-    own, named = settings.tenant_id, policy.configured_tenant
-    if own is not None and named is not None and own != named:
-        raise ValueError(
-            f"the policy's tenant_id {named} is not the service's tenant {own} (VENDING_TENANT_ID / AZURE_TENANT_ID); "
-            "make them the same or remove one"
-        )
-    tenant = named or own
-    if tenant is None and settings.cloud == "azure":
-        raise ValueError(
-            "cloud=azure needs the Entra tenant id: set VENDING_TENANT_ID (or AZURE_TENANT_ID), or tenant_id in the policy"
-        )
-    if tenant is None:
-        from devhost.identity import load_directory
-        from models.identity import AuthSettings
-
-        tenant = UUID(str(load_directory(AuthSettings().directory_file).tenant_id))
-    return policy.model_copy(update={"configured_tenant": tenant})
 
 
 class Container:
@@ -117,6 +91,20 @@ class Container:
         with self._lock:
             self._given.update(parts)
             self._built.clear()
+
+    def warm(self, *, steps: bool) -> None:
+        """Build intake with its ARM reader, and with `steps` the provider and the SDKs steps use; before traffic.
+
+        For a starting instance, off the request path (the devhost's warm-up thread, the Functions warm-up
+        trigger). Raises what a part's build raises; the first request or step would meet the same.
+        """
+        self.intake  # noqa: B018 - with confinement, and the directory and the signing key it reads
+        self.resource_reader  # noqa: B018 - confinement's reader: the first submission's ARM read
+        if steps:  # where no step runs, azure.ai.ml's 1-2 s and 100 MB are not worth paying (DESIGN section 6)
+            from cloud.clients import Clients
+
+            self.cloud  # noqa: B018 - the provider and its clients' pool
+            Clients.warm()
 
     def _get(self, name: str, build: Callable[[], Any]) -> Any:
         if self._given.get(name) is not None:

@@ -135,13 +135,8 @@ def _warm(container: Container) -> None:
 
     A failure here is logged and left to the first request or step, which meets it again and says so.
     """
-    from cloud.clients import Clients
-
     try:
-        container.intake  # noqa: B018 - with confinement, and the directory and the signing key it reads
-        container.resource_reader  # noqa: B018 - confinement's reader: the first submission's ARM read
-        if container.settings.workers > 0:  # an intake-only process runs no step: azure.ai.ml's 1-2 s are not its
-            container.cloud  # noqa: B018 - the provider and its clients' pool
-            Clients.warm()
+        # An intake-only process runs no step: azure.ai.ml's 1-2 s are not its.
+        container.warm(steps=container.settings.workers > 0)
     except Exception:
         log.exception("warming up failed; the first request or step will build what is missing")

@@ -47,6 +47,27 @@ class Dispatcher:
         sent = sum(self.dispatch(record, step) for step in ready)
         return sent, len(ready) - sent
 
+    def claimed_at_creation(self, steps: list[StepRecord]) -> list[StepRecord]:
+        """Return a new request's steps with the ready ones at their first attempt, to be written with the request.
+
+        The claims go in the write that creates the request: no second write starts the first steps, and
+        nothing just written is read back. `send_claimed` sends their messages once that write is done; a
+        crash between the two leaves queued steps that the sweeper sends again (as after any lost message).
+        """
+        now = self.host.clock()
+        ready = {s.step_id for s in graph.ready(steps)}
+        return [
+            transitions.next_attempt(s, status=StepStatus.QUEUED, now=now, due=now) if s.step_id in ready else s
+            for s in steps
+        ]
+
+    def send_claimed(self, record: RequestRecord, steps: list[StepRecord]) -> int:
+        """Send the first attempt's message of each step `claimed_at_creation` claimed; return how many."""
+        claimed = [s for s in steps if s.status == StepStatus.QUEUED]
+        for step in claimed:
+            self.send(record, step, at=None)
+        return len(claimed)
+
     def dispatch(self, record: RequestRecord, step: StepRecord) -> int:
         """Queue one pending step; 0 when another finisher dispatched it first."""
         try:

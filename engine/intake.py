@@ -259,6 +259,8 @@ class Intake:
             StepRecord(request_id=record.id, step_id=s.id, kind=s.kind, depends_on=s.depends_on, updated_at=now)
             for s in plan.steps
         ]
+        if approval is None:
+            steps = self.engine.claimed_at_creation(steps)  # the first steps start in the write below
         try:
             # The team's figure is claimed in the same atomic write that creates the request: two
             # submissions racing past the check above cannot both take the team over its limit.
@@ -272,7 +274,7 @@ class Intake:
                 if self.waiting is not None:
                     self.waiting(record, caller=caller.oid)
             else:
-                self.engine.dispatch_ready(record)
+                self.engine.send_claimed(record, steps)
         return Submitted(record, created)
 
     def _confine(

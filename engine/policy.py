@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 import yaml
 from pydantic import ValidationError
@@ -13,11 +15,26 @@ from models.errors import InvalidInputError, Problem
 from models.policy import Policy
 from models.request import ComputeSpec, DatastoreSpec, WorkspaceRequest, field_path
 
+if TYPE_CHECKING:
+    from models.settings import Settings
+
 POLICY_REFUSAL = "The request does not comply with the platform policy."
 
 
 class PolicyFileError(Exception):
     """The policy file cannot be read or does not validate; the service must not start with it."""
+
+
+def startup_check(settings: Settings) -> None:
+    """Refuse what the service cannot start with, before any function runs: in cloud=azure, the policy and its tenant.
+
+    The Functions entry calls it at import, so that a deployment the service cannot run with fails the
+    worker's indexing (no function, no queue listener: messages wait in their queues) instead of every
+    invocation failing and Service Bus dead-lettering each message after its deliveries. Raises
+    `PolicyFileError` or `ValueError` saying what to fix. On the emulator the policy is read on first use.
+    """
+    if settings.cloud == "azure":
+        policy_with_tenant(load_policy(settings.policy_file), settings)
 
 
 def load_policy(path: Path) -> Policy:
@@ -35,6 +52,31 @@ def load_policy(path: Path) -> Policy:
     except ValidationError as exc:
         lines = "; ".join(f"{field_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
         raise PolicyFileError(f"policy file {path} is not valid: {lines}") from exc
+
+
+def policy_with_tenant(policy: Policy, settings: Settings) -> Policy:
+    """Return `policy` with the tenant resources are created for: the policy's, else the service's own.
+
+    In cloud=azure there must be one (ValueError: the service does not start); on the emulator the local
+    directory's tenant (VENDING_AUTH_DIRECTORY_FILE) stands in.
+    """
+    own, named = settings.tenant_id, policy.configured_tenant
+    if own is not None and named is not None and own != named:
+        raise ValueError(
+            f"the policy's tenant_id {named} is not the service's tenant {own} (VENDING_TENANT_ID / AZURE_TENANT_ID); "
+            "make them the same or remove one"
+        )
+    tenant = named or own
+    if tenant is None and settings.cloud == "azure":
+        raise ValueError(
+            "cloud=azure needs the Entra tenant id: set VENDING_TENANT_ID (or AZURE_TENANT_ID), or tenant_id in the policy"
+        )
+    if tenant is None:
+        from devhost.identity import load_directory
+        from models.identity import AuthSettings
+
+        tenant = UUID(str(load_directory(AuthSettings().directory_file).tenant_id))
+    return policy.model_copy(update={"configured_tenant": tenant})
 
 
 def _merge(base: list[ComputeSpec] | list[DatastoreSpec], own: list[ComputeSpec] | list[DatastoreSpec]) -> list:  # type: ignore[type-arg]

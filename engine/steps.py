@@ -93,6 +93,14 @@ class StepEngine:
         steps = steps if steps is not None else self.store.get_steps(record.id)
         return self._dispatcher.dispatch_ready(record, runs.current(record, steps) or [])
 
+    def claimed_at_creation(self, steps: list[StepRecord]) -> list[StepRecord]:
+        """Return a new request's steps with the ready ones claimed, for the write that creates the request."""
+        return self._dispatcher.claimed_at_creation(steps)
+
+    def send_claimed(self, record: RequestRecord, steps: list[StepRecord]) -> int:
+        """Send the messages of the steps claimed when the request was created; return how many."""
+        return self._dispatcher.send_claimed(record, steps)
+
     def finish_if_done(self, record: RequestRecord, steps: list[StepRecord] | None = None) -> bool:
         """Move the request to succeeded or failed once every step is finished; exactly once."""
         return self._finisher.finish_if_done(record, steps)

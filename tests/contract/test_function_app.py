@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -105,7 +106,16 @@ def _sb(
 
 def test_registered_functions_and_bindings(function_app: ModuleType) -> None:
     fns = _functions(function_app)
-    assert set(fns) == {"http_app_func", "onboarding", "steps", "notifications", "sweeper", "deadletters", "lifecycle"}
+    assert set(fns) == {
+        "http_app_func",
+        "warmup",
+        "onboarding",
+        "steps",
+        "notifications",
+        "sweeper",
+        "deadletters",
+        "lifecycle",
+    }
     bindings = {name: json.loads(f.get_function_json())["bindings"] for name, f in fns.items()}
     trigger = bindings["onboarding"][0]
     assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
@@ -117,6 +127,9 @@ def test_registered_functions_and_bindings(function_app: ModuleType) -> None:
     assert bindings["notifications"][0]["queueName"] == "%NotificationsQueueName%"
     assert bindings["sweeper"][0]["schedule"] == "%SweepSchedule%"
     assert bindings["lifecycle"][0]["schedule"] == "%LifecycleSchedule%"
+    # Microsoft Learn, "Azure Functions warmup trigger": one per app, named warmup, type warmupTrigger, direction in.
+    [warm] = bindings["warmup"]
+    assert (warm["type"], warm["direction"].lower(), warm["name"]) == ("warmupTrigger", "in", "warmup")
 
 
 def test_http_through_the_asgi_function(function_app: ModuleType) -> None:
@@ -210,6 +223,75 @@ def test_http_path_does_not_import_azure_ai_ml() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_import_indexes_the_functions_without_building_the_app() -> None:
+    # The worker imports the module to index its functions: FastAPI, the store and the engine wait for first use.
+    code = (
+        "import sys, json\n"
+        "import azure.functions\n"
+        "before = set(sys.modules)\n"
+        "import function_app\n"
+        "names = sorted(f.get_function_name() for f in function_app.app.get_functions())\n"
+        "added = set(sys.modules) - before\n"
+        "heavy = sorted(m for m in added if m.split('.')[0] in ('fastapi', 'starlette', 'composition', 'httpx', 'jwt',"
+        " 'sqlite3', 'engine', 'adapters', 'cloud', 'azure.ai') or (m.startswith('models.') and m != 'models.settings'))\n"
+        "print(json.dumps({'names': names, 'heavy': heavy, 'built': function_app._api.app.built}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "http_app_func" in seen["names"] and "steps" in seen["names"]
+    assert seen["heavy"] == [] and seen["built"] is False
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"VENDING_CLOUD": "azure"}, "cloud=azure needs the Entra tenant id"),
+        (
+            {
+                "VENDING_CLOUD": "azure",
+                "VENDING_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
+                "VENDING_POLICY_FILE": "nowhere.yaml",
+            },
+            "cannot read policy file",
+        ),
+        ({"VENDING_WORKERS": "many"}, "workers"),
+    ],
+)
+def test_a_deployment_the_service_cannot_run_with_fails_the_import(env: dict[str, str], says: str) -> None:
+    # The worker's indexing fails, so no function runs and no message is taken off its queue to be
+    # abandoned and dead-lettered by invocations that cannot succeed.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VENDING_", "AZURE_TENANT"))}
+    out = subprocess.run(
+        [sys.executable, "-c", "import azure.functions, function_app"],
+        check=False,
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and says in out.stderr, out.stderr[-2000:]
+
+
+def test_the_warmup_trigger_builds_the_http_app_and_intake(tmp_path: Path) -> None:
+    code = (
+        "import sys, json\n"
+        "import function_app\n"
+        "from azure.functions.warmup import WarmUpContext\n"
+        "fns = {f.get_function_name(): f for f in function_app.app.get_functions()}\n"
+        "fns['warmup'].get_user_function()(WarmUpContext())\n"
+        "c = function_app.container\n"
+        "print(json.dumps({'app': function_app._api.app.built, 'intake': 'intake' in c._built,"
+        " 'ml': 'azure.ai.ml' in sys.modules}))\n"
+    )
+    env = {**os.environ, "VENDING_DATA_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    # Intake is built before traffic; the step SDKs are not (the HTTP path never imports azure.ai.ml).
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"app": True, "intake": True, "ml": False}
 
 
 class SendRefused(SqliteBus):

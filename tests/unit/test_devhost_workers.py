@@ -22,12 +22,12 @@ def test_zero_workers_is_an_intake_only_process_and_fewer_is_refused(tmp_path: P
         Settings(data_dir=tmp_path, workers=-1)
 
 
-@pytest.mark.parametrize(("workers", "imports"), [(0, 0), (4, 1)])
+@pytest.mark.parametrize("steps", [False, True])
 def test_the_warm_up_builds_intake_and_the_provider_and_step_sdks_only_where_steps_run(
-    workers: int, imports: int, monkeypatch: pytest.MonkeyPatch
+    steps: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cloud.clients import Clients
-    from devhost import runtime
+    from composition import Container
 
     built: list[str] = []
 
@@ -38,9 +38,25 @@ def test_the_warm_up_builds_intake_and_the_provider_and_step_sdks_only_where_ste
 
     warmed: list[bool] = []
     monkeypatch.setattr(Clients, "warm", staticmethod(lambda: warmed.append(True)))
-    runtime._warm(Recording(settings=SimpleNamespace(workers=workers)))  # type: ignore[arg-type]
-    assert set(built) == {"intake", "resource_reader"} | ({"cloud"} if imports else set())
-    assert len(warmed) == imports
+    Container.warm(Recording(), steps=steps)  # type: ignore[arg-type]
+    assert set(built) == {"intake", "resource_reader"} | ({"cloud"} if steps else set())
+    assert len(warmed) == int(steps)
+
+
+@pytest.mark.parametrize(("workers", "steps"), [(0, False), (4, True)])
+def test_the_devhost_warms_the_step_sdks_only_where_its_workers_run_steps(workers: int, steps: bool) -> None:
+    from devhost import runtime
+
+    asked: list[bool] = []
+
+    class Container:
+        settings = SimpleNamespace(workers=workers)
+
+        def warm(self, *, steps: bool) -> None:
+            asked.append(steps)
+
+    runtime._warm(Container())  # type: ignore[arg-type]
+    assert asked == [steps]
 
 
 def test_a_warm_up_that_fails_is_logged_and_the_process_carries_on(caplog: pytest.LogCaptureFixture) -> None:
@@ -49,8 +65,7 @@ def test_a_warm_up_that_fails_is_logged_and_the_process_carries_on(caplog: pytes
     class Broken:
         settings = SimpleNamespace(workers=1)
 
-        @property
-        def intake(self) -> object:
+        def warm(self, *, steps: bool) -> None:
             raise RuntimeError("the directory file is unreadable")
 
     runtime._warm(Broken())  # type: ignore[arg-type]

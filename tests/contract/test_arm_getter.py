@@ -1,0 +1,139 @@
+"""Confinement's ARM reads without azure-core's pipeline (cloud/preflight.py `_Getter`): what the pipeline did is kept."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple
+
+import pytest
+
+from cloud.clients import CloudEndpoint
+from cloud.preflight import ArmPreflight, _Getter
+from models.errors import TransientError
+
+WORKSPACE = (
+    "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-fraud-detection-dev/providers/"
+    "Microsoft.MachineLearningServices/workspaces/mlw-fraud-dev"
+)
+
+
+class Token(NamedTuple):
+    token: str
+    expires_on: int
+
+
+class Tokens:
+    """A credential that hands out `old`, then `new`, and counts what it was asked."""
+
+    def __init__(self, *tokens: str, lifetime_s: int = 3600) -> None:
+        self.tokens = list(tokens)
+        self.lifetime_s = lifetime_s
+        self.asked: list[str] = []
+
+    def get_token(self, *scopes: str, **_: Any) -> Token:
+        self.asked.extend(scopes)
+        return Token(self.tokens.pop(0), int(time.time()) + self.lifetime_s)
+
+
+class Refusing:
+    def get_token(self, *scopes: str, **_: Any) -> Token:
+        raise RuntimeError("ManagedIdentityCredential: no response from the IMDS endpoint")
+
+
+@pytest.fixture
+def arm() -> Iterator[tuple[str, list[str]]]:
+    """An ARM on loopback that accepts only the token 'new' (the workspace as Workspaces_Get shows it)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            seen.append(auth)
+            if auth != "Bearer new":
+                body = {"error": {"code": "InvalidAuthenticationToken", "message": "The access token is invalid."}}
+                status = 401
+            else:
+                # specification/machinelearningservices/.../stable/2024-04-01/examples/Workspace/get.json (abridged)
+                body = {"id": self.path.split("?")[0], "name": "mlw-fraud-dev", "tags": {"team": "fraud-detection"}}
+                status = 200
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refused_token_is_asked_for_again_once_and_the_read_goes_on(arm: tuple[str, list[str]]) -> None:
+    url, seen = arm
+    credential = Tokens("old", "new")
+    reader = ArmPreflight(CloudEndpoint(url), credential)
+    found = reader.read_resources([WORKSPACE], timeout_s=5)
+    assert found[WORKSPACE] is not None and found[WORKSPACE].tags == {"team": "fraud-detection"}
+    assert seen == ["Bearer old", "Bearer new"]  # one 401, then the fresh token
+    assert credential.asked == [f"{url.rstrip('/')}/.default"] * 2
+    reader.read_resources([WORKSPACE], timeout_s=5)
+    assert len(credential.asked) == 2  # kept while it is good
+
+
+def test_a_token_near_its_end_is_asked_for_again_before_it_is_used(arm: tuple[str, list[str]]) -> None:
+    url, seen = arm
+    credential = Tokens("new", "new", lifetime_s=120)  # inside the 300 s before expiry: never used as it is
+    reader = ArmPreflight(CloudEndpoint(url), credential)
+    reader.read_resources([WORKSPACE], timeout_s=5)
+    reader.read_resources([WORKSPACE], timeout_s=5)
+    assert len(credential.asked) == 2 and seen == ["Bearer new", "Bearer new"]
+
+
+def test_a_token_refused_twice_fails_closed(arm: tuple[str, list[str]]) -> None:
+    url, _ = arm
+    reader = ArmPreflight(CloudEndpoint(url), Tokens("old", "stale"))
+    with pytest.raises(TransientError, match="answered 401") as info:
+        reader.read_resources([WORKSPACE], timeout_s=5)
+    assert info.value.code == "ConfinementUnchecked"
+
+
+def test_no_token_fails_closed_and_says_so(arm: tuple[str, list[str]]) -> None:
+    url, seen = arm
+    reader = ArmPreflight(CloudEndpoint(url), Refusing())
+    with pytest.raises(TransientError, match=r"could not get a token.*IMDS") as info:
+        reader.read_resources([WORKSPACE], timeout_s=5)
+    assert info.value.code == "ConfinementUnchecked" and seen == []
+
+
+def test_nothing_listening_is_unreachable_not_a_timeout() -> None:
+    from emulator.server import free_port
+
+    reader = ArmPreflight(CloudEndpoint(f"http://127.0.0.1:{free_port()}/"), Tokens("new"))
+    with pytest.raises(TransientError, match="could not be reached"):
+        reader.read_resources([WORKSPACE], timeout_s=2)
+
+
+def test_a_proxy_from_the_environment_is_used_with_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://vending%40corp:s3cr%3At@proxy.corp.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    getter = _Getter(CloudEndpoint("https://management.azure.com/"), Tokens("new"), connections=4)
+    assert getter._http.proxy.host == "proxy.corp.example" and getter._http.proxy.port == 3128
+    expected = base64.b64encode(b"vending@corp:s3cr:t").decode()
+    assert getter._http.proxy_headers["proxy-authorization"] == f"Basic {expected}"
+    # NO_PROXY names ARM's host: no proxy, as requests decides it.
+    monkeypatch.setenv("NO_PROXY", "management.azure.com")
+    direct = _Getter(CloudEndpoint("https://management.azure.com/"), Tokens("new"), connections=4)
+    assert not hasattr(direct._http, "proxy") or direct._http.proxy is None
