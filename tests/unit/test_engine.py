@@ -97,6 +97,47 @@ def test_retries_are_capped(service: tuple[Container, QueueWorkers], fake_cloud:
     assert fake_cloud.calls[f"{sub.record.id}/insights"] == 4
 
 
+def test_a_new_requests_first_steps_are_claimed_in_the_write_that_creates_it(settings: object) -> None:
+    from adapters.sqlite_bus import SqliteBus
+    from adapters.sqlite_store import SqliteStore
+    from models.settings import Settings
+
+    assert isinstance(settings, Settings)
+    writes: list[str] = []
+    lost: list[str] = []
+
+    class Counting(SqliteStore):
+        def update_step(self, step, **kw):  # type: ignore[no-untyped-def]
+            writes.append(step.step_id)
+            return super().update_step(step, **kw)
+
+    class Losing(SqliteBus):
+        def send(self, queue, message):  # type: ignore[no-untyped-def]
+            lost.append(message.message_id)  # the process dies right after the write: nothing is sent
+
+    store = Counting(":memory:")
+    container = Container(
+        settings.model_copy(update={"sweep_grace_s": 0.0}),
+        store=store,
+        bus=Losing(":memory:"),
+        cloud=FakeCloud(),
+        authorizer=PermitAll(),
+        confinement=Unconfined(),
+    )
+    rid = container.intake.submit(
+        request=parse_request(example("cpu-small.json")), caller=PLATFORM, source="test"
+    ).record.id
+    steps = store.get_steps(rid)
+    first = [s for s in steps if not s.depends_on]
+    assert first and all(s.status == StepStatus.QUEUED and s.attempt == 1 for s in first)
+    assert all(s.status == StepStatus.PENDING and s.attempt == 0 for s in steps if s.depends_on)
+    assert writes == []  # no second write claims them
+    assert lost == [f"{rid}/{s.step_id}/1" for s in first]  # their messages were sent after the write
+    # Their messages never arrived: the sweeper sends them again, as after any lost message.
+    assert container.engine.sweep() >= len(first)
+    assert {s.step_id: s.attempt for s in store.get_steps(rid) if not s.depends_on} == {s.step_id: 2 for s in first}
+
+
 def test_sweeper_redispatches_a_step_whose_message_was_lost(settings: object) -> None:
     from adapters.sqlite_bus import SqliteBus
     from adapters.sqlite_store import SqliteStore
