@@ -30,6 +30,7 @@ from models.errors import Problem, TransientError
 from models.plan import KeyVaultSpec, Plan, StorageSpec
 from models.policy import Policy
 from models.request import ARM_ID, WorkspaceRequest
+from models.settings import is_tls_or_loopback
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,10 @@ class NoToken(Unreachable):
     """The credential gave no token for ARM (the managed identity, or the emulator's, is not available)."""
 
 
+class Misconfigured(Unreachable):
+    """No read can be made as the service is set up (a proxy it cannot use, ARM's endpoint not https)."""
+
+
 class TimedOut(Unreachable):
     """The cloud did not answer within the check's time: the same as the checks' budget running out."""
 
@@ -199,12 +204,16 @@ class _Getter:
     """Confinement's GETs: one kept urllib3 pool and the ARM token, without azure-core's pipeline.
 
     A read through `ARMPipelineClient` cost about 1.8 ms of CPU on this machine, and one straight on urllib3
-    0.65 ms; a submission makes one. What the pipeline did for these reads is kept: requests' trust (the
-    `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE` bundle, else certifi's; the emulator's bundle when given, loaded
-    once, not per connection), requests' proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`,
-    `NO_PROXY`, with basic credentials in the proxy's URL), and a token asked for again 300 s before it
-    expires or when ARM refuses it (401, as azure-core's BearerTokenCredentialPolicy does). The urllib3
-    instrumentation still traces each read as a dependency (adapters/telemetry.py).
+    0.5 to 0.65 ms; a submission makes one. What the pipeline did for these reads is kept:
+    - requests' trust: the `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE` bundle (a file or a folder), else
+      certifi's; the emulator's bundle when given; loaded once, not per connection, for ARM and for an
+      https proxy alike;
+    - requests' proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`; a proxy without a
+      scheme is http; basic credentials in its URL are sent on the CONNECT);
+    - the token sent over TLS only (plain http to loopback alone, for tests), asked for again 300 s
+      before it expires, and once when ARM refuses it (401) with the challenge's claims, as azure-core's
+      BearerTokenCredentialPolicy does.
+    The urllib3 instrumentation still traces each read as a dependency (adapters/telemetry.py).
     """
 
     def __init__(self, endpoint: CloudEndpoint, credential: Any, *, connections: int) -> None:
@@ -214,48 +223,73 @@ class _Getter:
 
         import certifi
         import urllib3
-        from requests.utils import get_environ_proxies, select_proxy
+        from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
 
         self.endpoint = endpoint
         self.credential = credential
         self._token: Any = None
         self._lock = threading.Lock()
+        self._refused = ""  # why no read can be made at all (a proxy this process cannot use), else empty
         bundle = endpoint.ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        context = ssl.create_default_context(cafile=bundle or certifi.where())
+        bundle = bundle or certifi.where()
+        context = (
+            ssl.create_default_context(capath=bundle)
+            if os.path.isdir(bundle)
+            else ssl.create_default_context(cafile=bundle)
+        )
         kw: dict[str, Any] = {"maxsize": connections, "retries": False, "ssl_context": context}
+        self._http: Any = urllib3.PoolManager(**kw)
         proxy = select_proxy(endpoint.arm_url, get_environ_proxies(endpoint.arm_url))
         if proxy:
+            proxy = prepend_scheme_if_needed(proxy, "http")
             parts = urlsplit(proxy)
+            if parts.scheme.startswith("socks"):
+                self._refused = (
+                    f"the proxy {parts.hostname}:{parts.port} is a SOCKS proxy, which this service does not support; "
+                    "name an http or https proxy in HTTPS_PROXY"
+                )
+                return
             if parts.username:
                 credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
                 kw["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=credentials)
-            self._http: Any = urllib3.ProxyManager(proxy, **kw)
-        else:
-            self._http = urllib3.PoolManager(**kw)
+            self._http = urllib3.ProxyManager(proxy, proxy_ssl_context=context, **kw)
 
-    def _bearer(self, *, fresh: bool = False) -> str:
+    def _bearer(self, *, rejected: str | None = None, claims: str | None = None) -> str:
+        """Return the token to send; with `rejected`, a new one unless another thread has already replaced it."""
         with self._lock:
             token = self._token
-            if fresh or token is None or token.expires_on - time.time() < TOKEN_REFRESH_S:
+            stale = token is None or token.expires_on - time.time() < TOKEN_REFRESH_S
+            if stale or (rejected is not None and token.token == rejected):
                 try:
-                    token = self._token = self.credential.get_token(self.endpoint.scope)
+                    kw = {"claims": claims} if claims else {}
+                    token = self._token = self.credential.get_token(self.endpoint.scope, **kw)
                 except Exception as exc:
-                    raise NoToken(str(exc)) from exc
-        return f"Bearer {token.token}"
+                    if token is not None and rejected is None and token.expires_on > time.time():
+                        # An early refresh that failed: the token in hand is still good until it expires.
+                        log.warning("the ARM token could not be refreshed early; using the current one: %s", exc)
+                    else:
+                        log.warning("no token for Azure Resource Manager: %s", exc)
+                        raise NoToken(type(exc).__name__) from exc
+        return str(token.token)
 
     def get(self, path: str, api: str, timeout: float) -> tuple[int, Any]:
         """GET `path` at `api`: the status and the JSON body (None when there is none); `Unreachable`, `TimedOut`."""
-        status, data = self._get(path, api, timeout, self._bearer())
-        if status == 401:  # the token was revoked or is no longer accepted: ask for a new one, once
-            status, data = self._get(path, api, timeout, self._bearer(fresh=True))
+        if self._refused:
+            raise Misconfigured(self._refused)
+        if not is_tls_or_loopback(self.endpoint.arm_url):
+            raise Misconfigured(f"{self.endpoint.arm_url} is not https, and the ARM token is never sent in the clear")
+        token = self._bearer()
+        status, data, challenge = self._get(path, api, timeout, token)
+        if status == 401:  # revoked, or claims to add (continuous access evaluation): a new token, once
+            status, data, _ = self._get(path, api, timeout, self._bearer(rejected=token, claims=challenge))
         return status, data
 
-    def _get(self, path: str, api: str, timeout: float, bearer: str) -> tuple[int, Any]:
+    def _get(self, path: str, api: str, timeout: float, token: str) -> tuple[int, Any, str | None]:
         import urllib3
 
         url = f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}"
         headers = {
-            "Authorization": bearer,
+            "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "x-ms-client-request-id": str(uuid.uuid4()),  # what ARM's support asks for about one call
         }
@@ -273,7 +307,31 @@ class _Getter:
             data = json.loads(resp.data) if resp.data else None
         except ValueError:
             data = None
-        return resp.status, data
+        return resp.status, data, _claims(resp.headers.get("WWW-Authenticate", "")) if resp.status == 401 else None
+
+
+def _claims(challenge: str) -> str | None:
+    """Return the claims an `insufficient_claims` challenge asks for, decoded, or None.
+
+    Microsoft Learn, "Claims challenges, claims requests and client capabilities"
+    (https://learn.microsoft.com/entra/identity-platform/claims-challenge): a 401 whose
+    `WWW-Authenticate: Bearer ...` carries `error="insufficient_claims"` and `claims="<base64 JSON>"`; the
+    client asks for a new token with those claims.
+    """
+    import base64
+    import re
+
+    if "insufficient_claims" not in challenge:
+        return None
+    found = re.search(r'claims="([^"]+)"', challenge)
+    if found is None:
+        return None
+    encoded = found.group(1)
+    try:
+        plain = encoded.rstrip("=").replace("-", "+").replace("_", "/")  # either alphabet, with or without padding
+        return base64.b64decode(plain + "=" * (-len(plain) % 4), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 class ArmPreflight:
@@ -391,11 +449,18 @@ class ArmPreflight:
             status, data = self._getter.get(rid, api, timeout)
         except NoToken as exc:
             raise TransientError(
-                f"the service could not get a token for Azure Resource Manager to check {rid} ({exc}); try again "
-                "shortly, or ask the platform team to check the service's managed identity if this persists.",
+                f"the service could not get a token for Azure Resource Manager to check {rid}; try again shortly, "
+                "or ask the platform team to check the service's managed identity (its log says why) if this persists.",
+                code="ConfinementUnchecked",
+            ) from exc
+        except Misconfigured as exc:
+            raise TransientError(
+                f"Azure Resource Manager cannot be asked about {rid} as the service is set up: {exc}. Ask the "
+                "platform team to mend the service's settings.",
                 code="ConfinementUnchecked",
             ) from exc
         except Unreachable as exc:
+            log.warning("confinement could not read %s: %s", rid, exc)
             raise TransientError(
                 f"Azure Resource Manager could not be reached to check {rid}; try again shortly.",
                 code="ConfinementUnchecked",

@@ -26,15 +26,20 @@ class PolicyFileError(Exception):
 
 
 def startup_check(settings: Settings) -> None:
-    """Refuse what the service cannot start with, before any function runs: in cloud=azure, the policy and its tenant.
+    """Refuse what the service cannot start with, before any function runs: in cloud=azure, the policy, its tenant and the identity settings.
 
     The Functions entry calls it at import, so that a deployment the service cannot run with fails the
     worker's indexing (no function, no queue listener: messages wait in their queues) instead of every
     invocation failing and Service Bus dead-lettering each message after its deliveries. Raises
     `PolicyFileError` or `ValueError` saying what to fix. On the emulator the policy is read on first use.
+    A package that lacks a dependency is not caught here (the modules that would need it are imported on
+    first use): the deployment's build installs requirements.txt, which CI tests.
     """
     if settings.cloud == "azure":
+        from models.identity import AuthSettings
+
         policy_with_tenant(load_policy(settings.policy_file), settings)
+        AuthSettings()  # the callers' identity: a mode the service cannot run with on App Service, or no audience
 
 
 def load_policy(path: Path) -> Policy:

@@ -6,8 +6,17 @@ from pathlib import Path
 from typing import Literal
 from uuid import UUID
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def is_tls_or_loopback(url: str) -> bool:
+    """Say whether a bearer token may be sent to `url`: https, or plain http to this machine only."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policy" / "default.yaml"
 BOT_OPENID_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
@@ -88,6 +97,14 @@ class Settings(BaseSettings):
     )
     arm_endpoint: str = Field("https://management.azure.com/", description="Used when cloud is azure.")
     azure_client_id: str | None = Field(None, validation_alias=AliasChoices("AZURE_CLIENT_ID"))
+
+    @field_validator("arm_endpoint")
+    @classmethod
+    def _arm_over_tls(cls, value: str) -> str:
+        # The service's ARM token travels to it: never in the clear, but to a loopback test server.
+        if not is_tls_or_loopback(value):
+            raise ValueError(f"{value} is not an https URL; ARM's endpoint must be https (http only on loopback)")
+        return value
 
     emulator_url: str | None = Field(
         None,

@@ -34,9 +34,11 @@ class Tokens:
         self.tokens = list(tokens)
         self.lifetime_s = lifetime_s
         self.asked: list[str] = []
+        self.claims: list[str | None] = []
 
-    def get_token(self, *scopes: str, **_: Any) -> Token:
+    def get_token(self, *scopes: str, claims: str | None = None, **_: Any) -> Token:
         self.asked.extend(scopes)
+        self.claims.append(claims)
         return Token(self.tokens.pop(0), int(time.time()) + self.lifetime_s)
 
 
@@ -54,6 +56,14 @@ def arm() -> Iterator[tuple[str, list[str]]]:
         def do_GET(self) -> None:
             auth = self.headers.get("Authorization", "")
             seen.append(auth)
+            challenge = None
+            if auth == "Bearer revoked":
+                # Microsoft Learn, "Claims challenges, claims requests and client capabilities": the example.
+                challenge = (
+                    'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+                    'error="insufficient_claims", '
+                    'claims="eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiY3AxIn19fQ=="'
+                )
             if auth != "Bearer new":
                 body = {"error": {"code": "InvalidAuthenticationToken", "message": "The access token is invalid."}}
                 status = 401
@@ -63,6 +73,8 @@ def arm() -> Iterator[tuple[str, list[str]]]:
                 status = 200
             data = json.dumps(body).encode()
             self.send_response(status)
+            if challenge:
+                self.send_header("WWW-Authenticate", challenge)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -109,12 +121,14 @@ def test_a_token_refused_twice_fails_closed(arm: tuple[str, list[str]]) -> None:
     assert info.value.code == "ConfinementUnchecked"
 
 
-def test_no_token_fails_closed_and_says_so(arm: tuple[str, list[str]]) -> None:
+def test_no_token_fails_closed_and_says_so(arm: tuple[str, list[str]], caplog: pytest.LogCaptureFixture) -> None:
     url, seen = arm
     reader = ArmPreflight(CloudEndpoint(url), Refusing())
-    with pytest.raises(TransientError, match=r"could not get a token.*IMDS") as info:
+    with pytest.raises(TransientError, match=r"could not get a token.*managed identity") as info:
         reader.read_resources([WORKSPACE], timeout_s=5)
     assert info.value.code == "ConfinementUnchecked" and seen == []
+    # The credential's own words go to the log, for the platform team, not to the caller.
+    assert "IMDS" not in str(info.value) and "no response from the IMDS endpoint" in caplog.text
 
 
 def test_nothing_listening_is_unreachable_not_a_timeout() -> None:
@@ -137,3 +151,62 @@ def test_a_proxy_from_the_environment_is_used_with_its_credentials(monkeypatch: 
     monkeypatch.setenv("NO_PROXY", "management.azure.com")
     direct = _Getter(CloudEndpoint("https://management.azure.com/"), Tokens("new"), connections=4)
     assert not hasattr(direct._http, "proxy") or direct._http.proxy is None
+
+
+def test_a_claims_challenge_asks_for_a_token_with_its_claims(arm: tuple[str, list[str]]) -> None:
+    url, seen = arm
+    credential = Tokens("revoked", "new")
+    ArmPreflight(CloudEndpoint(url), credential).read_resources([WORKSPACE], timeout_s=5)
+    assert seen == ["Bearer revoked", "Bearer new"]
+    assert credential.claims == [None, '{"access_token":{"acrs":{"essential":true,"value":"cp1"}}}']
+
+
+def test_a_refused_token_another_thread_replaced_is_not_replaced_again() -> None:
+    credential = Tokens("old", "new")
+    getter = _Getter(CloudEndpoint("https://management.azure.com/"), credential, connections=1)
+    assert getter._bearer() == "old"
+    assert getter._bearer(rejected="old") == "new"  # the first thread to see the 401 asks for a new one
+    assert getter._bearer(rejected="old") == "new"  # a thread that saw it too uses that one
+    assert len(credential.asked) == 2
+
+
+def test_an_early_refresh_that_fails_keeps_the_token_in_hand() -> None:
+    class Flaky(Tokens):
+        def get_token(self, *scopes: str, claims: str | None = None, **kw: Any) -> Token:
+            if self.asked:
+                raise RuntimeError("IMDS is busy")
+            return super().get_token(*scopes, claims=claims, **kw)
+
+    getter = _Getter(CloudEndpoint("https://management.azure.com/"), Flaky("only", lifetime_s=200), connections=1)
+    assert getter._bearer() == "only"
+    assert getter._bearer() == "only"  # within 300 s of expiry, the refresh failed: the token is still good
+
+
+def test_a_proxy_without_a_scheme_is_http_and_a_socks_proxy_is_refused_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp.example:3128")  # as requests and curl accept it
+    getter = _Getter(CloudEndpoint("https://management.azure.com/"), Tokens("new"), connections=1)
+    assert (getter._http.proxy.scheme, getter._http.proxy.host) == ("http", "proxy.corp.example")
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.corp.example:1080")
+    reader = ArmPreflight(CloudEndpoint("https://management.azure.com/"), Tokens("new"))
+    with pytest.raises(TransientError, match="SOCKS proxy") as info:
+        reader.read_resources([WORKSPACE], timeout_s=2)
+    assert info.value.code == "ConfinementUnchecked"
+
+
+def test_the_token_is_never_sent_in_the_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from models.settings import Settings
+
+    with pytest.raises(ValidationError, match="must be https"):
+        Settings(arm_endpoint="http://management.example.com/")
+    assert Settings(arm_endpoint="http://127.0.0.1:8443/").arm_endpoint == "http://127.0.0.1:8443/"
+    credential = Tokens("new")
+    reader = ArmPreflight(CloudEndpoint("http://arm.corp.example/"), credential)
+    with pytest.raises(TransientError, match="never sent in the clear"):
+        reader.read_resources([WORKSPACE], timeout_s=2)
+    assert credential.asked == []

@@ -257,12 +257,21 @@ def test_the_import_indexes_the_functions_without_building_the_app() -> None:
             "cannot read policy file",
         ),
         ({"VENDING_WORKERS": "many"}, "workers"),
+        (
+            {
+                "VENDING_CLOUD": "azure",
+                "VENDING_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
+                "VENDING_AUTH_MODE": "local",
+                "WEBSITE_SITE_NAME": "func-vending-test",
+            },
+            "refused on App Service",
+        ),
     ],
 )
 def test_a_deployment_the_service_cannot_run_with_fails_the_import(env: dict[str, str], says: str) -> None:
     # The worker's indexing fails, so no function runs and no message is taken off its queue to be
     # abandoned and dead-lettered by invocations that cannot succeed.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VENDING_", "AZURE_TENANT"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VENDING_", "AZURE_TENANT", "WEBSITE_"))}
     out = subprocess.run(
         [sys.executable, "-c", "import azure.functions, function_app"],
         check=False,
