@@ -345,9 +345,20 @@ WORKER = textwrap.dedent(
             INDEXED.update({f.get_function_name(): f.get_user_function() for f in app.get_functions()})
         return INDEXED
 
+    # The worker runs every invocation on one event loop of its own, for the life of the process.
+    LOOP = asyncio.new_event_loop()
+
     def invoke(app, method, path, body=b"", headers=None):
         request = azure.functions.HttpRequest(method=method, url=f"http://localhost{path}", headers=headers or {}, body=body)
-        return asyncio.run(functions(app)["http_app_func"](request, Context()))
+        return LOOP.run_until_complete(functions(app)["http_app_func"](request, Context()))
+
+    def finish():
+        # The worker's loop ends with the process: its tasks (the app's lifespan) are cancelled and end.
+        tasks = asyncio.all_tasks(LOOP)
+        for task in tasks:
+            task.cancel()
+        LOOP.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        LOOP.close()
     """
 )
 COLD_APP = (
@@ -378,6 +389,7 @@ COLD_APP = (
     t = time.perf_counter()
     status = invoke(function_app.app, "GET", "/api/health").status_code
     served = time.perf_counter() - t
+    finish()
     print(json.dumps({"import_s": imported, "warmup_s": warmed, "first_request_s": served, "status": status,
                       "rss_import_mb": rss_import,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_worker}))
@@ -435,7 +447,9 @@ COLD_SLACK = (
         return {"status": r.status_code, "answered_s": answered, "confirm_status": c.status_code,
                 "confirmed_s": time.perf_counter() - clicked, "confirm_text": c.get_body().decode()[:300]}
 
-    print(json.dumps({"import_s": imported, **slack()}))
+    out = slack()
+    finish()
+    print(json.dumps({"import_s": imported, **out}))
     """
     )
 )

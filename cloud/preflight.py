@@ -1,7 +1,7 @@
 """Pre-flight checks at intake: will this plan succeed in Azure? Quick, bounded, and off when unreachable.
 
-Raw ARM REST calls through one `ARMPipelineClient` (azure-mgmt-core), so the HTTP path never loads
-azure.ai.ml or a management SDK: provider registration, storage and key vault name availability,
+Raw ARM REST calls through one kept urllib3 pool (`_Getter`), so the HTTP path never loads azure.ai.ml,
+a management SDK or azure-core's pipeline: provider registration, storage and key vault name availability,
 soft-deleted vaults holding a planned name, and Azure ML vCPU quota per VM family in the region.
 
 It is also confinement's `ResourceReader` (engine/confinement.py): `read_resources` GETs the brought
@@ -183,14 +183,14 @@ class TimedOut(Unreachable):
 
 
 def _timed_out(exc: BaseException) -> bool:
-    """Say whether a transport error is a connect or read timeout (requests' or the socket's)."""
-    from requests.exceptions import Timeout
+    """Say whether a transport error is a connect or read timeout (urllib3's, or the socket's under it)."""
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
             break
-        if isinstance(seen, TimeoutError | Timeout):
+        if isinstance(seen, TimeoutError | Urllib3Timeout):
             return True
         seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
     return "timed out" in str(exc).lower()
@@ -201,10 +201,11 @@ TOKEN_REFRESH_S = 300
 
 
 class _Getter:
-    """Confinement's GETs: one kept urllib3 pool and the ARM token, without azure-core's pipeline.
+    """Intake's ARM calls (confinement's GETs, the pre-flight checks): one kept urllib3 pool and the ARM token.
 
-    A read through `ARMPipelineClient` cost about 1.8 ms of CPU on this machine, and one straight on urllib3
-    0.5 to 0.65 ms; a submission makes one. What the pipeline did for these reads is kept:
+    A read through azure-core's `ARMPipelineClient` cost about 1.8 ms of CPU on this machine, and one straight
+    on urllib3 0.5 to 0.65 ms; a submission makes one, and pre-flight a few more. The pipeline's first call
+    also paid its TLS set-up (about 100 ms here) on a submission. What the pipeline did for them is kept:
     - requests' trust: the `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE` bundle (a file or a folder), else
       certifi's; the emulator's bundle when given; loaded once, not per connection, for ARM and for an
       https proxy alike;
@@ -274,28 +275,40 @@ class _Getter:
 
     def get(self, path: str, api: str, timeout: float) -> tuple[int, Any]:
         """GET `path` at `api`: the status and the JSON body (None when there is none); `Unreachable`, `TimedOut`."""
+        return self.call("GET", f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}", timeout)
+
+    def call(self, method: str, url: str, timeout: float, body: Any = None) -> tuple[int, Any]:
+        """Send `method` to `url` (a JSON `body`, if any): the status and the JSON answer; `Unreachable`, `TimedOut`."""
         if self._refused:
             raise Misconfigured(self._refused)
         if not is_tls_or_loopback(self.endpoint.arm_url):
             raise Misconfigured(f"{self.endpoint.arm_url} is not https, and the ARM token is never sent in the clear")
         token = self._bearer()
-        status, data, challenge = self._get(path, api, timeout, token)
+        status, data, challenge = self._send(method, url, timeout, body, token)
         if status == 401:  # revoked, or claims to add (continuous access evaluation): a new token, once
-            status, data, _ = self._get(path, api, timeout, self._bearer(rejected=token, claims=challenge))
+            status, data, _ = self._send(method, url, timeout, body, self._bearer(rejected=token, claims=challenge))
         return status, data
 
-    def _get(self, path: str, api: str, timeout: float, token: str) -> tuple[int, Any, str | None]:
+    def _send(self, method: str, url: str, timeout: float, body: Any, token: str) -> tuple[int, Any, str | None]:
         import urllib3
 
-        url = f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}"
         headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "x-ms-client-request-id": str(uuid.uuid4()),  # what ARM's support asks for about one call
         }
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         try:
             resp = self._http.request(
-                "GET", url, headers=headers, timeout=urllib3.Timeout(connect=timeout, read=timeout), redirect=False
+                method,
+                url,
+                body=payload,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                redirect=False,
             )
         except urllib3.exceptions.NewConnectionError as exc:  # refused, or no such host (a ConnectTimeoutError)
             raise Unreachable(str(exc)) from exc
@@ -340,7 +353,6 @@ class ArmPreflight:
     def __init__(self, endpoint: CloudEndpoint, credential: Any) -> None:
         self.endpoint = endpoint
         self.credential = credential
-        self._client: Any = None
         self._getter = _Getter(endpoint, credential, connections=64)
         # Confinement's reads (one GET each) share one pool whose threads are kept: a pool per call started a
         # thread per read, about 1.2 ms each, a seventh of intake's own time. A submission still waits no longer
@@ -351,41 +363,12 @@ class ArmPreflight:
         # must not make another's be skipped.
         self._reads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="confinement")
 
-    def _arm(self) -> Any:
-        if self._client is None:
-            from azure.core.pipeline.policies import BearerTokenCredentialPolicy
-            from azure.mgmt.core import ARMPipelineClient
-
-            kw: dict[str, Any] = {"retry_total": 0}
-            if self.endpoint.ca_bundle:
-                kw["connection_verify"] = self.endpoint.ca_bundle
-            self._client = ARMPipelineClient(
-                base_url=self.endpoint.arm_url,
-                policies=[BearerTokenCredentialPolicy(self.credential, self.endpoint.scope)],
-                **kw,
-            )
-        return self._client
-
     def _call(
         self, method: str, path: str, api: str, timeout: float, body: Any = None, *, url: str | None = None
     ) -> tuple[int, Any]:
-        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-        from azure.core.rest import HttpRequest
-
-        url = url or f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}"
-        try:
-            with self._arm().send_request(
-                HttpRequest(method, url, json=body), connection_timeout=timeout, read_timeout=timeout
-            ) as resp:
-                resp.read()
-                try:
-                    data = resp.json() if resp.content else None
-                except ValueError:
-                    data = None
-                return resp.status_code, data
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            # A read timeout is the budget running out in the call rather than in `check`'s wait: say so alike.
-            raise (TimedOut if _timed_out(exc) else Unreachable)(str(exc)) from exc
+        return self._getter.call(
+            method, url or f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}", timeout, body
+        )
 
     def check(self, *, plan: Plan, request: WorkspaceRequest, policy: Policy) -> PreflightReport:
         """Run every check in parallel; whatever has not answered by the timeout is reported as skipped."""
