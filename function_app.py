@@ -20,20 +20,25 @@ from models.settings import Settings
 
 if TYPE_CHECKING:
     from composition import Container
+    from engine.policy import Startup
     from handlers.lazy import AsgiApp
 
 
 SETTINGS = Settings()
+STARTUP: Startup | None = None
 if SETTINGS.cloud == "azure":
     from engine.policy import startup_check
 
-    startup_check(SETTINGS)
+    STARTUP = startup_check(SETTINGS)
 
 
 def _build_container() -> Container:
     from composition import Container
 
-    return Container(SETTINGS)
+    if STARTUP is None:
+        return Container(SETTINGS)
+    # What the import checked, not read a second time (a policy file changed since would differ from it).
+    return Container(SETTINGS, policy=STARTUP.policy, auth_settings=STARTUP.auth_settings)
 
 
 _container = Lazy(_build_container)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -16,30 +17,42 @@ from models.policy import Policy
 from models.request import ComputeSpec, DatastoreSpec, WorkspaceRequest, field_path
 
 if TYPE_CHECKING:
+    from models.identity import AuthSettings
     from models.settings import Settings
 
 POLICY_REFUSAL = "The request does not comply with the platform policy."
+
+
+@dataclass(frozen=True)
+class Startup:
+    """What `startup_check` read and checked: the policy with its tenant, and the callers' identity settings."""
+
+    policy: Policy
+    auth_settings: AuthSettings
 
 
 class PolicyFileError(Exception):
     """The policy file cannot be read or does not validate; the service must not start with it."""
 
 
-def startup_check(settings: Settings) -> None:
+def startup_check(settings: Settings) -> Startup | None:
     """Refuse what the service cannot start with, before any function runs: in cloud=azure, the policy, its tenant and the identity settings.
 
     The Functions entry calls it at import, so that a deployment the service cannot run with fails the
     worker's indexing (no function, no queue listener: messages wait in their queues) instead of every
     invocation failing and Service Bus dead-lettering each message after its deliveries. Raises
-    `PolicyFileError` or `ValueError` saying what to fix. On the emulator the policy is read on first use.
+    `PolicyFileError` or `ValueError` saying what to fix. Returns what it read, for the container to use
+    rather than read again; on the emulator it reads nothing (None): the policy is read on first use.
     A package that lacks a dependency is not caught here (the modules that would need it are imported on
     first use): the deployment's build installs requirements.txt, which CI tests.
     """
-    if settings.cloud == "azure":
-        from models.identity import AuthSettings
+    if settings.cloud != "azure":
+        return None
+    from models.identity import AuthSettings
 
-        policy_with_tenant(load_policy(settings.policy_file), settings)
-        AuthSettings()  # the callers' identity: a mode the service cannot run with on App Service, or no audience
+    policy = policy_with_tenant(load_policy(settings.policy_file), settings)
+    # The callers' identity: a mode the service cannot run with on App Service, or no audience.
+    return Startup(policy=policy, auth_settings=AuthSettings())
 
 
 def load_policy(path: Path) -> Policy:

@@ -284,6 +284,38 @@ def test_a_deployment_the_service_cannot_run_with_fails_the_import(env: dict[str
     assert out.returncode != 0 and says in out.stderr, out.stderr[-2000:]
 
 
+def test_the_container_uses_the_policy_the_import_checked(tmp_path: Path) -> None:
+    # cloud=azure: the import reads and checks the policy; the container takes that one, not a second read
+    # (the file is gone by the time the container is built, so a second read would fail).
+    policy = tmp_path / "policy.yaml"
+    policy.write_text((ROOT / "policy" / "default.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    code = (
+        "import os, sys, json\n"
+        "import function_app\n"
+        f"os.remove({str(policy)!r})\n"
+        "c = function_app.container\n"
+        "print(json.dumps({'policy': c.policy is function_app.STARTUP.policy,"
+        " 'auth': c.auth_settings is function_app.STARTUP.auth_settings, 'tenant': str(c.policy.tenant_id)}))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VENDING_", "AZURE_TENANT", "WEBSITE_"))}
+    env = {
+        **clean,
+        "VENDING_DATA_DIR": str(tmp_path / "data"),
+        "VENDING_CLOUD": "azure",
+        "VENDING_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
+        "VENDING_POLICY_FILE": str(policy),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "policy": True,
+        "auth": True,
+        "tenant": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
+    }
+
+
 def test_the_warmup_trigger_builds_the_http_app_and_intake(tmp_path: Path) -> None:
     code = (
         "import sys, json\n"
