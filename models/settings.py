@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from uuid import UUID
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -105,6 +105,19 @@ class Settings(BaseSettings):
         if not is_tls_or_loopback(value):
             raise ValueError(f"{value} is not an https URL; ARM's endpoint must be https (http only on loopback)")
         return value
+
+    # Set by App Service on every app (read-only): the deployment holds no emulator (.funcignore), and a
+    # deployed service must act on Azure.
+    website_site_name: str | None = Field(None, validation_alias=AliasChoices("WEBSITE_SITE_NAME"))
+
+    @model_validator(mode="after")
+    def _azure_on_app_service(self) -> Settings:
+        if self.website_site_name and self.cloud != "azure":
+            raise ValueError(
+                f"VENDING_CLOUD={self.cloud} is the devhost's local ARM emulator, which is not deployed; "
+                "on App Service set VENDING_CLOUD=azure"
+            )
+        return self
 
     emulator_url: str | None = Field(
         None,

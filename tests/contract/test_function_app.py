@@ -266,6 +266,8 @@ def test_the_import_indexes_the_functions_without_building_the_app() -> None:
             },
             "refused on App Service",
         ),
+        # The package holds no emulator (.funcignore): on App Service the service acts on Azure or not at all.
+        ({"WEBSITE_SITE_NAME": "func-vending-test"}, "on App Service set VENDING_CLOUD=azure"),
     ],
 )
 def test_a_deployment_the_service_cannot_run_with_fails_the_import(env: dict[str, str], says: str) -> None:
