@@ -16,6 +16,7 @@ Sections (each a subprocess or a fresh in-process setup, so one does not warm th
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -396,6 +397,16 @@ COLD_APP = (
     """
     )
 )
+# The machine's own speed at the time, to read the cold-start figures against: this VM's speed drifts by a
+# third over minutes (the same import took 280 to 490 ms in runs of one day). A fixed pure-Python loop.
+REFERENCE = textwrap.dedent(
+    """
+    import json, time
+    started = time.perf_counter()
+    sum(i * i for i in range(2_000_000))
+    print(json.dumps({"loop_s": time.perf_counter() - started}))
+    """
+)
 COLD_ML = textwrap.dedent(
     """
     import json, resource, time
@@ -508,23 +519,40 @@ def bench_cold_slack(runs: int) -> list[tuple[str, str, str]]:
     ]
 
 
+@functools.cache
+def _not_deployed() -> str:
+    from bench.deployed import hidden_modules
+
+    return ",".join(hidden_modules(ROOT / "requirements.txt"))
+
+
 def _run_json(code: str, env: dict[str, str] | None = None, *args: str) -> dict[str, Any]:
+    """Run a cold-start script in a fresh interpreter that can import only what a deployment installs."""
+    from bench.deployed import ENV, PRELUDE
+
     out = subprocess.run(
-        [PY, "-c", code, *args], cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True
+        [PY, "-c", PRELUDE + code, *args],
+        cwd=ROOT,
+        env={**os.environ, ENV: _not_deployed(), **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bench_cold(runs: int) -> list[tuple[str, str, str]]:
+    # As deployed: cloud=azure, where the import also reads the policy and its tenant (startup_check).
+    azure = {"VENDING_CLOUD": "azure", "VENDING_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70"}
+    cold, warm, deployed, mls, reference = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        cold = [_run_json(COLD_APP, {"VENDING_DATA_DIR": f"{tmp}/cold-{i}"}, "cold") for i in range(runs)]
-        warm = [_run_json(COLD_APP, {"VENDING_DATA_DIR": f"{tmp}/warm-{i}"}, "warm") for i in range(runs)]
-        # As deployed: cloud=azure, where the import also reads the policy and its tenant (startup_check).
-        azure = {"VENDING_CLOUD": "azure", "VENDING_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70"}
-        deployed = [
-            _run_json(COLD_APP, {"VENDING_DATA_DIR": f"{tmp}/azure-{i}", **azure}, "import") for i in range(runs)
-        ]
-        mls = [_run_json(COLD_ML) for _ in range(runs)]
+        # Round by round, so that this machine's drift in speed (a third, over minutes) falls on every row alike.
+        for i in range(runs):
+            cold.append(_run_json(COLD_APP, {"VENDING_DATA_DIR": f"{tmp}/cold-{i}"}, "cold"))
+            warm.append(_run_json(COLD_APP, {"VENDING_DATA_DIR": f"{tmp}/warm-{i}"}, "warm"))
+            deployed.append(_run_json(COLD_APP, {"VENDING_DATA_DIR": f"{tmp}/azure-{i}", **azure}, "import"))
+            mls.append(_run_json(COLD_ML))
+            reference.append(_run_json(REFERENCE))
 
     def ms(runs: list[dict[str, Any]], key: str) -> float:
         return float(statistics.median(r[key] for r in runs)) * 1000
@@ -560,6 +588,11 @@ def bench_cold(runs: int) -> list[tuple[str, str, str]]:
             f"{ms(warm, 'first_request_s'):.0f} ms",
             f"the warm-up ran {ms(warm, 'warmup_s'):.0f} ms before traffic (container, HTTP app, intake and its ARM "
             f"reader); +{mb(warm, 'rss_mb'):.0f} MB peak RSS after it",
+        ),
+        (
+            "reference: a fixed pure-Python loop, in the same rounds",
+            f"{ms(reference, 'loop_s'):.0f} ms",
+            "the machine's speed while the cold starts above ran: compare runs by it",
         ),
         (
             "import azure.ai.ml alone (never on the HTTP path)",
