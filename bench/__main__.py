@@ -70,9 +70,15 @@ def _load(
     seconds: float,
     threads: int,
     headers: Callable[[int], dict[str, str]] | None = None,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Post bodies from `threads` clients for `seconds`; request i is sent with `headers(i)` (its principal's token)."""
+    """Post bodies from `threads` clients for `seconds`; request i is sent with `headers(i)` (its principal's token).
+
+    With `server_pid`, also the server process's CPU per accepted request (/proc), the load's own excluded.
+    """
     import httpx
+
+    from bench.emulator_process import process_cpu_s
 
     latencies: list[float] = []
     errors: list[str] = []
@@ -94,14 +100,18 @@ def _load(
                         errors.append(f"{response.status_code} {response.text[:2000]}")
 
     started = time.monotonic()
+    cpu_before = process_cpu_s(server_pid) if server_pid else 0.0
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
     wall = time.monotonic() - started
+    cpu = process_cpu_s(server_pid) - cpu_before if server_pid else 0.0
+    accepted = len(latencies) - len(errors)
     return {
-        "rps": (len(latencies) - len(errors)) / wall,  # accepted requests only: a refusal is not throughput
+        "rps": accepted / wall,  # accepted requests only: a refusal is not throughput
+        "cpu_ms": cpu * 1000 / max(accepted, 1),
         "p50_ms": _percentile(latencies, 50) * 1000,
         "p99_ms": _percentile(latencies, 99) * 1000,
         "errors": len(errors),
@@ -230,7 +240,7 @@ def _bare(folder: Path, name: str, code: str, body: Callable[[int], dict[str, An
         folder / f"{name}.log",
     )
     try:
-        return _load(f"http://127.0.0.1:{port}/api/workspaces", body, seconds=seconds, threads=8)
+        return _load(f"http://127.0.0.1:{port}/api/workspaces", body, seconds=seconds, threads=8, server_pid=server.pid)
     finally:
         server.terminate()
         server.wait(10)
@@ -238,9 +248,51 @@ def _bare(folder: Path, name: str, code: str, body: Callable[[int], dict[str, An
 
 def _line(result: dict[str, Any]) -> str:
     return (
-        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; {result['errors']} refused of {result['n']:.0f}"
-        + _first_error(result)
+        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; server CPU {result['cpu_ms']:.1f} ms per "
+        f"accepted; {result['errors']} refused of {result['n']:.0f}" + _first_error(result)
     )
+
+
+# What a submission costs in CPU, part by part, one after another in one process (the devhost's settings and
+# emulator): the parts the one-row endpoint does not have and intake may not drop (DESIGN section 9: who is
+# calling, their allowance, confinement's ARM read), then the whole submission.
+INTAKE_PARTS = textwrap.dedent(
+    """
+    import json, time, uuid
+    from composition import Container
+    from engine.planner import plan as make_plan
+    from engine.policy import admit
+    from models.request import WorkspaceRequest
+    from models.settings import Settings
+
+    c = Container(Settings())
+    issuer = c.local_issuer
+    admin = issuer.directory.find("admin")
+    N = 300
+    users = [admin.model_copy(update={"object_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"parts-{i}"))}) for i in range(N)]
+    tokens = [issuer.issue(u).access_token.get_secret_value() for u in users]
+    example = json.loads(open("examples/cpu-small.json").read())
+    bodies = [WorkspaceRequest.model_validate(example | {"workspace_name": f"parts-{i}"}) for i in range(N)]
+    auth, intake = c.authenticator, c.intake
+    callers = [auth.authenticate({"authorization": f"Bearer {t}"}) for t in tokens[:2]]  # keys fetched, caches warm
+
+    def cpu_ms(fn):
+        fn(0)
+        started = time.process_time()
+        for i in range(1, N):
+            fn(i)
+        return (time.process_time() - started) * 1000 / (N - 1)
+
+    callers = [None] * N
+    out = {"token": cpu_ms(lambda i: callers.__setitem__(i, auth.authenticate({"authorization": f"Bearer {tokens[i]}"})))}
+    out["allowance"] = cpu_ms(lambda i: c.submissions(callers[i]))
+    resolved = [admit(b, c.policy, team_vcpus_in_use=0) for b in bodies]
+    plans = [make_plan(r, c.policy) for r in resolved]
+    out["confinement"] = cpu_ms(lambda i: intake.confinement.check(plan=plans[i], request=resolved[i]))
+    out["submission"] = cpu_ms(lambda i: intake.submit(request=bodies[i], caller=callers[i], source="rest"))
+    print(json.dumps(out))
+    """
+)
 
 
 def bench_intake(seconds: float) -> list[tuple[str, str, str]]:
@@ -264,6 +316,7 @@ def bench_intake(seconds: float) -> list[tuple[str, str, str]]:
         bare = _bare(folder, "bare_app", BARE_APP, body, seconds)
         durable = _bare(folder, "durable_app", DURABLE_APP, body, seconds)
         results = {}
+        parts: dict[str, float] = {}
         # ARM's buckets off: the service's own intake, with its one ARM read (confinement: is the workspace name
         # someone else's?) answered at loopback speed. On: the same, with ARM's read bucket in the way.
         for label, policy_file, throttling in (
@@ -298,11 +351,16 @@ def bench_intake(seconds: float) -> list[tuple[str, str, str]]:
                         threads=8,
                         # Past the principals minted, the last one's allowance runs out: refusals (429), counted as such.
                         headers=lambda i, tokens=tokens: tokens[min(i // SUBMISSIONS_PER_PRINCIPAL, len(tokens) - 1)],  # type: ignore[misc]
+                        server_pid=host.pid,
                     )
+                    if label == "unthrottled":
+                        parts = _run_json(INTAKE_PARTS, {**env, "VENDING_DATA_DIR": str(folder / "data-parts")})
                 finally:
                     host.terminate()
                     host.wait(15)
     free, throttled, preflight = results["unthrottled"], results["throttled"], results["preflight"]
+    mandated = parts["token"] + parts["allowance"] + parts["confinement"]
+    ceiling = durable["cpu_ms"] / (durable["cpu_ms"] + mandated)
     return [
         ("intake: bare FastAPI, validation only", f"{bare['rps']:.0f} accepted/s", _line(bare)),
         ("intake: bare FastAPI, validation and one SQLite row", f"{durable['rps']:.0f} accepted/s", _line(durable)),
@@ -315,7 +373,21 @@ def bench_intake(seconds: float) -> list[tuple[str, str, str]]:
         (
             "intake ratio (target ≥ 0.7)",
             f"{free['rps'] / durable['rps']:.2f}",
-            f"devhost ÷ the one-row endpoint, same run, 8 clients; ÷ validation only: {free['rps'] / bare['rps']:.2f}",
+            f"devhost ÷ the one-row endpoint, same run, 8 clients; ÷ validation only: {free['rps'] / bare['rps']:.2f}; "
+            f"server CPU per accepted request: {free['cpu_ms']:.1f} ms against {durable['cpu_ms']:.1f} ms",
+        ),
+        (
+            "intake: what the one-row endpoint lacks and intake may not drop, CPU per submission",
+            f"{mandated:.2f} ms",
+            f"the caller's token {parts['token']:.2f} ms, their allowance {parts['allowance']:.2f} ms, confinement's "
+            f"ARM read {parts['confinement']:.2f} ms; the whole submission {parts['submission']:.2f} ms (request, "
+            "plan, record, steps, claims, messages, events); each timed alone, one call after another, in one process",
+        ),
+        (
+            "intake ratio's ceiling with those parts alone",
+            f"{ceiling:.2f}",
+            f"the one-row endpoint's server CPU {durable['cpu_ms']:.2f} ms ÷ ({durable['cpu_ms']:.2f} + {mandated:.2f}) "
+            "ms: the most the ratio could be were the rest of intake free",
         ),
         (
             "intake: devhost, pre-flight off, ARM throttled",
