@@ -1,68 +1,85 @@
-"""The packages a deployment has: what requirements.txt installs, and nothing the tests and tools add.
+"""The deployment as Azure runs it: the package azd uploads, and a Python with requirements.txt only.
 
-The Functions app is deployed with requirements.txt only (infra, azure.yaml: the remote build installs it).
-This virtual environment also holds the test and lint tools (requirements-dev.txt), and some libraries
-import them when they are there: httpx's command line, for one, loads click, rich and pygments when
-click can be imported, about 35 ms of a cold first response that Azure never pays. The cold-start
-benchmarks run with those packages hidden (`PRELUDE`), so that the figures are the deployment's.
+The package is what `.funcignore` keeps, read with gitignore syntax as azd reads it (Microsoft Learn,
+"Configure service packaging file exclusions"). Flex Consumption's remote build installs
+requirements.txt into it; here a virtual environment holds those packages and nothing the tests and
+tools add (requirements-dev.txt). That matters for cold starts: with click installed, httpx loads its
+command line, and with it rich and pygments, 60-80 ms that Azure never pays. The cold-start benchmarks
+run a copy of the package with that environment's Python; tests/contract/test_packaging.py checks the
+package itself.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+import hashlib
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+import pathspec
 
-ENV = "BENCH_HIDDEN_MODULES"
-# Installed with Python itself (ensurepip), so there on Azure's worker too.
-WITH_PYTHON = frozenset({"pip", "setuptools"})
-
-# Run first in a cold-start subprocess, before anything is imported: a module whose package is not
-# deployed cannot be imported, as on Azure (ModuleNotFoundError, which the libraries' optional imports expect).
-PRELUDE = f"""
-import os as _os, sys as _sys
-class _NotDeployed:
-    hidden = frozenset(filter(None, _os.environ.get({ENV!r}, "").split(",")))
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name.partition(".")[0] in cls.hidden:
-            raise ModuleNotFoundError(f"No module named {{name!r}} (not deployed: not in requirements.txt)", name=name)
-        return None
-_sys.meta_path.insert(0, _NotDeployed)
-"""
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def deployed_distributions(requirements: Path) -> set[str]:
-    """The canonical names of the distributions `requirements` installs, with their dependencies and extras."""
-    todo = [Requirement(line) for raw in requirements.read_text().splitlines() if (line := raw.split("#")[0].strip())]
-    extras: dict[str, set[str]] = {}
-    while todo:
-        req = todo.pop()
-        name = canonicalize_name(req.name)
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        if name in extras and set(req.extras) <= extras[name]:
-            continue
-        wanted = extras.setdefault(name, set())
-        wanted.update(req.extras)
-        try:
-            requires = distribution(req.name).requires or []
-        except PackageNotFoundError:
-            continue
-        for line in requires:
-            dep = Requirement(line)
-            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in wanted | {""}):
-                todo.append(Requirement(str(dep).split(";")[0]))  # its marker is met: walk it as a plain requirement
-    return set(extras)
+def tracked_files(root: Path = ROOT) -> list[str]:
+    """The repository's tracked files that exist in the working tree, relative to `root`."""
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True)
+    return [name for name in out.stdout.decode().split("\0") if name and (root / name).is_file()]
 
 
-def hidden_modules(requirements: Path) -> list[str]:
-    """The top-level modules installed here whose distributions a deployment of `requirements` lacks."""
-    kept = deployed_distributions(requirements) | WITH_PYTHON
-    return sorted(
-        module
-        for module, dists in packages_distributions().items()
-        if not any(canonicalize_name(d) in kept for d in dists)
+def packaged(files: list[str], root: Path = ROOT) -> list[str]:
+    """Those of `files` (relative paths) that the Function App's package holds."""
+    spec = pathspec.GitIgnoreSpec.from_lines((root / ".funcignore").read_text(encoding="utf-8").splitlines())
+    return [name for name in files if not spec.match_file(name)]
+
+
+def copy_package(to: Path, root: Path = ROOT) -> None:
+    """Write a copy of the package (the tracked files it holds) to the folder `to`."""
+    for name in packaged(tracked_files(root), root):
+        target = to / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, target)
+
+
+def deployed_python(root: Path = ROOT) -> Path:
+    """A Python with requirements.txt's packages only, at the versions constraints.txt pins; made once, then reused.
+
+    Kept in .local/bench/deploy-venv and made again when either file changes (about a minute from the
+    local wheel cache).
+    """
+    folder = root / ".local" / "bench" / "deploy-venv"
+    wanted = hashlib.sha256(
+        (root / "requirements.txt").read_bytes() + b"\0" + (root / "constraints.txt").read_bytes()
+    ).hexdigest()
+    stamp = folder / "requirements.sha256"
+    python = folder / "bin" / "python"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    shutil.rmtree(folder, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt", "-c", "constraints.txt"],
+        cwd=root,
+        check=True,
+        capture_output=True,
     )
+    stamp.write_text(wanted)
+    return python
+
+
+# As infra/modules/functionapp.bicep configures the app, but with the embedded store and bus: a benchmark
+# or test here has no Azure Tables or Service Bus to reach. App Service sets the two WEBSITE_ settings.
+DEPLOYMENT_SETTINGS = {
+    "WEBSITE_SITE_NAME": "func-vending-bench",
+    "WEBSITE_AUTH_ENABLED": "True",
+    "VENDING_CLOUD": "azure",
+    "VENDING_SERVICE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
+    "VENDING_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
+    "VENDING_AUTH_MODE": "easyauth",
+    "VENDING_AUTH_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
+    "VENDING_AUTH_CLIENT_ID": "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+    "VENDING_AUTH_AUDIENCE": "api://workspace-vending",
+    "VENDING_STORE": "sqlite",
+    "VENDING_BUS": "sqlite",
+}

@@ -10,13 +10,11 @@ from __future__ import annotations
 import ast
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pathspec
-
+from bench.deployed import DEPLOYMENT_SETTINGS, copy_package, packaged, tracked_files
 from tests.conftest import ROOT
 
 # The app and nothing else; the remote build installs requirements.txt.
@@ -34,69 +32,42 @@ PACKAGED = {
     "requirements.txt",
 }
 LEFT_OUT_CODE = {"devhost", "emulator", "cli", "tests", "bench"}
-# What a working copy holds besides the tracked files: none of it may be deployed.
+# What a working copy may hold besides the tracked files: none of it may be deployed.
 LOCAL_FILES = [
     ".git/HEAD",
     ".venv/lib/python3.11/site-packages/fastapi/__init__.py",
+    "venv/pyvenv.cfg",
+    "env/lib/python3.11/site-packages/fastapi/__init__.py",
+    "workspace-vending_env/pyvenv.cfg",  # what `azd restore` makes
     ".tools/node_modules/azurite/package.json",
+    "node_modules/azurite/package.json",
+    ".python_packages/lib/site-packages/fastapi/__init__.py",
     "local.settings.json",
+    ".env",
+    ".azure/dev/.env",  # azd's environment values
+    ".vscode/settings.json",
     ".local/store.db",
     ".local/vending-callback-secret",
     ".hypothesis/examples/0a1b/2c3d",
     ".mypy_cache/3.11/cache.db",
     ".ruff_cache/CACHEDIR.TAG",
     ".pytest_cache/v/cache/nodeids",
+    ".coverage",
+    "htmlcov/index.html",
     "models/__pycache__/plan.cpython-311.pyc",
-    "node_modules/azurite/package.json",
-    ".python_packages/lib/site-packages/fastapi/__init__.py",
+    "handlers/portal.cpython-311.pyc",
+    "client.py",  # a new file at the top is not deployed until .funcignore names it
 ]
 
 
-def _spec() -> pathspec.GitIgnoreSpec:
-    return pathspec.GitIgnoreSpec.from_lines((ROOT / ".funcignore").read_text(encoding="utf-8").splitlines())
-
-
-def _tracked() -> list[str]:
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return [line for line in out.stdout.splitlines() if (ROOT / line).is_file()]
-
-
-def _package(files: list[str]) -> list[str]:
-    spec = _spec()
-    return [f for f in files if not spec.match_file(f)]
-
-
 def test_the_package_holds_the_app_and_no_development_files() -> None:
-    tracked = _tracked()
-    packaged = _package(tracked)
-    assert {f.split("/")[0] for f in packaged} == PACKAGED
+    tracked = tracked_files()
+    deployed = packaged(tracked)
+    assert {f.split("/")[0] for f in deployed} == PACKAGED
     # Whole: every tracked file of the app's folders is deployed (templates and static assets too).
-    assert sorted(packaged) == sorted(f for f in tracked if f.split("/")[0] in PACKAGED)
-    assert _package(LOCAL_FILES) == []
+    assert sorted(deployed) == sorted(f for f in tracked if f.split("/")[0] in PACKAGED)
+    assert packaged(LOCAL_FILES) == []
 
-
-def _copy_package(to: Path) -> None:
-    for name in _package(_tracked()):
-        target = to / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-
-
-# As infra/modules/functionapp.bicep configures the app, but with the embedded store and bus: the test has
-# no Azure to reach, and what it checks is that the package's own code is all there.
-AZURE_SETTINGS = {
-    "WEBSITE_SITE_NAME": "func-vending-test",
-    "WEBSITE_AUTH_ENABLED": "True",
-    "VENDING_CLOUD": "azure",
-    "VENDING_SERVICE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
-    "VENDING_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
-    "VENDING_AUTH_MODE": "easyauth",
-    "VENDING_AUTH_TENANT_ID": "2f4a6c8e-0b1d-4f3a-9c5e-7a9b1d3f5e70",
-    "VENDING_AUTH_CLIENT_ID": "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
-    "VENDING_AUTH_AUDIENCE": "api://workspace-vending",
-    "VENDING_STORE": "sqlite",
-    "VENDING_BUS": "sqlite",
-}
 
 RUN_AS_AZURE = """
 import asyncio, importlib, json, sys
@@ -124,12 +95,12 @@ print(json.dumps({"functions": sorted(functions), "health": health.status_code, 
 
 def test_a_copy_of_the_package_indexes_warms_up_and_serves_as_azure_runs_it(tmp_path: Path) -> None:
     package = tmp_path / "wwwroot"
-    _copy_package(package)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VENDING_", "AZURE_", "WEBSITE_", "PYTHON"))}
+    copy_package(package)
+    bare = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     out = subprocess.run(
         [sys.executable, "-c", RUN_AS_AZURE, ",".join(sorted(LEFT_OUT_CODE))],
         cwd=package,
-        env={**clean, **AZURE_SETTINGS, "VENDING_DATA_DIR": str(tmp_path / "data")},
+        env={**bare, **DEPLOYMENT_SETTINGS, "VENDING_DATA_DIR": str(tmp_path / "data")},
         capture_output=True,
         text=True,
         timeout=180,
@@ -147,7 +118,7 @@ def _imports_of_left_out_code(package: list[str]) -> set[tuple[str, str, str]]:
     found: set[tuple[str, str, str]] = set()
 
     def visit(node: ast.AST, file: str, scope: tuple[str, ...]) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
             for child in node.orelse:
                 visit(child, file, scope)
             return
@@ -168,7 +139,7 @@ def _imports_of_left_out_code(package: list[str]) -> set[tuple[str, str, str]]:
 def test_the_package_reaches_left_out_code_only_in_modes_refused_on_app_service() -> None:
     # Each is reached only with VENDING_AUTH_MODE=local (AuthSettings refuses it on App Service), with a
     # cloud other than azure (Settings refuses it there), or by the devhost's own identity routes.
-    assert _imports_of_left_out_code(_package(_tracked())) == {
+    assert _imports_of_left_out_code(packaged(tracked_files())) == {
         ("composition.py", "Container.local_issuer.build", "devhost.identity"),
         ("composition.py", "Container.membership.build", "devhost.identity"),
         ("engine/policy.py", "policy_with_tenant", "devhost.identity"),
