@@ -45,12 +45,16 @@ def copy_package(to: Path, root: Path = ROOT) -> None:
 def deployed_python(root: Path = ROOT) -> Path:
     """A Python with requirements.txt's packages only, at the versions constraints.txt pins; made once, then reused.
 
-    Kept in .local/bench/deploy-venv and made again when either file changes (about a minute from the
-    local wheel cache).
+    Kept in .local/bench/deploy-venv and made again when either file or this Python changes (about a
+    minute from the local wheel cache).
     """
     folder = root / ".local" / "bench" / "deploy-venv"
     wanted = hashlib.sha256(
-        (root / "requirements.txt").read_bytes() + b"\0" + (root / "constraints.txt").read_bytes()
+        sys.version.encode()
+        + b"\0"
+        + (root / "requirements.txt").read_bytes()
+        + b"\0"
+        + (root / "constraints.txt").read_bytes()
     ).hexdigest()
     stamp = folder / "requirements.sha256"
     python = folder / "bin" / "python"
@@ -58,19 +62,29 @@ def deployed_python(root: Path = ROOT) -> Path:
         return python
     shutil.rmtree(folder, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-    subprocess.run(
+    installed = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt", "-c", "constraints.txt"],
         cwd=root,
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    if installed.returncode != 0:
+        raise RuntimeError(f"pip could not install requirements.txt into {folder}:\n{installed.stderr[-3000:]}")
     stamp.write_text(wanted)
     return python
 
 
-# As infra/modules/functionapp.bicep configures the app, but with the embedded store and bus: a benchmark
-# or test here has no Azure Tables or Service Bus to reach. App Service sets the two WEBSITE_ settings.
+# As infra/modules/functionapp.bicep configures the app, but with the embedded store and bus (a benchmark
+# or test here has no Azure Tables or Service Bus to reach) and telemetry sent with a key to a loopback
+# port nobody answers (no Entra token for Application Insights here; Microsoft's own SDK channels off).
+# App Service sets the two WEBSITE_ settings.
 DEPLOYMENT_SETTINGS = {
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": (
+        "InstrumentationKey=00000000-0000-0000-0000-00000000dead;IngestionEndpoint=http://127.0.0.1:9/"
+    ),
+    "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
     "WEBSITE_SITE_NAME": "func-vending-bench",
     "WEBSITE_AUTH_ENABLED": "True",
     "VENDING_CLOUD": "azure",

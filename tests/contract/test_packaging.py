@@ -39,6 +39,7 @@ LOCAL_FILES = [
     "venv/pyvenv.cfg",
     "env/lib/python3.11/site-packages/fastapi/__init__.py",
     "workspace-vending_env/pyvenv.cfg",  # what `azd restore` makes
+    "scratch_env/lib/python3.11/site-packages/x.py",
     ".tools/node_modules/azurite/package.json",
     "node_modules/azurite/package.json",
     ".python_packages/lib/site-packages/fastapi/__init__.py",
@@ -56,13 +57,28 @@ LOCAL_FILES = [
     "htmlcov/index.html",
     "models/__pycache__/plan.cpython-311.pyc",
     "handlers/portal.cpython-311.pyc",
-    "client.py",  # a new file at the top is not deployed until .funcignore names it
 ]
+
+
+def test_every_rule_reads_alike_in_azds_matcher_and_gits() -> None:
+    # azd matches .funcignore with its own library, whose wildcards cross "/" in a pattern that has a
+    # slash; pathspec here follows git. A literal name at the top (/name) or a name with no slash (matched
+    # against each file's and folder's own name) reads the same in both, so the package computed here is
+    # the one azd makes.
+    for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines():
+        rule = line.strip()
+        if not rule or rule.startswith("#"):
+            continue
+        assert not rule.startswith("!"), f"{rule}: a re-include reads differently in azd"
+        name = rule.removeprefix("/").removesuffix("/")
+        assert "/" not in name, f"{rule}: one name, at the top or anywhere"
+        assert not rule.startswith("/") or not any(c in name for c in "*?[]"), f"{rule}: a wildcard at the top"
 
 
 def test_the_package_holds_the_app_and_no_development_files() -> None:
     tracked = tracked_files()
     deployed = packaged(tracked)
+    # A new tracked file or folder at the top fails here until .funcignore leaves it out or PACKAGED names it.
     assert {f.split("/")[0] for f in deployed} == PACKAGED
     # Whole: every tracked file of the app's folders is deployed (templates and static assets too).
     assert sorted(deployed) == sorted(f for f in tracked if f.split("/")[0] in PACKAGED)
