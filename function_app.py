@@ -35,10 +35,13 @@ if SETTINGS.cloud == "azure":
 def _build_container() -> Container:
     from composition import Container
 
-    if STARTUP is None:
-        return Container(SETTINGS)
-    # What the import checked, not read a second time (a policy file changed since would differ from it).
-    return Container(SETTINGS, policy=STARTUP.policy, auth_settings=STARTUP.auth_settings)
+    # What the import checked, not read a second time (a policy file changed since would differ from it); on
+    # the emulator nothing was read, and the container reads the policy on first use.
+    return Container(
+        SETTINGS,
+        policy=STARTUP.policy if STARTUP else None,
+        auth_settings=STARTUP.auth_settings if STARTUP else None,
+    )
 
 
 _container = Lazy(_build_container)

@@ -603,7 +603,9 @@ def _run_json(code: str, env: dict[str, str] | None = None, *args: str) -> dict[
 
 def _run_deployed(python: Path, package: Path, code: str, env: dict[str, str], *args: str) -> dict[str, Any]:
     """Run a script as Azure runs the app: from a copy of the package, with requirements.txt's packages only."""
-    bare = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    from bench.deployed import bare_environment
+
+    bare = bare_environment()
     # The package is mounted read-only and holds no bytecode (.funcignore): its modules compile at every start.
     # The installed packages have theirs, compiled when pip installed them.
     bare["PYTHONDONTWRITEBYTECODE"] = "1"

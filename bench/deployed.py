@@ -12,6 +12,7 @@ package itself.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,11 @@ def copy_package(to: Path, root: Path = ROOT) -> None:
         target = to / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, target)
+
+
+def bare_environment() -> dict[str, str]:
+    """Return only what a process needs to start: none of this shell's settings reach the deployed app."""
+    return {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
 
 
 def deployed_python(root: Path = ROOT) -> Path:

@@ -230,7 +230,13 @@ class _Getter:
         self.credential = credential
         self._token: Any = None
         self._lock = threading.Lock()
-        self._refused = ""  # why no read can be made at all (a proxy this process cannot use), else empty
+        # Why no call can be made at all (a token that would travel in the clear, a proxy this process cannot
+        # use), else empty: decided once, here, not on every call.
+        self._refused = (
+            ""
+            if is_tls_or_loopback(endpoint.arm_url)
+            else f"{endpoint.arm_url} is not https, and the ARM token is never sent in the clear"
+        )
         bundle = endpoint.ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         bundle = bundle or certifi.where()
         context = (
@@ -275,14 +281,16 @@ class _Getter:
 
     def get(self, path: str, api: str, timeout: float) -> tuple[int, Any]:
         """GET `path` at `api`: the status and the JSON body (None when there is none); `Unreachable`, `TimedOut`."""
-        return self.call("GET", f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}", timeout)
+        return self.call("GET", self.url(path, api), timeout)
+
+    def url(self, path: str, api: str) -> str:
+        """Return the URL of ARM's `path` at `api`."""
+        return f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}"
 
     def call(self, method: str, url: str, timeout: float, body: Any = None) -> tuple[int, Any]:
         """Send `method` to `url` (a JSON `body`, if any): the status and the JSON answer; `Unreachable`, `TimedOut`."""
         if self._refused:
             raise Misconfigured(self._refused)
-        if not is_tls_or_loopback(self.endpoint.arm_url):
-            raise Misconfigured(f"{self.endpoint.arm_url} is not https, and the ARM token is never sent in the clear")
         token = self._bearer()
         status, data, challenge = self._send(method, url, timeout, body, token)
         if status == 401:  # revoked, or claims to add (continuous access evaluation): a new token, once
@@ -366,9 +374,7 @@ class ArmPreflight:
     def _call(
         self, method: str, path: str, api: str, timeout: float, body: Any = None, *, url: str | None = None
     ) -> tuple[int, Any]:
-        return self._getter.call(
-            method, url or f"{self.endpoint.arm_url.rstrip('/')}{path}?api-version={api}", timeout, body
-        )
+        return self._getter.call(method, url or self._getter.url(path, api), timeout, body)
 
     def check(self, *, plan: Plan, request: WorkspaceRequest, policy: Policy) -> PreflightReport:
         """Run every check in parallel; whatever has not answered by the timeout is reported as skipped."""

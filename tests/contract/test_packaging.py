@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.deployed import DEPLOYMENT_SETTINGS, copy_package, packaged, tracked_files
+from bench.deployed import DEPLOYMENT_SETTINGS, bare_environment, copy_package, packaged, tracked_files
 from tests.conftest import ROOT
 
 # The app and nothing else; the remote build installs requirements.txt.
@@ -112,7 +111,7 @@ print(json.dumps({"functions": sorted(functions), "health": health.status_code, 
 def test_a_copy_of_the_package_indexes_warms_up_and_serves_as_azure_runs_it(tmp_path: Path) -> None:
     package = tmp_path / "wwwroot"
     copy_package(package)
-    bare = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    bare = bare_environment()
     out = subprocess.run(
         [sys.executable, "-c", RUN_AS_AZURE, ",".join(sorted(LEFT_OUT_CODE))],
         cwd=package,
