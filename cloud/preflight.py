@@ -309,21 +309,29 @@ class _Getter:
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        try:
-            resp = self._http.request(
-                method,
-                url,
-                body=payload,
-                headers=headers,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                redirect=False,
-            )
-        except urllib3.exceptions.NewConnectionError as exc:  # refused, or no such host (a ConnectTimeoutError)
-            raise Unreachable(str(exc)) from exc
-        except urllib3.exceptions.TimeoutError as exc:
-            raise TimedOut(str(exc)) from exc
-        except urllib3.exceptions.HTTPError as exc:
-            raise (TimedOut if _timed_out(exc) else Unreachable)(str(exc)) from exc
+        for fresh in (False, True):
+            try:
+                resp = self._http.request(
+                    method,
+                    url,
+                    body=payload,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                    redirect=False,
+                )
+                break
+            except urllib3.exceptions.NewConnectionError as exc:  # refused, or no such host (a ConnectTimeoutError)
+                raise Unreachable(str(exc)) from exc
+            except urllib3.exceptions.TimeoutError as exc:
+                raise TimedOut(str(exc)) from exc
+            except urllib3.exceptions.ProtocolError as exc:
+                # A kept connection the server closed as it was reused ("Remote end closed connection without
+                # response"): nothing was answered, and every call here is a read (GETs, and POSTs that only
+                # ask, such as checkNameAvailability), so it is sent once more, on a new connection.
+                if fresh:
+                    raise (TimedOut if _timed_out(exc) else Unreachable)(str(exc)) from exc
+            except urllib3.exceptions.HTTPError as exc:
+                raise (TimedOut if _timed_out(exc) else Unreachable)(str(exc)) from exc
         try:
             data = json.loads(resp.data) if resp.data else None
         except ValueError:

@@ -210,3 +210,42 @@ def test_the_token_is_never_sent_in_the_clear(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(TransientError, match="never sent in the clear"):
         reader.read_resources([WORKSPACE], timeout_s=2)
     assert credential.asked == []
+
+
+def test_a_kept_connection_the_server_closed_is_read_again_on_a_new_one() -> None:
+    # A server whose keep-alive ends as the connection is reused: it answers a connection's first request,
+    # then closes it on the next without a word (what tests/e2e/test_chatops.py met in CI as
+    # "Remote end closed connection without response"). The read goes on over a new connection.
+    import socket
+    import socketserver
+
+    connections: list[int] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            connections.append(1)
+            self._head()
+            data = json.dumps({"id": WORKSPACE, "name": "mlw-fraud-dev", "tags": {"team": "fraud-detection"}}).encode()
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+            )
+            self.wfile.flush()
+            self._head()  # the next request on this connection: closed unanswered
+            self.request.shutdown(socket.SHUT_RDWR)
+
+        def _head(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reader = ArmPreflight(CloudEndpoint(f"http://127.0.0.1:{server.server_address[1]}/"), Tokens("new"))
+        for _ in range(3):
+            found = reader.read_resources([WORKSPACE], timeout_s=5)
+            assert found[WORKSPACE] is not None and found[WORKSPACE].tags == {"team": "fraud-detection"}
+        assert len(connections) == 3  # each later read met a closed connection and went on over a new one
+    finally:
+        server.shutdown()
+        server.server_close()
