@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cloud.ml import deployment_error
+from cloud.ml import ArmDeployment, deployment_error
 from cloud.provider import AzureProvider
 from emulator.faults import Fault
 from emulator.server import EmulatorServer
@@ -28,10 +28,8 @@ FIXTURES = ROOT / "tests" / "events" / "arm"
 WORKSPACES = "Microsoft.MachineLearningServices/workspaces"
 
 
-def _deployment(name: str) -> Any:
-    from azure.mgmt.resource.deployments.models import DeploymentExtended
-
-    return DeploymentExtended(json.loads((FIXTURES / name).read_text()))
+def _deployment(name: str) -> ArmDeployment:
+    return ArmDeployment.model_validate_json((FIXTURES / name).read_text())
 
 
 def _up_to(provider: AzureProvider, p: Any, last: str) -> dict[str, dict[str, Any]]:
@@ -104,11 +102,8 @@ def test_a_transient_failure_is_deployed_again_as_a_counted_retry(
     assert isinstance(drive(provider, p, "workspace", outputs), Done)
 
 
-def test_a_create_that_ends_failed_is_a_resource_deployment_failure(
-    provider: AzureProvider, emulator: EmulatorServer
-) -> None:
-    p = _plan(example("cpu-small.json") | {"team": "dep-async"})
-    outputs = _up_to(provider, p, "workspace")
+def _fail_the_next_workspace_create(emulator: EmulatorServer) -> None:
+    """The next workspace PUT is accepted and then ends Failed, as a create the RP could not finish does."""
     emulator.state.faults.replace(
         [
             Fault(
@@ -121,6 +116,14 @@ def test_a_create_that_ends_failed_is_a_resource_deployment_failure(
             )
         ]
     )
+
+
+def test_a_create_that_ends_failed_is_a_resource_deployment_failure(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
+    p = _plan(example("cpu-small.json") | {"team": "dep-async"})
+    outputs = _up_to(provider, p, "workspace")
+    _fail_the_next_workspace_create(emulator)
     outcome = drive(provider, p, "workspace", outputs, retry=False)
     assert isinstance(outcome, Retry) and "could not be provisioned" in outcome.error, outcome
     deployments = [d for d in _all_deployments(emulator, p) if d["properties"]["provisioningState"] == "Failed"]
@@ -232,3 +235,74 @@ def test_a_throttled_or_failing_purge_answer_is_transient_and_a_bad_request_is_p
     assert isinstance(_answer_error(_Answer(503, None), "purging"), TransientError)
     refused = _answer_error(_Answer(400, {"error": {"code": "BadRequest", "message": "no"}}), "purging")
     assert isinstance(refused, PermanentError)
+
+
+def test_a_failed_deployment_on_a_later_page_is_still_read(provider: AzureProvider, emulator: EmulatorServer) -> None:
+    # Two workspaces of one team share its resource group, so its deployment history holds both; one a page.
+    first = _plan(example("cpu-small.json") | {"team": "dep-pages", "workspace_name": "dep-pages-one"})
+    done = _up_to(provider, first, "workspace")
+    assert isinstance(drive(provider, first, "workspace", done), Done)
+    p = _plan(example("cpu-small.json") | {"team": "dep-pages", "workspace_name": "dep-pages-two"})
+    assert p.names.resource_group == first.names.resource_group
+    outputs = _up_to(provider, p, "workspace")
+    _fail_the_next_workspace_create(emulator)
+    emulator.state.config.page_size = 1
+    try:
+        before = _deployment_reads(emulator)
+        outcome = drive(provider, p, "workspace", outputs, retry=False)
+        listed = _deployment_reads(emulator) - before
+    finally:
+        emulator.state.config.page_size = 100
+    # Its failed deployment is the resource group's second: read from the second page, as a counted retry.
+    assert isinstance(outcome, Retry) and "could not be provisioned" in outcome.error, outcome
+    assert listed >= 2  # one page, then the one its nextLink named
+    assert isinstance(drive(provider, p, "workspace", outputs), Done)
+
+
+def _deployment_reads(emulator: EmulatorServer) -> int:
+    return sum(
+        row["count"]
+        for row in emulator.state.stats()["calls_by_type"]
+        if row["operation"] == "reads" and row["type"].lower() == "microsoft.resources/deployments"
+    )
+
+
+class _Deployments:
+    """A deployments client whose every page points on to `next_link`."""
+
+    def __init__(self, next_link: str) -> None:
+        self.next_link = next_link
+        self.sent: list[str] = []
+
+    def send_request(self, request: Any) -> _Answer:
+        self.sent.append(request.url)
+        return _Answer(200, {"value": [], "nextLink": self.next_link})
+
+
+class _Clients:
+    def __init__(self, deployments: _Deployments) -> None:
+        self.endpoint = type("Endpoint", (), {"arm_url": "https://management.azure.com/"})()
+        self._deployments = deployments
+
+    def deployments(self, sub: str) -> _Deployments:
+        return self._deployments
+
+
+@pytest.mark.parametrize(
+    ("next_link", "said"),
+    [
+        ("https://elsewhere.example/subscriptions/x/deployments?$skipToken=1", "leaves the ARM endpoint"),
+        ("https://management.azure.com/subscriptions/x/deployments?$skipToken=1", "more than 50 pages"),
+    ],
+)
+def test_a_deployment_list_follows_next_link_only_on_arm_and_not_for_ever(next_link: str, said: str) -> None:
+    from cloud.ml import _recent_deployments
+
+    p = _plan(example("cpu-small.json") | {"team": "dep-links"})
+    deployments = _Deployments(next_link)
+    ctx = StepContext(request_id="r", names=p.names, attempt=1)
+    with pytest.raises(TransientError, match=said):
+        _recent_deployments(p.step("workspace"), ctx, _Clients(deployments))  # type: ignore[arg-type]
+    # The token never went to another host: every request was to ARM.
+    assert all(url.startswith("https://management.azure.com/") for url in deployments.sent)
+    assert len(deployments.sent) == (1 if "elsewhere" in next_link else 50)
