@@ -157,7 +157,7 @@ def main() -> int:
         for s in steps
         if s.status.value == "failed" and s.error is not None and s.error.code.lower() in THROTTLE_CODES
     )
-    # Steps ARM throttled, as their events tell it: a retry after a 429, or a wait while the subscription cools down.
+    # Steps ARM throttled, as their events tell it: a retry after a 429, or a wait while that kind of call cools down.
     throttled_steps = {
         (e.request_id, e.step)
         for r in ids
@@ -165,7 +165,7 @@ def main() -> int:
         if e.step
         and (
             (e.error_code or "").lower() in THROTTLE_CODES
-            or "throttling subscription" in (e.message or "")
+            or "ARM is throttling" in (e.message or "")
             or "throttled" in (e.message or "").lower()
         )
     }

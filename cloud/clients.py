@@ -81,7 +81,9 @@ class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
 
     Each response's remaining budget is recorded on the reconcile's `SubscriptionThrottle`; a call whose
     budget is nearly spent waits (at most `max_pace_s`) for tokens to come back. A 429 that still
-    happens goes to `cloud.common.call`, which sets the subscription's cool-down from Retry-After.
+    happens sets a cool-down for its kind of call (reads, writes or deletes: ARM's buckets are apart)
+    from its Retry-After, and while it lasts a request of that kind is stopped here, before it is sent
+    (`SubscriptionThrottle.hold` raises BackPressure, which `cloud.common.call` hands to the engine).
     Header names: Microsoft Learn, "Understand how Azure Resource Manager throttles requests".
 
     A sans-I/O policy: azure-ai-ml shares one instance among the service clients it builds, and
@@ -91,22 +93,37 @@ class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     """
 
     def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
-        """Wait when the budget is low."""
+        """Stop while ARM throttles this kind of call; wait when the budget is low."""
         scope = CURRENT.get()
         if scope is not None:
-            wait = scope.throttle.pace_s(scope.subscription, operation_of(request.http_request.method))
+            operation = operation_of(request.http_request.method)
+            scope.throttle.hold(scope.subscription, operation)
+            wait = scope.throttle.pace_s(scope.subscription, operation)
             if wait > 0:
                 time.sleep(wait)
 
     def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:  # type: ignore[type-arg]
-        """Record what the response says is left."""
+        """Record what the response says is left, and a 429's cool-down for its kind of call."""
         scope = CURRENT.get()
         if scope is None:
             return
         operation = operation_of(request.http_request.method)
-        value = response.http_response.headers.get(f"x-ms-ratelimit-remaining-subscription-{operation}")
+        headers = response.http_response.headers
+        value = headers.get(f"x-ms-ratelimit-remaining-subscription-{operation}")
         if value is not None and value.strip().lstrip("-").isdigit():
             scope.throttle.observe(scope.subscription, operation, int(value))
+        if response.http_response.status_code == 429:
+            # Also for raw send_request calls, which do not raise: the next request of this kind waits.
+            scope.throttle.throttled(scope.subscription, _retry_after_s(headers.get("Retry-After")), operation)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds (ARM sends seconds; None for a missing or unreadable one: the default applies)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _shared_transport(connections: int, verify: str | bool) -> Any:

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 from cloud.errors import is_not_found, translate
 from cloud.throttle import CURRENT
-from models.errors import TransientError
+from models.arm_limits import Operation, operation_of
+from models.errors import BackPressure, TransientError
 from models.outcomes import Retry, Wait
 
 T = TypeVar("T")
@@ -62,12 +63,33 @@ def progress(resource: Any, what: str, timing: Timing) -> Wait | Retry | None:
 THROTTLE_CODES = {"toomanyrequests", "subscriptionrequeststhrottled", "resourcerequeststhrottled"}
 
 
+def _held_back(exc: BaseException) -> BackPressure | None:
+    """Find the BackPressure this service raised under an SDK call (in its pipeline), even when the SDK wrapped it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, BackPressure):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _operation_of_failure(exc: BaseException) -> Operation | None:
+    """Say which kind of call an SDK error answered (its request's method), when the error says."""
+    method = getattr(getattr(getattr(exc, "response", None), "request", None), "method", None)
+    return operation_of(method) if isinstance(method, str) else None
+
+
 def _guarded(what: str, fn: Callable[[], T], *, missing_ok: bool) -> T | None:
     scope = CURRENT.get()
     with scope.throttle.slot(scope.subscription) if scope else nullcontext():
         try:
             return fn()
         except Exception as exc:
+            held = _held_back(exc)
+            if held is not None:  # a request stopped before it was sent: ARM throttles its kind of call
+                raise held from None
             if missing_ok and is_not_found(exc):
                 return None
             error = translate(exc, what=what)
@@ -76,7 +98,7 @@ def _guarded(what: str, fn: Callable[[], T], *, missing_ok: bool) -> T | None:
                 and isinstance(error, TransientError)
                 and (getattr(exc, "status_code", None) == 429 or error.code.lower() in THROTTLE_CODES)
             ):
-                scope.throttle.throttled(scope.subscription, error.retry_after_s)
+                scope.throttle.throttled(scope.subscription, error.retry_after_s, _operation_of_failure(exc))
             raise error from exc
 
 

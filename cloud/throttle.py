@@ -1,9 +1,11 @@
 """Self-throttling: cap concurrent ARM calls per subscription, and slow the whole subscription on a 429.
 
-ARM's limits are per subscription (and per principal), so one step's 429 means every step in that
-subscription should back off. A reconcile runs inside `subscription_scope`; every SDK call made
-through `cloud.common.call` takes a slot, and a 429 anywhere sets a cool-down that makes the next
-calls in that subscription answer Retry at once (with the time left) instead of calling ARM.
+ARM's limits are per subscription, per principal and per kind of operation (reads, writes and deletes
+each have a bucket), so one step's 429 on a read means every step in that subscription should hold its
+reads back, and only its reads. A reconcile runs inside `subscription_scope`; every SDK call made
+through `cloud.common.call` takes a slot, and a 429 sets a cool-down for its kind of operation that
+makes the next such requests in that subscription stop before they are sent (`hold`, called by the
+clients' pipeline policy for each request) and answer Retry with the time left, instead of calling ARM.
 
 Before it is throttled, a client paces itself by ARM's remaining-budget headers
 (`x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}`): `observe` records what a response
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 from models.arm_limits import Operation
 from models.errors import BackPressure
+
+OPERATIONS: tuple[Operation, ...] = ("reads", "writes", "deletes")
 
 # Refill per second of ARM's subscription buckets (Microsoft Learn, "Understand how Azure Resource
 # Manager throttles requests", regional throttling and token bucket algorithm).
@@ -49,25 +53,31 @@ class SubscriptionThrottle:
         self.max_pace_s = max_pace_s
         self.refill_per_s = refill_per_s or ARM_REFILL_PER_S
         self._slots: dict[str, threading.BoundedSemaphore] = {}
-        self._cool_until: dict[str, float] = {}
+        self._cool_until: dict[tuple[str, str], float] = {}  # (subscription, operation) -> monotonic time
         self._budget: dict[tuple[str, str], tuple[int, float]] = {}  # (subscription, op) -> (remaining, seen at)
         self._lock = threading.Lock()
 
-    def cooldown_left(self, subscription: str) -> float:
-        """Return how long the subscription must still wait, in seconds (0 when it may call)."""
+    def cooldown_left(self, subscription: str, operation: Operation | None = None) -> float:
+        """Return how long calls of this kind (of any kind, when None) must still wait, in seconds (0: they may go)."""
+        now = time.monotonic()
+        ops = (operation,) if operation is not None else OPERATIONS
         with self._lock:
-            return max(self._cool_until.get(subscription, 0.0) - time.monotonic(), 0.0)
+            until = max(self._cool_until.get((subscription.lower(), op), 0.0) for op in ops)
+        return max(until - now, 0.0)
 
-    @contextmanager
-    def slot(self, subscription: str) -> Iterator[None]:
-        """Hold one of the subscription's call slots; refuse at once while it cools down."""
-        left = self.cooldown_left(subscription)
+    def hold(self, subscription: str, operation: Operation) -> None:
+        """Refuse a request at once (BackPressure) while ARM throttles its kind of operation in the subscription."""
+        left = self.cooldown_left(subscription, operation)
         if left > 0:
             raise BackPressure(
-                f"ARM is throttling subscription {subscription}; holding calls for {left:.1f} s more",
+                f"ARM is throttling {operation} in subscription {subscription}; holding them for {left:.1f} s more",
                 retry_after_s=left,
                 code="SubscriptionThrottled",
             )
+
+    @contextmanager
+    def slot(self, subscription: str) -> Iterator[None]:
+        """Hold one of the subscription's call slots (the cool-downs are checked per request, by `hold`)."""
         with self._lock:
             sem = self._slots.setdefault(subscription, threading.BoundedSemaphore(self.max_concurrent))
         if not sem.acquire(timeout=self.wait_for_slot_s):
@@ -105,11 +115,14 @@ class SubscriptionThrottle:
             self._budget[(subscription.lower(), operation)] = (remaining - 1, at)
             return min(wait, self.max_pace_s)
 
-    def throttled(self, subscription: str, retry_after_s: float | None) -> None:
-        """Note a 429: every call in the subscription waits for Retry-After (or the default)."""
+    def throttled(self, subscription: str, retry_after_s: float | None, operation: Operation | None = None) -> None:
+        """Note a 429: calls of its kind (of every kind, when it is not known) wait for Retry-After (or the default)."""
         until = time.monotonic() + (retry_after_s if retry_after_s is not None else self.default_cooldown_s)
+        ops = (operation,) if operation is not None else OPERATIONS
         with self._lock:
-            self._cool_until[subscription] = max(self._cool_until.get(subscription, 0.0), until)
+            for op in ops:
+                key = (subscription.lower(), op)
+                self._cool_until[key] = max(self._cool_until.get(key, 0.0), until)
 
 
 @dataclass(frozen=True)

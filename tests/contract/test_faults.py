@@ -67,7 +67,9 @@ def test_transient_errors_become_retries(
     assert isinstance(drive(provider, p, "storage", outputs), Done)  # the fault fired once; the retry succeeds
 
 
-def test_a_429_slows_the_whole_subscription(provider: AzureProvider, emulator: EmulatorServer) -> None:
+def test_a_429_on_a_write_slows_every_write_in_the_subscription(
+    provider: AzureProvider, emulator: EmulatorServer
+) -> None:
     p = _plan(example("cpu-small.json") | {"team": "throttled"})
     outputs = _up_to(provider, p, "storage")
     _fault(
@@ -81,10 +83,10 @@ def test_a_429_slows_the_whole_subscription(provider: AzureProvider, emulator: E
     assert isinstance(drive(provider, p, "storage", outputs, retry=False), Retry)
     calls = len(emulator.state.requests)
     other = drive(provider, p, "key-vault", outputs, retry=False)  # another step, same subscription
-    # Held back by the service itself, not refused by Azure: a wait, not a failed attempt.
-    assert isinstance(other, Wait) and "throttling subscription" in other.reason
+    # Its write held back by the service itself, not refused by Azure: a wait, not a failed attempt.
+    assert isinstance(other, Wait) and "throttling writes in subscription" in other.reason
     assert 29 < other.after_s <= 30
-    assert len(emulator.state.requests) == calls  # it did not call ARM at all
+    assert len(emulator.state.requests) == calls  # it wrote nothing to ARM
     provider.throttle._cool_until.clear()
 
 

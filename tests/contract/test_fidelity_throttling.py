@@ -17,13 +17,14 @@ import httpx
 import pytest
 
 from cloud.clients import Clients, emulator_endpoint
-from cloud.common import Timing
+from cloud.common import Timing, call
 from cloud.credentials import EmulatorCredential
 from cloud.provider import AzureProvider
-from cloud.throttle import SubscriptionThrottle
+from cloud.throttle import SubscriptionThrottle, subscription_scope
 from emulator.server import EmulatorServer
 from emulator.state import Config
 from emulator.throttling import RequestThrottle, ThrottlingConfig
+from models.errors import BackPressure, TransientError
 from models.outcomes import Done, Retry, Wait
 from tests.conftest import example
 from tests.contract.conftest import SUB, _plan, drive
@@ -162,5 +163,46 @@ def test_a_429_that_reaches_the_provider_is_retried_after_its_retry_after(arm: E
     assert isinstance(outcome, Retry | Wait), outcome
     assert outcome.after_s == pytest.approx(2, abs=0.01)  # Retry-After, not a guess
     assert arm.throttle.throttled >= 1
-    assert provider.throttle.cooldown_left(p.names.subscription_id) > 0  # the whole subscription waits
+    sub = p.names.subscription_id
+    assert provider.throttle.cooldown_left(sub, "writes") > 0  # every write in the subscription waits
+    assert provider.throttle.cooldown_left(sub, "reads") == 0  # reads have a bucket of their own
     assert isinstance(drive(provider, p, "storage", outputs), Done)
+
+
+def test_a_throttled_kind_of_call_is_held_before_it_is_sent_and_the_others_go_on(arm: EmulatorServer) -> None:
+    # A read bucket of one token that takes 20 s to refill: the second read is ARM's 429, with Retry-After 20.
+    _configure(arm, subscription_reads={"size": 1, "refill_per_s": 0.05})
+    provider = _provider(arm)
+    groups = provider.clients.resources(SUB).resource_groups
+    with subscription_scope(provider.throttle, SUB):
+        assert call("reading", lambda: groups.check_existence("rg-throttle")) is False
+        with pytest.raises(TransientError) as throttled:
+            call("reading", lambda: groups.check_existence("rg-throttle"))
+        assert not isinstance(throttled.value, BackPressure)  # this one reached ARM, and ARM said 429
+        assert provider.throttle.cooldown_left(SUB, "reads") == pytest.approx(20, abs=1)
+        refused = arm.throttle.throttled
+        # The next read stops here, before it is sent: no token spent, no 429 more, the time left said.
+        with pytest.raises(BackPressure) as held:
+            call("reading", lambda: groups.check_existence("rg-throttle"))
+        assert held.value.code == "SubscriptionThrottled" and (held.value.retry_after_s or 0) > 15
+        assert arm.throttle.throttled == refused
+        # A write draws from its own bucket: it goes out at once.
+        made = call("creating", lambda: groups.create_or_update("rg-throttle", {"location": "westeurope"}))
+        assert made.name == "rg-throttle"
+    # Another subscription's reads are not held either.
+    assert provider.throttle.cooldown_left("22222222-2222-2222-2222-222222222222", "reads") == 0
+
+
+def test_a_back_pressure_the_sdk_wrapped_is_still_handed_on_as_such() -> None:
+    throttle = SubscriptionThrottle(max_concurrent=2)
+    throttle.throttled(SUB, 3.0, "reads")
+
+    def wrapped() -> None:
+        try:
+            throttle.hold(SUB, "reads")
+        except BackPressure as exc:
+            raise RuntimeError("an SDK's own error around ours") from exc
+
+    with subscription_scope(throttle, SUB), pytest.raises(BackPressure, match="throttling reads"):
+        call("reading", wrapped)
+    assert throttle.cooldown_left(SUB, "writes") == 0 and throttle.cooldown_left(SUB) > 0
