@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
+from cloud.errors import retry_after_s
 from cloud.throttle import CURRENT
 from models.arm_limits import operation_of
 
@@ -84,6 +85,8 @@ class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     happens sets a cool-down for its kind of call (reads, writes or deletes: ARM's buckets are apart)
     from its Retry-After, and while it lasts a request of that kind is stopped here, before it is sent
     (`SubscriptionThrottle.hold` raises BackPressure, which `cloud.common.call` hands to the engine).
+    Only requests sent inside a reconcile's `subscription_scope` are seen: azure-ai-ml's poller threads
+    and the clients it builds for itself (its template deployments) send theirs unpaced and unheld.
     Header names: Microsoft Learn, "Understand how Azure Resource Manager throttles requests".
 
     A sans-I/O policy: azure-ai-ml shares one instance among the service clients it builds, and
@@ -101,6 +104,7 @@ class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             wait = scope.throttle.pace_s(scope.subscription, operation)
             if wait > 0:
                 time.sleep(wait)
+                scope.throttle.hold(scope.subscription, operation)  # a 429 may have come in meanwhile
 
     def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:  # type: ignore[type-arg]
         """Record what the response says is left, and a 429's cool-down for its kind of call."""
@@ -114,16 +118,7 @@ class RemainingBudgetPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             scope.throttle.observe(scope.subscription, operation, int(value))
         if response.http_response.status_code == 429:
             # Also for raw send_request calls, which do not raise: the next request of this kind waits.
-            scope.throttle.throttled(scope.subscription, _retry_after_s(headers.get("Retry-After")), operation)
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds (ARM sends seconds; None for a missing or unreadable one: the default applies)."""
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and seconds >= 0 else None
+            scope.throttle.throttled(scope.subscription, retry_after_s(headers), operation)
 
 
 def _shared_transport(connections: int, verify: str | bool) -> Any:
@@ -191,7 +186,7 @@ class Clients:
 
     def _mgmt_kwargs(self) -> dict[str, Any]:
         # No retries inside the SDK: a 429 or 5xx becomes a Retry outcome, and the step engine schedules
-        # the next attempt without holding a worker (and the throttle slows the whole subscription).
+        # the next attempt without holding a worker (and the throttle holds that kind of call in the subscription).
         kw: dict[str, Any] = {
             "base_url": self.endpoint.arm_url,
             "credential_scopes": [self.endpoint.scope],

@@ -66,12 +66,15 @@ THROTTLE_CODES = {"toomanyrequests", "subscriptionrequeststhrottled", "resourcer
 def _held_back(exc: BaseException) -> BackPressure | None:
     """Find the BackPressure this service raised under an SDK call (in its pipeline), even when the SDK wrapped it."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
         if isinstance(current, BackPressure):
             return current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
     return None
 
 
@@ -100,6 +103,20 @@ def _guarded(what: str, fn: Callable[[], T], *, missing_ok: bool) -> T | None:
             ):
                 scope.throttle.throttled(scope.subscription, error.retry_after_s, _operation_of_failure(exc))
             raise error from exc
+
+
+def hold_kinds(*operations: Operation) -> None:
+    """Stop now (BackPressure) when ARM throttles any of these kinds of call in the reconcile's subscription.
+
+    For an SDK call that sends several requests and takes a failure of one of them for an answer:
+    azure-ai-ml's workspace `begin_create` reads the workspace first and takes any error for "there is
+    none", so a read held in its pipeline would turn an update into a fresh deployment. Checked before it
+    starts, the step waits instead.
+    """
+    scope = CURRENT.get()
+    if scope is not None:
+        for operation in operations:
+            scope.throttle.hold(scope.subscription, operation)
 
 
 def call(what: str, fn: Callable[[], T]) -> T:

@@ -6,6 +6,8 @@ Permanent errors carry a sentence that tells the requester or the platform team 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,18 +249,32 @@ def _code_and_message(exc: Any) -> tuple[str, str]:
     return code, message
 
 
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
+# The longest wait an answer may ask for: ARM's RPC caps Retry-After at 10 minutes (v1.0/async-api-reference.md,
+# "202 Accepted and Location Headers"). Longer, infinite or negative values are a broken or hostile endpoint's.
+MAX_RETRY_AFTER_S = 600.0
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Read how long an answer asks to wait: Retry-After in seconds, else x-ms-retry-after-ms.
+
+    None when neither is there or readable (an HTTP date included: ARM sends seconds); at most
+    `MAX_RETRY_AFTER_S`, and never negative.
+    """
     for name in ("Retry-After", "retry-after", "x-ms-retry-after-ms"):
-        value = headers.get(name)
+        value = (headers or {}).get(name)
         if value:
             try:
-                seconds = float(value)
+                seconds = float(value) / (1000 if name.endswith("-ms") else 1)
             except ValueError:
                 return None
-            return seconds / 1000 if name.endswith("-ms") else seconds
+            if not math.isfinite(seconds) or seconds < 0:
+                return None
+            return min(seconds, MAX_RETRY_AFTER_S)
     return None
+
+
+def _retry_after(exc: Any) -> float | None:
+    return retry_after_s(getattr(getattr(exc, "response", None), "headers", None))
 
 
 def classify(

@@ -14,8 +14,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from cloud.clients import Clients
-from cloud.common import TRANSITIONAL, Timing, after_poller, call, get_or_none, progress, state_of, tags_differ
-from cloud.errors import ErrorDetail, classify, classify_wrapped
+from cloud.common import (
+    TRANSITIONAL,
+    Timing,
+    after_poller,
+    call,
+    get_or_none,
+    hold_kinds,
+    progress,
+    state_of,
+    tags_differ,
+)
+from cloud.errors import ErrorDetail, classify, classify_wrapped, retry_after_s
 from engine.ports import StepContext
 from models.errors import PermanentError, TransientError, VendingError
 from models.outcomes import Done, Fail, Outcome, Retry, Wait
@@ -219,6 +229,7 @@ def reconcile_workspace(step: Step, ctx: StepContext, clients: Clients, timing: 
         # https://learn.microsoft.com/azure/machine-learning/how-to-disable-local-auth-storage
         system_datastores_auth_mode=spec.system_datastores_auth_mode,
     )
+    hold_kinds("reads", "writes")  # begin_create reads the workspace and takes any error for "none" (see there)
     poller = call(f"creating {what}", lambda: ml.workspaces.begin_create(desired))
     return again or Wait(after_poller(poller, timing), f"{what} deployment started")
 
@@ -262,7 +273,7 @@ def _answer_error(response: Any, what: str) -> VendingError:
     except ValueError:
         body = None
     detail = ErrorDetail.from_json(body) or ErrorDetail("", f"HTTP {response.status_code}")
-    retry = _seconds(response.headers.get("Retry-After"), 0.0) or None
+    retry = retry_after_s(response.headers) or None
     return classify(detail.code, detail.message, what=what, status=response.status_code, retry_after=retry)
 
 
@@ -297,14 +308,14 @@ def purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timi
     if response.status_code != 202:
         return bool(response.status_code != 204)
     monitor = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
-    retry_after = _seconds(response.headers.get("Retry-After"), timing.poll_s)
+    retry_after = retry_after_s(response.headers) or timing.poll_s
     if not monitor:
         return Wait(retry_after, f"{what}: Azure accepted it")
     status = call(what, lambda: arm.send_request(HttpRequest("GET", monitor)))
     if status.status_code >= 400:
         raise _answer_error(status, f"{what} (reading its operation)")
     if status.status_code == 202:
-        return Wait(_seconds(status.headers.get("Retry-After"), retry_after), f"{what}: still running")
+        return Wait(retry_after_s(status.headers) or retry_after, f"{what}: still running")
     try:
         doc = status.json() if status.content else {}
     except ValueError:
@@ -319,15 +330,8 @@ def purge_workspace(step: Step, ctx: StepContext, clients: Clients, timing: Timi
             code="WorkspacePurgeFailed",
         )
     if state.lower() != "succeeded":
-        return Wait(_seconds(status.headers.get("Retry-After"), retry_after), f"{what}: {state}")
+        return Wait(retry_after_s(status.headers) or retry_after, f"{what}: {state}")
     return True
-
-
-def _seconds(value: str | None, default: float) -> float:
-    try:
-        return float(value) if value else default
-    except ValueError:
-        return default
 
 
 def reconcile_compute(step: Step, ctx: StepContext, clients: Clients, timing: Timing) -> Outcome:

@@ -1,4 +1,4 @@
-"""Self-throttling: cap concurrent ARM calls per subscription, and slow the whole subscription on a 429.
+"""Self-throttling: cap concurrent ARM calls per subscription, and hold a kind of call there after its 429.
 
 ARM's limits are per subscription, per principal and per kind of operation (reads, writes and deletes
 each have a bucket), so one step's 429 on a read means every step in that subscription should hold its
@@ -16,6 +16,7 @@ Manager throttles requests": subscription reads refill 25 per second, writes and
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from cloud.errors import MAX_RETRY_AFTER_S
 from models.arm_limits import Operation
 from models.errors import BackPressure
 
@@ -79,7 +81,7 @@ class SubscriptionThrottle:
     def slot(self, subscription: str) -> Iterator[None]:
         """Hold one of the subscription's call slots (the cool-downs are checked per request, by `hold`)."""
         with self._lock:
-            sem = self._slots.setdefault(subscription, threading.BoundedSemaphore(self.max_concurrent))
+            sem = self._slots.setdefault(subscription.lower(), threading.BoundedSemaphore(self.max_concurrent))
         if not sem.acquire(timeout=self.wait_for_slot_s):
             raise BackPressure(
                 f"{self.max_concurrent} ARM calls to subscription {subscription} are already running; trying later",
@@ -117,7 +119,8 @@ class SubscriptionThrottle:
 
     def throttled(self, subscription: str, retry_after_s: float | None, operation: Operation | None = None) -> None:
         """Note a 429: calls of its kind (of every kind, when it is not known) wait for Retry-After (or the default)."""
-        until = time.monotonic() + (retry_after_s if retry_after_s is not None else self.default_cooldown_s)
+        wait = retry_after_s if retry_after_s is not None and math.isfinite(retry_after_s) else self.default_cooldown_s
+        until = time.monotonic() + min(max(wait, 0.0), MAX_RETRY_AFTER_S)
         ops = (operation,) if operation is not None else OPERATIONS
         with self._lock:
             for op in ops:

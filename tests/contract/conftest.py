@@ -73,6 +73,9 @@ def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
         server.state.faults.replace([])
         server.state.config.quota = {}
         server.state.config.unregistered = []
+    if "provider" in request.fixturenames:
+        # The provider is the session's: a cool-down a test set (or left after failing) must not hold the next.
+        request.getfixturevalue("provider").throttle._cool_until.clear()
 
 
 def _plan(body: dict[str, Any], create_groups: bool = True, **policy: Any) -> Plan:
