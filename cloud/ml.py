@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from cloud.clients import Clients
 from cloud.common import (
@@ -58,7 +59,7 @@ class DeploymentProperties(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    provisioning_state: str = Field("", alias="provisioningState")
+    provisioning_state: str | None = Field(None, alias="provisioningState")
     timestamp: datetime | None = None
     error: JsonValue = None  # ErrorResponse: code, message, details (read by `ErrorDetail.from_json`)
 
@@ -67,7 +68,12 @@ class ArmDeployment(BaseModel):
     """One deployment of a resource group (DeploymentExtended), as Deployments_ListByResourceGroup lists it."""
 
     name: str
-    properties: DeploymentProperties = DeploymentProperties()
+    properties: DeploymentProperties = Field(default_factory=DeploymentProperties)
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
 
     @property
     def state(self) -> str:
@@ -81,21 +87,52 @@ class ArmDeployment(BaseModel):
 
 
 class DeploymentPage(BaseModel):
-    """One page of DeploymentListResult: `value`, and `nextLink` while more remain (x-ms-pageable)."""
+    """One page of DeploymentListResult: `value`, and `nextLink` while more remain (x-ms-pageable).
+
+    The entries stay raw JSON until a step picks its own by name: a resource group is its team's, and
+    a deployment another tool left there in a shape this service does not read must not block the step.
+    """
 
     model_config = ConfigDict(populate_by_name=True)
 
-    value: list[ArmDeployment] = []
+    value: list[JsonValue] | None = None
     next_link: str | None = Field(None, alias="nextLink")
+
+
+def _on_endpoint(url: str, base: str) -> bool:
+    """Say whether `url` is on the ARM endpoint `base` (scheme, host in any case, port, 443 when unsaid)."""
+    a, b = urlsplit(url), urlsplit(base)
+    default = {"https": 443, "http": 80}
+    try:
+        ports = (a.port or default.get(a.scheme.lower())), (b.port or default.get(b.scheme.lower()))
+    except ValueError:  # a port that is not a number
+        return False
+    return (
+        a.scheme.lower() == b.scheme.lower()
+        and (a.hostname or "") == (b.hostname or "")  # urlsplit lowercases hostnames
+        and ports[0] == ports[1]
+        and not a.username
+        and not a.password
+    )
+
+
+def _with_api_version(url: str) -> str:
+    """Give a nextLink the api-version the list was asked with, when it carries none (as the SDK does)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower() == "api-version" for k, _ in query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("api-version", DEPLOYMENTS_API)])))
 
 
 def _recent_deployments(step: Step, ctx: StepContext, clients: Clients) -> list[ArmDeployment]:
     """Return the workspace deployments azure-ai-ml started for this step ('<workspace>-<number>'), oldest first.
 
     The list is read raw, page by page through the deployments client's pipeline (its token, its pacing),
-    and only the fields a step needs are parsed: the SDK's DeploymentExtended models, built for every
-    deployment the resource group has kept, cost about a fifth of the step workers' CPU at 200 requests
-    (py-spy). A nextLink is followed only on the ARM endpoint, where the token may go.
+    and only this step's deployments are parsed, for the fields it needs: the SDK's DeploymentExtended
+    models, built for every deployment the resource group has kept, cost about a fifth of the step
+    workers' CPU at 200 requests (py-spy). A nextLink is followed only on the ARM endpoint, where the
+    token may go, once each, and never past `MAX_DEPLOYMENT_PAGES`.
     """
     from azure.core.rest import HttpRequest
 
@@ -103,35 +140,42 @@ def _recent_deployments(step: Step, ctx: StepContext, clients: Clients) -> list[
     arm = clients.deployments(n.subscription_id)
     base = clients.endpoint.arm_url.rstrip("/")
     what = f"listing deployments in '{n.resource_group}'"
+    prefix = f"{step.resource_name}-"
     url: str | None = (
-        f"{base}/subscriptions/{n.subscription_id}/resourcegroups/{n.resource_group}"
-        f"/providers/Microsoft.Resources/deployments/?api-version={DEPLOYMENTS_API}"
+        f"{base}/subscriptions/{quote(n.subscription_id, safe='')}/resourcegroups/{quote(n.resource_group, safe='')}"
+        f"/providers/Microsoft.Resources/deployments?api-version={DEPLOYMENTS_API}"
     )
+    seen: set[str] = set()
     listed: list[ArmDeployment] = []
-    for _ in range(MAX_DEPLOYMENT_PAGES):
-        if url is None:
-            break
-        if not url.startswith(f"{base}/"):
+    while url is not None:
+        if not _on_endpoint(url, base):
             raise TransientError(f"{what}: ARM's nextLink leaves the ARM endpoint ({url[:120]}); trying again later.")
-        request = HttpRequest("GET", url)
+        if url in seen or len(seen) >= MAX_DEPLOYMENT_PAGES:
+            raise TransientError(
+                f"{what}: ARM's nextLinks {'came round again' if url in seen else f'ran past {MAX_DEPLOYMENT_PAGES} pages'}"
+                "; trying again later."
+            )
+        seen.add(url)
+        request = HttpRequest("GET", url, headers={"Accept": "application/json"})
         response = call(what, lambda request=request: arm.send_request(request))  # type: ignore[misc]
         if response.status_code >= 400:
             raise _answer_error(response, what)
         try:
             page = DeploymentPage.model_validate_json(response.content)
+            listed += [
+                ArmDeployment.model_validate(entry)
+                for entry in page.value or []
+                if isinstance(entry, dict) and str(entry.get("name") or "").startswith(prefix)
+            ]
         except ValidationError as exc:
             raise TransientError(
                 f"{what}: ARM answered a list this service cannot read ({exc.error_count()} "
                 "problems); trying again later."
             ) from exc
-        listed += page.value
-        url = page.next_link
-    else:
-        if url is not None:
-            raise TransientError(f"{what}: ARM gave more than {MAX_DEPLOYMENT_PAGES} pages; trying again later.")
+        url = _with_api_version(page.next_link) if page.next_link else None
     # A deployment from before this step started belongs to an earlier request: its outcome is not ours.
     since = _aware(ctx.step_started_at) - timedelta(seconds=60) if ctx.step_started_at else None
-    found = [d for d in listed if d.name.startswith(f"{step.resource_name}-") and (since is None or d.started >= since)]
+    found = [d for d in listed if since is None or d.started >= since]
     found.sort(key=lambda d: d.started)
     return found
 

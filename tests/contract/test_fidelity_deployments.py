@@ -268,15 +268,17 @@ def _deployment_reads(emulator: EmulatorServer) -> int:
 
 
 class _Deployments:
-    """A deployments client whose every page points on to `next_link`."""
+    """A deployments client answering `pages` in turn, then the last one for ever (a list that never ends)."""
 
-    def __init__(self, next_link: str) -> None:
-        self.next_link = next_link
+    def __init__(self, *pages: dict[str, Any]) -> None:
+        self.pages = list(pages)
         self.sent: list[str] = []
 
     def send_request(self, request: Any) -> _Answer:
         self.sent.append(request.url)
-        return _Answer(200, {"value": [], "nextLink": self.next_link})
+        if len(self.sent) > 60:
+            raise AssertionError("the list was followed past its page limit")
+        return _Answer(200, self.pages[min(len(self.sent), len(self.pages)) - 1])
 
 
 class _Clients:
@@ -288,21 +290,60 @@ class _Clients:
         return self._deployments
 
 
-@pytest.mark.parametrize(
-    ("next_link", "said"),
-    [
-        ("https://elsewhere.example/subscriptions/x/deployments?$skipToken=1", "leaves the ARM endpoint"),
-        ("https://management.azure.com/subscriptions/x/deployments?$skipToken=1", "more than 50 pages"),
-    ],
-)
-def test_a_deployment_list_follows_next_link_only_on_arm_and_not_for_ever(next_link: str, said: str) -> None:
+def _listed(deployments: _Deployments, workspace: str = "dep-links") -> list[Any]:
     from cloud.ml import _recent_deployments
 
-    p = _plan(example("cpu-small.json") | {"team": "dep-links"})
-    deployments = _Deployments(next_link)
+    p = _plan(example("cpu-small.json") | {"team": "dep-links", "workspace_name": workspace})
     ctx = StepContext(request_id="r", names=p.names, attempt=1)
+    return _recent_deployments(p.step("workspace"), ctx, _Clients(deployments))  # type: ignore[arg-type]
+
+
+class _Endless(_Deployments):
+    """Every page names a new next page."""
+
+    def send_request(self, request: Any) -> _Answer:
+        self.sent.append(request.url)
+        if len(self.sent) > 60:
+            raise AssertionError("the list was followed past its page limit")
+        return _Answer(200, {"value": [], "nextLink": f"https://management.azure.com/next?$skipToken={len(self.sent)}"})
+
+
+@pytest.mark.parametrize(
+    ("deployments", "said", "sends"),
+    [
+        (_Deployments({"value": [], "nextLink": "https://elsewhere.example/next"}), "leaves the ARM endpoint", 1),
+        (_Deployments({"value": [], "nextLink": "https://management.azure.com@evil.example/"}), "leaves the ARM", 1),
+        (_Deployments({"value": [], "nextLink": "http://management.azure.com/next"}), "leaves the ARM endpoint", 1),
+        (_Deployments({"value": [], "nextLink": "https://management.azure.com/same"}), "came round again", 2),
+        (_Endless(), "ran past 50 pages", 50),
+    ],
+)
+def test_a_deployment_list_follows_next_link_only_on_arm_and_not_for_ever(
+    deployments: _Deployments, said: str, sends: int
+) -> None:
     with pytest.raises(TransientError, match=said):
-        _recent_deployments(p.step("workspace"), ctx, _Clients(deployments))  # type: ignore[arg-type]
+        _listed(deployments)
     # The token never went to another host: every request was to ARM.
     assert all(url.startswith("https://management.azure.com/") for url in deployments.sent)
-    assert len(deployments.sent) == (1 if "elsewhere" in next_link else 50)
+    assert len(deployments.sent) == sends
+
+
+def test_a_deployment_list_reads_arm_s_own_links_and_only_the_step_s_deployments() -> None:
+    ours = {"name": "dep-links-1", "properties": {"provisioningState": "Running", "timestamp": "2026-12-01T10:00:00Z"}}
+    deployments = _Deployments(
+        # ARM may spell its own host with a port and in capitals; a link without api-version gets the list's.
+        {"value": [ours], "nextLink": "https://Management.Azure.com:443/subscriptions/x/next?$skipToken=1"},
+        {
+            "value": [
+                {"name": "someone-elses", "properties": {"provisioningState": 5, "timestamp": "not a time"}},
+                "not even an object",
+                {"name": "dep-links-2", "properties": None},
+            ],
+            "nextLink": "",  # the end, as the SDK reads it
+        },
+    )
+    found = _listed(deployments)
+    assert [d.name for d in found] == ["dep-links-2", "dep-links-1"]  # oldest first; no timestamp is oldest
+    assert [d.state for d in found] == ["Succeeded", "Running"]
+    assert len(deployments.sent) == 2 and "api-version=2026-06-01" in deployments.sent[1]
+    assert "/providers/Microsoft.Resources/deployments?api-version=2026-06-01" in deployments.sent[0]

@@ -46,6 +46,11 @@ def test_a_policy_file_cannot_make_python_objects(tmp_path: Path) -> None:
     with pytest.raises(PolicyFileError, match="not valid yaml: could not determine a constructor"):
         load_policy(hostile)
     assert not marker.exists()
+    # Tags a FullLoader would build (a Python name, a tuple) are refused too.
+    for tag in ("!!python/name:os.system", "!!python/tuple [a, b]"):
+        hostile.write_text(f"allowed_regions: {tag}\n")
+        with pytest.raises(PolicyFileError, match="could not determine a constructor"):
+            load_policy(hostile)
 
 
 def test_profile_fills_in_and_request_wins_by_name() -> None:
